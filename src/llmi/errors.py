@@ -1,0 +1,138 @@
+"""The one error hierarchy of llmi.
+
+::
+
+    LlmiError
+    ├── ConfigError                 a setting is missing or wrong (says which one to set)
+    │   └── MissingDependency       an optional extra is not installed (names the extra)
+    ├── TagError                    an <imgen> tag could not be read; has .position and .reason
+    │   ├── TagSyntaxError          the text inside the tag is not a dict we can recover
+    │   └── TagValidationError      the dict has the wrong source, keys or types
+    ├── ToolError                   an image could not be produced; has .transient
+    │   ├── ToolNotConfigured       no backend for this tool (says how to configure one)
+    │   ├── ToolTimeout             the call, or the document's deadline, ran out
+    │   ├── BackendError            the backend answered with an error (HTTP, SDK, server)
+    │   ├── NotFound                a search found nothing good enough
+    │   ├── FetchError              downloading an image was refused or failed
+    │   ├── SandboxError            chart code failed, was killed, or drew nothing
+    │   ├── UnsupportedEdit         the offline editor cannot do this instruction honestly
+    │   └── DependencyFailed        an edit refers to an image that failed or does not exist
+    └── WriterError                 the writer model could not produce text
+
+Tool failures never escape the engine: they become failed images in the ``Document``,
+with the error's class name and message recorded.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LlmiError",
+    "ConfigError",
+    "MissingDependency",
+    "TagError",
+    "TagSyntaxError",
+    "TagValidationError",
+    "ToolError",
+    "ToolNotConfigured",
+    "ToolTimeout",
+    "BackendError",
+    "NotFound",
+    "FetchError",
+    "SandboxError",
+    "UnsupportedEdit",
+    "DependencyFailed",
+    "WriterError",
+]
+
+
+class LlmiError(Exception):
+    """Base of every error llmi raises on purpose."""
+
+
+class ConfigError(LlmiError):
+    """A setting is missing or invalid; the message says what to set."""
+
+
+class MissingDependency(ConfigError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{module!r} is not installed; install it with: pip install 'llmi[{extra}]'"
+        )
+
+
+class TagError(LlmiError):
+    """An ``<imgen>`` tag that cannot be used.
+
+    ``position`` is the character offset of the tag's ``<`` in the text it was parsed from,
+    ``reason`` a short human explanation.
+    """
+
+    def __init__(self, reason: str, position: int = 0) -> None:
+        self.reason = reason
+        self.position = position
+        super().__init__(f"tag at character {position}: {reason}")
+
+
+class TagSyntaxError(TagError):
+    """The tag's body is not a dict llmi can recover."""
+
+
+class TagValidationError(TagError):
+    """The tag's dict has an unknown source, missing or extra keys, or wrong types."""
+
+
+class ToolError(LlmiError):
+    """A tool could not produce an image.
+
+    ``transient`` marks errors worth retrying (a 503, a reset connection); the engine retries
+    only those.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
+
+
+class ToolNotConfigured(ToolError):
+    """No backend is configured for the tool a tag asks for."""
+
+
+class ToolTimeout(ToolError):
+    """A tool call, or the whole document, ran out of time."""
+
+    transient = True
+
+
+class BackendError(ToolError):
+    """A backend (HTTP API, server, SDK) reported an error."""
+
+
+class NotFound(ToolError):
+    """A search found no image good enough to use."""
+
+
+class FetchError(ToolError):
+    """Downloading an image was refused by the safety rules or failed."""
+
+
+class SandboxError(ToolError):
+    """Chart code raised, was killed by a limit, or drew nothing."""
+
+
+class UnsupportedEdit(ToolError):
+    """The offline editor cannot carry out this instruction honestly."""
+
+
+class DependencyFailed(ToolError):
+    """An edit refers to an image that failed or does not exist."""
+
+
+class WriterError(LlmiError):
+    """The writer model could not produce text (unreachable, wrong model, prompt too long)."""

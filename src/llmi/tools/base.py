@@ -1,0 +1,69 @@
+"""The tool protocol every backend implements, and the values it exchanges with the engine.
+
+A backend is a small class with a ``source`` (which tag source it serves: ``search``,
+``diffusion``, ``code`` or ``edit``), a ``backend`` name (recorded on every image it makes), and
+one async ``run``. Heavy set-up (weights, worker pools, HTTP clients) happens lazily on the first
+``run``, never in ``__init__``, and must not bind to one event loop for good: the engine may call
+a tool from different loops over its life (the sync wrapper uses its own). ``aclose`` releases
+what ``run`` acquired.
+
+Backends raise only ``llmi.errors.ToolError`` subclasses; anything else is a bug, which the
+engine still records as a failed image rather than crashing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
+
+from ..image import ImageData
+from ..tags import ImageRequest
+
+__all__ = ["Credit", "ToolCall", "ToolOutput", "Tool"]
+
+
+@dataclass(frozen=True)
+class Credit:
+    """Where an image came from, for the document to credit it."""
+
+    source: str  # human label of the backend: "Wikimedia Commons", "Google Images (SerpAPI)", ...
+    title: str | None = None
+    page_url: str | None = None  # the page the image is shown on
+    image_url: str | None = None  # the file itself
+    author: str | None = None
+    licence: str | None = None
+    licence_url: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """What the engine hands a tool for one attempt."""
+
+    request: ImageRequest
+    #: for ``edit``: the image to edit (an input image or an earlier tag's output)
+    input_image: ImageData | None = None
+    #: seconds this attempt may take; a tool should give up (and clean up) by then
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """A produced image and what is worth recording about it."""
+
+    image: ImageData
+    credit: Credit | None = None
+    #: backend-specific facts worth keeping in document.json (query used, seed, model ...)
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Tool(Protocol):
+    source: ClassVar[str]
+    backend: str
+
+    async def run(self, call: ToolCall) -> ToolOutput: ...
+
+    async def aclose(self) -> None: ...
