@@ -7,12 +7,12 @@ imported until a backend is used.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .base import Credit, Tool, ToolCall, ToolOutput
 
-__all__ = ["BACKENDS", "Credit", "Tool", "ToolCall", "ToolOutput", "load_backend"]
+__all__ = ["BACKENDS", "Credit", "Tool", "ToolCall", "ToolOutput", "default_tools", "load_backend"]
 
 BACKENDS: dict[str, dict[str, str]] = {
     "code": {
@@ -46,3 +46,22 @@ def load_backend(source: str, name: str) -> type[Any]:
         raise ConfigError(f"no backend {name!r} for {source!r}; known backends: {known}") from None
     module, _, cls = target.partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def default_tools(env: Mapping[str, str]) -> dict[str, Tool]:
+    """Every backend the environment configures, plus the sandboxed code tool.
+
+    Each family's routing module reads its own variables (see ``docs/search.md`` and
+    ``docs/image-backends.md``); a family with nothing configured is simply absent, and the
+    engine reports how to configure it on the images that needed it.
+    """
+    from .code_sandbox import CodeSandboxTool
+    from .image_routing import diffusion_from_env, edit_from_env
+    from .search_routing import search_from_env
+
+    tools: dict[str, Tool] = {"code": CodeSandboxTool()}
+    for source, make in (("search", search_from_env), ("diffusion", diffusion_from_env), ("edit", edit_from_env)):
+        tool = make(env)
+        if tool is not None:
+            tools[source] = tool
+    return tools

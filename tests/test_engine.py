@@ -1,0 +1,173 @@
+"""The engine: planning, concurrency, edits, failures, retries, deadlines, cache, fallback."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llmi.engine import Engine, ToolLimits
+from llmi.errors import BackendError, NotFound
+from llmi.image import ImageData
+from llmi.tags import ImageRequest, serialise
+from llmi.testing import LatencyTool
+
+
+def tag(source: str, text: str = "x", **extra) -> str:
+    params = {"search": {"query": text}, "diffusion": {"prompt": text}, "code": {"code": text},
+              "edit": {"prompt": text, **extra}}[source]
+    return serialise(ImageRequest(source, f"{source} {text}", params))
+
+
+def edit(index: int, text: str = "brighter") -> str:
+    return tag("edit", text, img_index=index)
+
+
+def test_independent_tags_run_concurrently():
+    search = LatencyTool("search", latency=0.2)
+    with Engine({"search": search}, limits={"search": ToolLimits(concurrency=8)}) as engine:
+        doc = engine.run("".join(tag("search", f"q{i}") for i in range(8)))
+    assert [s.status for s in doc.image_segments] == ["ok"] * 8
+    assert search.peak == 8
+
+
+def test_concurrency_limit_is_respected():
+    search = LatencyTool("search", latency=0.05)
+    with Engine({"search": search}, limits={"search": ToolLimits(concurrency=3)}) as engine:
+        engine.run("".join(tag("search", f"q{i}") for i in range(9)))
+    assert search.peak == 3
+
+
+def test_edit_chain_uses_previous_outputs_and_inputs():
+    search, editor = LatencyTool("search"), LatencyTool("edit", backend="ed")
+    inputs = [ImageData.blank(4, 4, (200, 200, 200))]
+    text = "A" + tag("search", "cat") + "B" + edit(1) + "C" + edit(2) + edit(0)
+    with Engine({"search": search, "edit": editor}) as engine:
+        doc = engine.run(text, inputs)
+    segs = doc.image_segments
+    assert [s.status for s in segs] == ["ok"] * 4
+    # tag 1 edits tag 0 (index M+0), tag 2 edits tag 1, tag 3 edits the input image
+    first = segs[0].image.to_pil().getpixel((0, 0))[0]
+    assert segs[1].image.to_pil().getpixel((0, 0))[0] == first - 10
+    assert segs[2].image.to_pil().getpixel((0, 0))[0] == first - 20
+    assert segs[3].image.to_pil().getpixel((0, 0))[0] == 190
+
+
+def test_edit_of_a_failed_image_fails_with_reason():
+    search = LatencyTool("search", fail_with=NotFound("nothing found for 'zzz'"))
+    with Engine({"search": search, "edit": LatencyTool("edit")}) as engine:
+        doc = engine.run(tag("search", "zzz") + edit(0))
+    bad = doc.image_segments[1]
+    assert bad.status == "failed" and bad.error_type == "DependencyFailed"
+    assert bad.error == "cannot edit image 0: tag 0 failed (nothing found for 'zzz')"
+
+
+@pytest.mark.parametrize("index", [1, 5, -1])
+def test_edit_cannot_reference_itself_or_later_tags(index):
+    with Engine({"search": LatencyTool("search"), "edit": LatencyTool("edit")}) as engine:
+        doc = engine.run(edit(index) + tag("search", "later"))
+    seg = doc.image_segments[0]
+    assert seg.error_type == "DependencyFailed"
+    assert "refers to no earlier image" in seg.error
+
+
+def test_invalid_tag_keeps_its_slot_and_numbering():
+    bad = "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'q', 'x': 1}}</imgen>"
+    text = bad + tag("search", "cat") + edit(1)
+    with Engine({"search": LatencyTool("search"), "edit": LatencyTool("edit")}) as engine:
+        doc = engine.run(text)
+    segs = doc.image_segments
+    assert [s.index for s in segs] == [0, 1, 2]
+    assert [s.status for s in segs] == ["failed", "ok", "ok"]
+    assert segs[0].error_type == "TagValidationError"
+    assert doc.stats()["search"] == {"total": 2, "success": 1, "success_rate": 0.5}
+    assert doc.judge_view().count("<image>") == 2
+
+
+def test_unconfigured_tool_is_a_failed_image_that_says_how_to_configure():
+    with Engine() as engine:
+        doc = engine.run("Look: " + tag("search", "eiffel tower") + " done.")
+    seg = doc.image_segments[0]
+    assert seg.status == "failed" and seg.error_type == "ToolNotConfigured"
+    assert "SERP_API_KEY" in seg.error and "llmi library add" in seg.error
+    assert doc.judge_view() == "Look: <fail_to_generate_image> done."
+
+
+def test_fallback_is_recorded_on_the_image():
+    search = LatencyTool("search", backend="lib")
+    with Engine({"search": search}, fallback={"diffusion": "search"}) as engine:
+        doc = engine.run(tag("diffusion", "a dragon over a castle"))
+    seg = doc.image_segments[0]
+    assert seg.ok and seg.backend == "lib" and seg.tool == "diffusion"
+    assert seg.fallback.to_dict() == {"requested": "diffusion", "used": "search",
+                                      "reason": "no diffusion backend configured"}
+
+
+def test_fallback_after_failure_can_be_disabled():
+    gen = LatencyTool("diffusion", fail_with=BackendError("server said 500"))
+    tools = {"diffusion": gen, "search": LatencyTool("search")}
+    with Engine(tools, fallback={"diffusion": "search"}, fallback_on_failure=False) as engine:
+        assert not engine.run(tag("diffusion", "x")).image_segments[0].ok
+    with Engine(tools, fallback={"diffusion": "search"}) as engine:
+        seg = engine.run(tag("diffusion", "y")).image_segments[0]
+    assert seg.ok and seg.fallback.reason == "diffusion failed: server said 500"
+
+
+def test_transient_errors_are_retried_and_permanent_ones_are_not():
+    flaky = LatencyTool("search", latency=0, fail_first=2)
+    with Engine({"search": flaky}, limits={"search": ToolLimits(retries=2, backoff=0.01)}) as engine:
+        seg = engine.run(tag("search", "q")).image_segments[0]
+    assert seg.ok and seg.attempts == 3
+    broken = LatencyTool("search", latency=0, fail_with=NotFound("no"))
+    with Engine({"search": broken}, limits={"search": ToolLimits(retries=3, backoff=0.01)}) as engine:
+        seg = engine.run(tag("search", "q")).image_segments[0]
+    assert not seg.ok and seg.attempts == 1 and broken.calls == 1
+
+
+def test_per_call_timeout_and_document_deadline():
+    slow = LatencyTool("search", latency=5)
+    with Engine({"search": slow}, limits={"search": ToolLimits(timeout=0.1, retries=0)}) as engine:
+        seg = engine.run(tag("search", "q")).image_segments[0]
+    assert seg.error_type == "ToolTimeout" and "longer than 0.1 s" in seg.error
+    with Engine({"search": slow}, deadline=0.2) as engine:
+        doc = engine.run(tag("search", "a") + tag("search", "b"))
+    assert all(s.error_type == "ToolTimeout" for s in doc.image_segments)
+
+
+def test_unexpected_backend_exception_is_a_failed_image():
+    class Broken(LatencyTool):
+        async def run(self, call):
+            raise KeyError("oops")
+
+    with Engine({"search": Broken("search", backend="broken")}) as engine:
+        seg = engine.run(tag("search", "q") + "after").image_segments[0]
+    assert seg.error == "internal error in broken: KeyError: 'oops'"
+
+
+def test_identical_calls_in_a_group_are_made_once():
+    search = LatencyTool("search", latency=0.05)
+    answers = [f"answer {i} " + tag("search", "Eiffel  Tower") + tag("search", f"own {i}") for i in range(8)]
+    with Engine({"search": search}) as engine:
+        docs = engine.run_many(answers)
+        assert search.calls == 9  # one shared search (in flight together) + 8 distinct ones
+        assert sum(d.image_segments[0].cache_hit for d in docs) == 7
+        again = engine.run(tag("search", "eiffel tower"))  # normalised: same key, cached
+    assert again.image_segments[0].cache_hit and search.calls == 9
+
+
+def test_engine_runs_on_different_event_loops():
+    search = LatencyTool("search")
+    engine = Engine({"search": search}, cache=False)
+    for _ in range(2):
+        doc = asyncio.run(engine.arun(tag("search", "q")))
+        assert doc.image_segments[0].ok
+    assert engine.run(tag("search", "q")).image_segments[0].ok
+    engine.close()
+
+
+def test_events_report_progress():
+    events = []
+    with Engine({"search": LatencyTool("search")}, on_event=events.append) as engine:
+        engine.run(tag("search", "q") + tag("diffusion", "p"))
+    kinds = [(e.kind, e.index) for e in events]
+    assert ("start", 0) in kinds and ("done", 0) in kinds and ("failed", 1) in kinds
