@@ -220,7 +220,8 @@ class Engine:
         from .tools import default_tools
 
         env = os.environ if env is None else env
-        kwargs.setdefault("fallback", {"diffusion": "search"})
+        if kwargs.get("fallback") is None:
+            kwargs["fallback"] = {"diffusion": "search"}
         return cls(default_tools(env), **kwargs)
 
     # -- the async core --------------------------------------------------------------------

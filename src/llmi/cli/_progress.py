@@ -1,0 +1,75 @@
+"""Shared terminal output for commands that run the engine: live progress and a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..document import Document
+from ..engine import EngineEvent
+
+__all__ = ["ToolProgress", "print_summary"]
+
+
+class ToolProgress:
+    """A progress bar over a document's tags, with one line per finished image.
+
+    Use as the engine's ``on_event`` callback inside ``with ToolProgress(console):``.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]tools"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), console=console, transient=True,
+        )
+        self.task = self.progress.add_task("", total=0)
+
+    def __enter__(self) -> "ToolProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: EngineEvent) -> None:
+        if event.kind == "planned":
+            total = self.progress.tasks[0].total or 0
+            self.progress.update(self.task, total=total + 1)
+        elif event.kind == "start":
+            self.progress.update(self.task, description=f"#{event.index} {event.tool} via {event.backend}")
+        elif event.kind == "retry":
+            self.progress.console.print(f"  [yellow]↻[/] #{event.index} {event.tool}: retrying after {event.message}")
+        elif event.kind in ("done", "failed"):
+            self.progress.advance(self.task)
+            seg = event.segment
+            if seg is None:
+                return
+            if seg.ok:
+                extra = " (cached)" if seg.cache_hit else f" {seg.elapsed:.2f} s"
+                via = f"{seg.fallback.used} via {seg.backend} (fallback)" if seg.fallback else seg.backend
+                self.progress.console.print(f"  [green]✓[/] #{seg.index} {seg.tool} → {via}{extra}")
+            else:
+                self.progress.console.print(
+                    f"  [red]✗[/] #{seg.index} {seg.tool or 'invalid tag'}: {seg.error_type}: {seg.error}",
+                    markup=True, highlight=False,
+                )
+
+
+def print_summary(console: Console, doc: Document, paths: Mapping[str, Path]) -> None:
+    """Per-tool table, then where each format was written."""
+    table = Table(title=None, show_edge=False, header_style="bold")
+    for col in ("tool", "total", "success", "rate"):
+        table.add_column(col, justify="left" if col == "tool" else "right")
+    for tool, row in doc.stats().items():
+        table.add_row(tool, str(row["total"]), str(row["success"]), f"{row['success_rate']:.0%}")
+    n, ok = len(doc.image_segments), len(doc.images)
+    if n:
+        console.print(table)
+    console.print(f"{ok} of {n} image{'s' if n != 1 else ''} made in {doc.meta.get('elapsed', 0):.2f} s")
+    for fmt, path in paths.items():
+        console.print(f"  {fmt:<5} {path}")
