@@ -8,23 +8,49 @@ index, which ``edit.img_index`` counts).
 >>> parsed = parse("A chart:<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}</imgen>")
 >>> parsed.tags[0].request.query
 'owl'
+
+Reading a tag body goes through four readers, fastest and strictest first:
+
+1. a regex tokenizer for the common case (strings with at most ``\\n \\t \\\\ \\' \\"`` escapes,
+   integers, braces) whose result is exactly what ``ast.literal_eval`` would give;
+2. ``ast.literal_eval`` (Python literal semantics, LLM-I's own format);
+3. ``json.loads`` (tried first when the dict's first key is double-quoted);
+4. a lenient backtracking reader for bodies that are not valid literals: strings may hold
+   unescaped inner quotes and real newlines, missing closing braces at the end are supplied,
+   and code strings get their ``\\n`` escapes turned into line breaks except inside the code's
+   own one-line string literals.
+
+The grammar and every message a user can see are listed in ``docs/tags.md``.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
+import warnings as _warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .errors import TagError, TagSyntaxError, TagValidationError
 
-__all__ = ["SOURCES", "PARAM_TYPES", "ImageRequest", "Tag", "ParsedText", "parse", "parse_tag", "serialise"]
+__all__ = [
+    "SOURCES",
+    "PARAM_TYPES",
+    "ImageRequest",
+    "Tag",
+    "ParseWarning",
+    "ParsedText",
+    "parse",
+    "parse_tag",
+    "validate",
+    "serialise",
+]
 
 SOURCES = ("search", "diffusion", "code", "edit")
 
-#: the params each source takes, exactly these keys
+#: the params each source takes, exactly these keys, in LLM-I's order
 PARAM_TYPES: Mapping[str, Mapping[str, type]] = MappingProxyType(
     {
         "search": MappingProxyType({"query": str}),
@@ -33,6 +59,8 @@ PARAM_TYPES: Mapping[str, Mapping[str, type]] = MappingProxyType(
         "edit": MappingProxyType({"img_index": int, "prompt": str}),
     }
 )
+
+_TOP_KEYS = ("source", "description", "params")
 
 
 @dataclass(frozen=True)
@@ -45,6 +73,9 @@ class ImageRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def __hash__(self) -> int:
+        return hash((self.source, self.description, frozenset(self.params.items())))
 
     @property
     def query(self) -> str:
@@ -90,7 +121,9 @@ class Tag:
     """One ``<imgen>...</imgen>`` occurrence: its slot in the text and what it asked for.
 
     ``index`` counts every tag in the text from 0, failed ones included; exactly one of
-    ``request`` and ``error`` is set.
+    ``request`` and ``error`` is set. ``start``/``end``/``raw`` cover the slot, which includes a
+    code fence wrapped around the tag (so the fence does not linger as prose); ``position`` is
+    the offset of the ``<`` of ``<imgen>`` itself, the one error messages quote.
     """
 
     index: int
@@ -104,72 +137,674 @@ class Tag:
     def ok(self) -> bool:
         return self.request is not None
 
+    @property
+    def position(self) -> int:
+        return self.start + self.raw.find("<imgen>")
+
+
+@dataclass(frozen=True)
+class ParseWarning:
+    """Something in the text worth knowing that is not a tag error.
+
+    ``kind`` is one of ``unterminated`` (an ``<imgen>`` never closed, or superseded by a later
+    ``<imgen>``: kept as prose, no slot), ``stray_close`` (a ``</imgen>`` without an opener: kept
+    as prose), ``recovered`` (a tag that was not a valid literal, read leniently) and ``fenced``
+    (a tag wrapped in a code fence, whose fence lines were folded into the tag's slot).
+    """
+
+    kind: str
+    position: int
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
 
 @dataclass(frozen=True)
 class ParsedText:
-    """Text split into prose chunks (``str``) and ``Tag`` slots, in order."""
+    """Text split into prose chunks (``str``) and ``Tag`` slots, in order.
+
+    ``"".join(p if isinstance(p, str) else p.raw for p in parts) == text`` always holds.
+    """
 
     text: str
     parts: tuple[str | Tag, ...]
+    warnings: tuple[ParseWarning, ...] = ()
 
     @property
     def tags(self) -> tuple[Tag, ...]:
         return tuple(p for p in self.parts if isinstance(p, Tag))
 
 
-_TAG = re.compile(r"<imgen>(.*?)</imgen>", re.S)
+# --------------------------------------------------------------------------------------------
+# parse: find the slots
+
+_MARK = re.compile(r"<(/?)imgen>")
+_OPEN_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[\w+.#-]*[ \t]*\Z")
+_CLOSE_FENCE = re.compile(r"\s*(`{3,}|~{3,})[ \t]*(?=\n|\Z)")
+_OPEN_LEN = len("<imgen>")
+_CLOSE_LEN = len("</imgen>")
 
 
 def parse(text: str) -> ParsedText:
-    """Split ``text`` into prose and tags. Never raises."""
+    """Split ``text`` into prose and tags. Never raises.
+
+    >>> p = parse("a <imgen>{'source': 'nope'}</imgen> b <imgen>{'source'")
+    >>> [t.index for t in p.tags], p.tags[0].error.reason, p.warnings[0].kind
+    ([0], "missing key 'description'; a tag has exactly the keys 'source', 'description' and 'params'", 'unterminated')
+    """
+    if "imgen>" not in text:
+        return ParsedText(text, (text,) if text else ())
+    pairs, warns = _find_pairs(text)
+    slots = _absorb_fences(text, pairs, warns)
     parts: list[str | Tag] = []
     pos = 0
-    for i, m in enumerate(_TAG.finditer(text)):
-        if m.start() > pos:
-            parts.append(text[pos : m.start()])
+    for index, ((start, end), (open_at, close_end)) in enumerate(zip(slots, pairs)):
+        if start > pos:
+            parts.append(text[pos:start])
+        body_at = open_at + _OPEN_LEN
+        request: ImageRequest | None = None
+        error: TagError | None = None
         try:
-            req, err = parse_tag(m.group(1), m.start()), None
+            request, recovered = _read(text[body_at : close_end - _CLOSE_LEN], open_at)
+            if recovered:
+                warns.append(ParseWarning("recovered", open_at, f"tag {index} at character {open_at} is not a valid Python or JSON dict; it was read leniently"))
         except TagError as exc:
-            req, err = None, exc
-        parts.append(Tag(i, m.start(), m.end(), m.group(0), req, err))
-        pos = m.end()
+            error = exc
+        except Exception as exc:  # a bug here must cost one image, never a training run
+            error = TagSyntaxError(f"internal error while reading the tag ({type(exc).__name__}: {exc})", open_at)
+        parts.append(Tag(index, start, end, text[start:end], request, error))
+        pos = end
     if pos < len(text):
         parts.append(text[pos:])
-    return ParsedText(text, tuple(parts))
+    warns.sort(key=lambda w: w.position)
+    return ParsedText(text, tuple(parts), tuple(warns))
+
+
+def _find_pairs(text: str) -> tuple[list[tuple[int, int]], list[ParseWarning]]:
+    """Each ``</imgen>`` closes the nearest unclosed ``<imgen>`` before it; earlier openers die."""
+    pairs: list[tuple[int, int]] = []
+    warns: list[ParseWarning] = []
+    open_at = -1
+    for m in _MARK.finditer(text):
+        if m.group(1):
+            if open_at < 0:
+                warns.append(ParseWarning("stray_close", m.start(), f"</imgen> at character {m.start()} has no matching <imgen>; it is kept as text"))
+            else:
+                pairs.append((open_at, m.end()))
+                open_at = -1
+        else:
+            if open_at >= 0:
+                warns.append(ParseWarning("unterminated", open_at, f"<imgen> at character {open_at} is followed by another <imgen> before any </imgen>; it is kept as text and gets no image slot"))
+            open_at = m.start()
+    if open_at >= 0:
+        warns.append(ParseWarning("unterminated", open_at, f"<imgen> at character {open_at} is never closed with </imgen>; it is kept as text and gets no image slot"))
+    return pairs, warns
+
+
+def _absorb_fences(text: str, pairs: list[tuple[int, int]], warns: list[ParseWarning]) -> list[tuple[int, int]]:
+    """Slot spans: a run of tags wrapped in a code fence (or inline backticks) takes the fence."""
+    slots = [list(p) for p in pairs]
+    prev_end = 0
+    i = 0
+    while i < len(pairs):
+        j = i  # the run i..j is separated by whitespace only
+        while j + 1 < len(pairs) and text[pairs[j][1] : pairs[j + 1][0]].isspace():
+            j += 1
+        start, end = pairs[i][0], pairs[j][1]
+        limit = pairs[j + 1][0] if j + 1 < len(pairs) else len(text)
+        before = text[prev_end:start].rstrip()
+        line_at = before.rfind("\n") + 1
+        opener = _OPEN_FENCE.match(before, line_at)
+        closer = _CLOSE_FENCE.match(text[end:limit]) if opener else None
+        new_start = new_end = -1
+        if opener and closer and closer.group(1)[0] == opener.group(1)[0] and len(closer.group(1)) >= len(opener.group(1)):
+            new_start, new_end = prev_end + opener.start(1), end + closer.end(1)
+        elif start > prev_end and text[start - 1] == "`" and text[end : end + 1] == "`" and text[start - 2 : start] != "``":
+            new_start, new_end = start - 1, end + 1
+        if new_start >= 0:
+            slots[i][0], slots[j][1] = new_start, new_end
+            warns.append(ParseWarning("fenced", start, f"tag at character {start} is wrapped in a code fence; the fence was folded into the tag's slot"))
+        prev_end = slots[j][1]
+        i = j + 1
+    return [(s, e) for s, e in slots]
+
+
+# --------------------------------------------------------------------------------------------
+# parse_tag: read one body
+
+_BODY_FENCE = re.compile(r"\A\s*(`{3,}|~{3,})[\w+.#-]*[ \t]*\n(.*?)\n?[ \t]*\1\s*\Z", re.S)
+_BODY_TICKS = re.compile(r"\A\s*`(\{.*\})`\s*\Z", re.S)
+_EXAMPLE = "{'source': 'search', 'description': '...', 'params': {'query': '...'}}"
 
 
 def parse_tag(body: str, position: int = 0) -> ImageRequest:
-    """Read and validate the body of one tag; raises ``TagError`` with ``position``."""
+    """Read and validate the body of one tag (the text between ``<imgen>`` and ``</imgen>``).
+
+    Raises ``TagSyntaxError`` or ``TagValidationError`` whose ``position`` is ``position``.
+
+    >>> parse_tag("{'source': 'edit', 'description': 'd', 'params': {'img_index': True, 'prompt': 'p'}}", 40)
+    Traceback (most recent call last):
+    ...
+    llmi.errors.TagValidationError: tag at character 40: 'img_index' must be an integer, not bool
+    """
+    return _read(body, position)[0]
+
+
+def _read(body: str, position: int) -> tuple[ImageRequest, bool]:
+    """The request in ``body`` and whether the lenient reader was needed."""
+    written, offset = body, 0
+    m = _BODY_FENCE.match(body) or _BODY_TICKS.match(body)
+    if m:
+        offset, body = m.start(m.lastindex or 1), m.group(m.lastindex or 1)
+    stripped = body.strip()
+    if not stripped:
+        raise TagSyntaxError(f"the tag is empty; it must hold a dict such as {_EXAMPLE}", position)
+    if stripped[0] != "{":
+        head = stripped[:24] + ("..." if len(stripped) > 24 else "")
+        raise TagSyntaxError(f"the tag must hold a dict in braces, such as {_EXAMPLE}; it starts with {head!r}", position)
+    obj = _fast(body)
+    if obj is _NOTHING:
+        obj = _literal(body)
+    if obj is not _NOTHING:
+        return validate(obj, position), False
+    return _recover(body, position, written, offset), True
+
+
+# The fast reader: exactly literal_eval's result for the common shape, in a fraction of its time.
+_FAST_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<s>'(?:[^'\\\r\n\x00]|\\[nt\\'"])*'|"(?:[^"\\\r\n\x00]|\\[nt\\'"])*")
+    | (?P<i>-?(?:0|[1-9][0-9]*))(?![\w.])
+    | (?P<p>[{}:,])
+    | (?P<n>True|False|None|true|false|null)(?!\w)
+    )""",
+    re.X,
+)
+_SIMPLE_ESCAPE = re.compile(r"\\([nt\\'\"])")
+_SIMPLE_MAP = {"n": "\n", "t": "\t", "\\": "\\", "'": "'", '"': '"'}
+_NAMES = {"True": True, "true": True, "False": False, "false": False, "None": None, "null": None}
+_NOTHING: Any = object()
+
+
+def _fast(body: str) -> Any:
+    tokens: list[tuple[str, str]] = []
+    pos, n, match = 0, len(body), _FAST_TOKEN.match
+    while pos < n:
+        m = match(body, pos)
+        if m is None:
+            if body[pos:].isspace():
+                break
+            return _NOTHING
+        tokens.append((m.lastgroup or "", m.group(m.lastgroup or 0)))
+        pos = m.end()
     try:
-        obj = ast.literal_eval(body.strip())
-    except (ValueError, SyntaxError) as exc:
-        raise TagSyntaxError(f"not a dict literal: {exc}", position) from None
-    return validate(obj, position)
+        value, i = _fast_value(tokens, 0)
+    except (IndexError, ValueError):
+        return _NOTHING
+    return value if i == len(tokens) else _NOTHING
+
+
+def _fast_value(tokens: list[tuple[str, str]], i: int) -> tuple[Any, int]:
+    kind, text = tokens[i]
+    if kind == "s":
+        inner = text[1:-1]
+        return (_SIMPLE_ESCAPE.sub(lambda m: _SIMPLE_MAP[m.group(1)], inner) if "\\" in inner else inner), i + 1
+    if kind == "i":
+        return int(text), i + 1
+    if kind == "n":
+        return _NAMES[text], i + 1
+    if text != "{":
+        raise ValueError
+    out: dict[Any, Any] = {}
+    i += 1
+    if tokens[i][1] == "}":
+        return out, i + 1
+    while True:
+        key, i = _fast_value(tokens, i)
+        if tokens[i][1] != ":" or isinstance(key, dict):
+            raise ValueError
+        out[key], i = _fast_value(tokens, i + 1)
+        sep = tokens[i][1]
+        if sep == "}":
+            return out, i + 1
+        if sep != ",":
+            raise ValueError
+
+
+def _literal(body: str) -> Any:
+    """``ast.literal_eval`` or ``json.loads``, whichever reads the body; ``_NOTHING`` if neither."""
+    readers = (_json, _python) if body.lstrip()[1:].lstrip()[:1] == '"' else (_python, _json)
+    for reader in readers:
+        try:
+            return reader(body)
+        except Exception:  # SyntaxError, ValueError, RecursionError, MemoryError, UnicodeError ...
+            continue
+    return _NOTHING
+
+
+def _python(body: str) -> Any:
+    if "\\" not in body:
+        return ast.literal_eval(body.strip())
+    with _warnings.catch_warnings():  # "invalid escape sequence" in model-written regexes
+        _warnings.simplefilter("ignore")
+        return ast.literal_eval(body.strip())
+
+
+def _json(body: str) -> Any:
+    return json.loads(body)
+
+
+# --------------------------------------------------------------------------------------------
+# The lenient reader
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A string as written between its quotes, decoded once the whole dict has been read."""
+
+    text: str
+    raw: bool  # an r'' string: no escapes
+
+
+_WS = re.compile(r"\s*")
+_KEY = re.compile(r"""(?:'([^'\\\n]*)'|"([^"\\\n]*)"|([A-Za-z_]\w*))""")
+_STR_OPEN = re.compile(r"""([rRuU]?)('''|\"\"\"|'|")""")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?(?![\w.])")
+_NAME = re.compile(r"(True|False|None|true|false|null)(?!\w)")
+# after a string that closes a value: '}', a ',' and the next key (or '}'), or the end
+_AFTER_VALUE = re.compile(r"""\s*(?:\}|,\s*(?:\}|['"]?[A-Za-z_]\w*['"]?\s*:)|\Z)""")
+
+
+class _GiveUp(Exception):
+    pass
+
+
+class _Reader:
+    """A backtracking reader of one tag body.
+
+    ``lenient``: a string ends at the first unescaped quote that is followed by what can follow a
+    value (``}``, or ``,`` and a key), trying later quotes if the rest does not read; missing
+    closing braces at the end are supplied. Strict: a string ends at its first unescaped quote.
+    Failures are remembered furthest-first, for the error message.
+    """
+
+    MAX_TRIES = 4000
+    MAX_DEPTH = 8
+    MAX_KEYS = 64
+
+    def __init__(self, src: str, lenient: bool) -> None:
+        self.src, self.n, self.lenient = src, len(src), lenient
+        self.tries = 0
+        self.err_at, self.err = -1, "the tag cannot be read"
+
+    def read(self) -> Any:
+        try:
+            for obj, end in self.value(0, 0):
+                if end >= self.n or self.src[end:].isspace():
+                    return obj
+                self.fail(_WS.match(self.src, end).end(), "unexpected text after the closing '}'")
+        except (_GiveUp, RecursionError):
+            self.err_at, self.err = 0, "the tag is too long or ambiguous to read; check its quotes and braces"
+        return _NOTHING
+
+    def fail(self, at: int, message: str) -> None:
+        if at >= self.err_at:
+            self.err_at, self.err = at, message
+
+    def value(self, pos: int, depth: int) -> Iterator[tuple[Any, int]]:
+        pos = _WS.match(self.src, pos).end()
+        if pos >= self.n:
+            self.fail(pos, "the tag ends where a value is expected")
+            return
+        if self.src[pos] == "{":
+            yield from self.entries(pos + 1, pos, {}, depth + 1)
+            return
+        m = _STR_OPEN.match(self.src, pos)
+        if m:
+            yield from self.string(m)
+            return
+        m = _NUMBER.match(self.src, pos)
+        if m:
+            yield (float(m.group()) if m.group(1) or m.group(2) else int(m.group())), m.end()
+            return
+        m = _NAME.match(self.src, pos)
+        if m:
+            yield _NAMES[m.group()], m.end()
+            return
+        self.fail(pos, "expected a value: a string in quotes, a number or a dict")
+
+    def entries(self, pos: int, opened: int, acc: dict[Any, Any], depth: int) -> Iterator[tuple[Any, int]]:
+        if depth > self.MAX_DEPTH or len(acc) > self.MAX_KEYS:
+            self.fail(pos, "the dict is nested too deeply or has too many keys")
+            return
+        src, n = self.src, self.n
+        pos = _WS.match(src, pos).end()
+        if pos < n and src[pos] == "}":
+            yield acc, pos + 1
+            return
+        if pos >= n:
+            if self.lenient:
+                yield acc, pos
+            else:
+                self.fail(opened, "this '{' is never closed")
+            return
+        key_m = _KEY.match(src, pos)
+        if key_m is None:
+            self.fail(pos, "expected a key in quotes, such as 'source', or '}'")
+            return
+        key = next(g for g in key_m.groups() if g is not None)
+        colon = _WS.match(src, key_m.end()).end()
+        if colon >= n or src[colon] != ":":
+            self.fail(colon, f"expected ':' after the key {key!r}")
+            return
+        for val, end in self.value(colon + 1, depth):
+            end = _WS.match(src, end).end()
+            if end < n and src[end] == ",":
+                yield from self.entries(end + 1, opened, {**acc, key: val}, depth)
+            elif end < n and src[end] == "}":
+                yield {**acc, key: val}, end + 1
+            elif end >= n and self.lenient:
+                yield {**acc, key: val}, end
+            elif end >= n:
+                self.fail(opened, "this '{' is never closed")
+            else:
+                self.fail(end, f"expected ',' or '}}' after the value of {key!r}")
+
+    def string(self, m: re.Match[str]) -> Iterator[tuple[_Raw, int]]:
+        src, quote, start = self.src, m.group(2), m.end()
+        raw = m.group(1) in ("r", "R")
+        at = start
+        while True:
+            j = src.find(quote, at)
+            if j < 0:
+                break
+            at = j + 1
+            k = j
+            while k > start and src[k - 1] == "\\":
+                k -= 1
+            if (j - k) % 2:  # an escaped quote
+                continue
+            end = j + len(quote)
+            if not self.lenient:
+                yield _Raw(src[start:j], raw), end
+                return
+            if _AFTER_VALUE.match(src, end):
+                self.tries += 1
+                if self.tries > self.MAX_TRIES:
+                    raise _GiveUp
+                yield _Raw(src[start:j], raw), end
+        self.fail(m.start(), "this string is never closed")
+
+
+def _recover(body: str, position: int, written: str, offset: int) -> ImageRequest:
+    """The lenient reader's request, or the most useful error for a body no reader could read."""
+    obj = _Reader(body, lenient=True).read()
+    if obj is not _NOTHING:
+        obj = _decode_tree(obj, None)
+        try:
+            return validate(obj, position)
+        except TagValidationError:
+            # The lenient reading is a guess; trust its complaint only if it found the tag's shape.
+            if isinstance(obj, dict) and set(obj) == set(_TOP_KEYS):
+                raise
+    strict = _Reader(body, lenient=False)
+    obj = strict.read()
+    if obj is not _NOTHING:
+        return validate(_decode_tree(obj, None), position)
+    at = offset + max(strict.err_at, 0)  # an offset in the body as written, fence included
+    line = written.count("\n", 0, at) + 1
+    column = at - (written.rfind("\n", 0, at) + 1) + 1
+    raise TagSyntaxError(f"cannot read the tag as a Python or JSON dict: {strict.err} (line {line}, column {column} of the tag)", position)
+
+
+# --------------------------------------------------------------------------------------------
+# Escapes in recovered strings
+
+_ESCAPE = re.compile(
+    r"""\\(?:(?P<c>[\\'"abfnrtv/\n])|x(?P<x>[0-9a-fA-F]{2})|u(?P<u>[0-9a-fA-F]{4})|U(?P<U>[0-9a-fA-F]{8})|N\{(?P<N>[^}\n]{1,80})\}|(?P<o>[0-7]{1,3}))"""
+)
+_CHAR = {"\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "/": "/", "\n": ""}
+_CODE_FENCE_HEAD = re.compile(r"\A\s*(`{3,}|~{3,})[\w+.#-]*[ \t]*\n")
+_CODE_FENCE_TAIL = re.compile(r"\n[ \t]*(`{3,}|~{3,})\s*\Z")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    kind = m.lastgroup
+    text = m.group(kind or 0)
+    if kind == "c":
+        return _CHAR[text]
+    if kind == "N":
+        import unicodedata
+
+        try:
+            return unicodedata.lookup(text)
+        except KeyError:
+            return m.group()
+    code = int(text, 8 if kind == "o" else 16)
+    return chr(code) if code <= 0x10FFFF else m.group()
+
+
+def _decode(text: str) -> str:
+    """Python (and JSON) string escapes; unknown escapes stay as written, like Python's."""
+    if "\\" not in text:
+        return text
+    out = _ESCAPE.sub(_unescape, text)
+    if re.search("[\ud800-\udfff]", out):  # JSON writes astral characters as surrogate pairs
+        try:
+            out = out.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    return out
+
+
+def _decode_code(text: str) -> str:
+    """Decode a recovered code string, keeping ``\\n`` escapes that sit inside the code's own
+    one-line string literals (``print('a\\nb')``) as escapes rather than breaking the line."""
+    plain = _decode(text)
+    if "\\n" not in text and "\\r" not in text:
+        return plain
+    pieces: list[str] = []
+    escaped_breaks: dict[int, str] = {}  # offset in the decoded code -> the escape as written
+    pos = 0
+    for m in _ESCAPE.finditer(text):
+        pieces.append(text[pos : m.start()])
+        ch = _unescape(m)
+        if ch in ("\n", "\r"):
+            escaped_breaks[sum(map(len, pieces))] = m.group()
+        pieces.append(ch)
+        pos = m.end()
+    pieces.append(text[pos:])
+    decoded = "".join(pieces)
+    keep = _breaks_inside_strings(decoded, escaped_breaks)
+    if not keep:
+        return plain
+    aware = "".join(escaped_breaks[i] if i in keep else c for i, c in enumerate(decoded))
+    # Prefer whichever reading compiles; the aware one when both or neither do.
+    if not _compiles(aware) and _compiles(plain):
+        return plain
+    return aware
+
+
+def _breaks_inside_strings(code: str, breaks: dict[int, str]) -> set[int]:
+    """Which of ``breaks`` fall inside a one-line string literal of ``code``."""
+    inside: set[int] = set()
+    state = ""  # "", "#", a quote, or a triple quote
+    i, n = 0, len(code)
+    while i < n:
+        c = code[i]
+        if not state:
+            if c == "#":
+                state = "#"
+            elif c in "'\"":
+                state = c * 3 if code.startswith(c * 3, i) else c
+                i += len(state)
+                continue
+        elif state == "#":
+            if c == "\n":
+                state = ""
+        elif c == "\\":
+            i += 2
+            continue
+        elif len(state) == 3:
+            if code.startswith(state, i):
+                state = ""
+                i += 3
+                continue
+        elif c == state:
+            state = ""
+        elif c in "\n\r":
+            if i in breaks:
+                inside.add(i)
+            else:
+                state = ""  # a real line break ends a broken literal; resynchronise
+        i += 1
+    return inside
+
+
+def _compiles(code: str) -> bool:
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            compile(code, "<tag>", "exec", dont_inherit=True)
+        return True
+    except Exception:
+        return False
+
+
+def _decode_tree(obj: Any, key: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _decode_tree(v, k) for k, v in obj.items()}
+    if isinstance(obj, _Raw):
+        if obj.raw:
+            return obj.text
+        return _decode_code(obj.text) if key == "code" else _decode(obj.text)
+    return obj
+
+
+def _unfence_code(code: str) -> str:
+    """Code wrapped in a Markdown fence inside the string: drop the fence lines."""
+    if "`" not in code and "~" not in code:
+        return code
+    m = _CODE_FENCE_HEAD.match(code)
+    if m:
+        code = code[m.end() :]
+        tail = _CODE_FENCE_TAIL.search(code)
+        if tail:
+            code = code[: tail.start()]
+        elif code.rstrip().endswith(m.group(1)):
+            code = code.rstrip()[: -len(m.group(1))]
+    return code
+
+
+# --------------------------------------------------------------------------------------------
+# validate
+
+_NOUN = {str: "a string", int: "an integer"}
+_SHAPE = {
+    "search": "{'query': '...'}",
+    "diffusion": "{'prompt': '...'}",
+    "code": "{'code': '...'}",
+    "edit": "{'img_index': 0, 'prompt': '...'}",
+}
+_EMPTY_HINT = {
+    ("search", "query"): "say what to search for",
+    ("diffusion", "prompt"): "describe the picture to generate",
+    ("edit", "prompt"): "say how to change the image",
+    ("code", "code"): "write the Python code that draws the chart",
+}
+_TOP_SHAPE = "a tag has exactly the keys 'source', 'description' and 'params'"
+
+
+def _suggest(word: Any, choices: tuple[str, ...] | Mapping[str, Any]) -> str:
+    if not isinstance(word, str):
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(obj: Any) -> str:
+    return type(obj).__name__
 
 
 def validate(obj: Any, position: int = 0) -> ImageRequest:
+    """Check a parsed tag dict against the schema and build its request.
+
+    >>> validate({'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}).query
+    'owl'
+    """
+
+    def bad(reason: str) -> TagValidationError:
+        return TagValidationError(reason, position)
+
     if not isinstance(obj, dict):
-        raise TagValidationError("the tag must contain a dict", position)
-    source = obj.get("source")
-    if source not in PARAM_TYPES:
-        raise TagValidationError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}", position)
-    params = obj.get("params")
-    if not isinstance(params, dict):
-        raise TagValidationError("'params' must be a dict", position)
+        raise bad(f"the tag holds a {_type_name(obj)}, not a dict; write {_EXAMPLE}")
+    for key in obj:
+        if key not in _TOP_KEYS:
+            raise bad(f"unexpected key {key!r}{_suggest(key, _TOP_KEYS)}; {_TOP_SHAPE}")
+    for key in _TOP_KEYS:
+        if key not in obj:
+            raise bad(f"missing key {key!r}; {_TOP_SHAPE}")
+    source = obj["source"]
+    if not isinstance(source, str) or source not in PARAM_TYPES:
+        raise bad(f"unknown source {source!r}{_suggest(source, SOURCES)}; use one of 'search', 'diffusion', 'code' or 'edit'")
+    description = obj["description"]
+    if not isinstance(description, str):
+        raise bad(f"'description' must be a string, not {_type_name(description)}")
+    params = obj["params"]
     want = PARAM_TYPES[source]
+    if not isinstance(params, dict):
+        raise bad(f"'params' must be a dict such as {_SHAPE[source]}, not {_type_name(params)}")
+    for key in params:
+        if key not in want:
+            raise bad(f"unexpected key {key!r}{_suggest(key, want)} in the params of a {source} tag; {source} takes {_SHAPE[source]}")
+    clean: dict[str, Any] = {}
     for key, typ in want.items():
         if key not in params:
-            raise TagValidationError(f"{source} params need {key!r}", position)
+            raise bad(f"missing key {key!r} in the params of a {source} tag; {source} takes {_SHAPE[source]}")
         val = params[key]
         if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
-            raise TagValidationError(f"{key!r} must be {typ.__name__}, got {type(val).__name__}", position)
-    extra = set(params) - set(want)
-    if extra:
-        raise TagValidationError(f"unexpected params {sorted(extra)} for {source}", position)
-    desc = obj.get("description", "")
-    return ImageRequest(source, str(desc), params)
+            raise bad(f"{key!r} must be {_NOUN[typ]}, not {_type_name(val)}")
+        if typ is int and val < 0:
+            raise bad(f"{key!r} must be 0 or more, not {val}")
+        if typ is str:
+            if key == "code":
+                val = _unfence_code(val)
+            if not val.strip():
+                raise bad(f"{key!r} is empty; {_EMPTY_HINT[source, key]}")
+        clean[key] = val
+    return ImageRequest(source, description, clean)
 
 
-def serialise(request: ImageRequest) -> str:
-    """The tag for ``request`` in LLM-I's Python-literal form."""
-    return "<imgen>" + repr(request.to_dict()) + "</imgen>"
+# --------------------------------------------------------------------------------------------
+# serialise
+
+_TAG_IN_STRING = re.compile(r"<(?=/?imgen>)")
+
+
+def serialise(request: ImageRequest, style: str = "python") -> str:
+    """The tag for ``request``: LLM-I's Python-literal form (``style="python"``) or JSON.
+
+    A ``<imgen>`` or ``</imgen>`` inside a string is escaped (``\\x3c`` / ``\\u003c``) so the tag
+    cannot end early.
+
+    >>> serialise(ImageRequest("search", "an owl", {"query": "snowy owl"}))
+    "<imgen>{'source': 'search', 'description': 'an owl', 'params': {'query': 'snowy owl'}}</imgen>"
+    >>> serialise(ImageRequest("edit", "d", {"prompt": "p", "img_index": 1}), style="json")
+    '<imgen>{"source": "edit", "description": "d", "params": {"img_index": 1, "prompt": "p"}}</imgen>'
+    """
+    want = PARAM_TYPES.get(request.source, {})
+    params = {k: request.params[k] for k in want if k in request.params}
+    params.update((k, v) for k, v in request.params.items() if k not in params)
+    if style == "python":
+        inner = ", ".join(f"{k!r}: {v!r}" for k, v in params.items())
+        body = f"{{'source': {request.source!r}, 'description': {request.description!r}, 'params': {{{inner}}}}}"
+        body = _TAG_IN_STRING.sub(r"\\x3c", body)
+    elif style == "json":
+        body = json.dumps({"source": request.source, "description": request.description, "params": params}, ensure_ascii=False)
+        body = _TAG_IN_STRING.sub(r"\\u003c", body)
+    else:
+        raise ValueError(f"unknown style {style!r}; use 'python' or 'json'")
+    return f"<imgen>{body}</imgen>"
