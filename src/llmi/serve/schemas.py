@@ -1,0 +1,87 @@
+"""HTTP schemas of the image server (pydantic, at the edge only).
+
+The request bodies keep LLM-I's field names and defaults, so its clients work unchanged;
+``seed`` (and, for edits, ``guidance_scale``, ``num_images_per_prompt``, ``height``, ``width``)
+are additions. Bounds that depend on the server's configuration (largest side, size multiple,
+most steps) are checked by the server against :class:`Limits`, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "GenerateRequest",
+    "EditRequest",
+    "ImagesResponse",
+    "ErrorResponse",
+    "Limits",
+    "DEFAULT_GUIDANCE",
+]
+
+#: Qwen-Image's recommended classifier-free guidance scale (its ``true_cfg_scale``)
+DEFAULT_GUIDANCE = 4.0
+
+_Int = Annotated[int, Field(strict=True)]
+_Seed = Annotated[int, Field(strict=True, ge=0, lt=2**63)]
+
+
+class _Request(BaseModel):
+    # Unknown keys are ignored rather than refused: LLM-I's clients may send their own extras.
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=20_000)
+    negative_prompt: str | None = Field(default=None, max_length=20_000)
+    guidance_scale: float = Field(default=DEFAULT_GUIDANCE, ge=0.0, le=100.0)
+    num_images_per_prompt: _Int = Field(default=1, ge=1, le=4)
+    seed: _Seed | None = None
+
+
+class GenerateRequest(_Request):
+    """``POST /generate/`` — text to image."""
+
+    height: _Int = Field(default=1024, ge=1)
+    width: _Int = Field(default=1024, ge=1)
+    num_inference_steps: _Int = Field(default=25, ge=1)
+
+
+class EditRequest(_Request):
+    """``POST /edit/`` — edit one image (base64 PNG/JPEG/WebP) following ``prompt``.
+
+    Without ``height``/``width`` the output keeps the input's aspect ratio at the pipeline's
+    working size (about 1 megapixel for Qwen-Image-Edit).
+    """
+
+    image_b64: str = Field(min_length=1)
+    num_inference_steps: _Int = Field(default=50, ge=1)
+    height: _Int | None = Field(default=None, ge=1)
+    width: _Int | None = Field(default=None, ge=1)
+
+
+class ImagesResponse(BaseModel):
+    status: str = "success"
+    images: list[str]
+    seed: int | None = None
+    elapsed_s: float | None = None
+
+
+class ErrorResponse(BaseModel):
+    status: str = "error"
+    detail: Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts; reported by ``GET /info``."""
+
+    size_multiple: int = 16
+    max_side: int = 2048
+    max_steps: int = 200
+    max_images: int = 4
+    #: decoded input image, in pixels (width × height)
+    max_input_pixels: int = 4096 * 4096
+    #: request body, in bytes (a base64 image is 4/3 of its file)
+    max_body_bytes: int = 64 * 1024 * 1024
