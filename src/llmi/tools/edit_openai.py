@@ -1,0 +1,91 @@
+"""Edit backend ``openai``: any OpenAI-compatible image edits API.
+
+``POST {base_url}/images/edits`` as ``multipart/form-data``: an ``image`` file (PNG) and the
+fields ``prompt``, ``model``, ``n``, and ``size`` / ``response_format`` when configured. The
+input is prepared first: transparency is composited onto white (in DALL·E 2's edits API a
+transparent area *is* the mask, so an RGBA chart would otherwise be repainted where it is
+transparent), sides kept within 2048 px and the file under 4 MB (JPEG only if PNG cannot be).
+
+Defaults: base URL ``https://api.openai.com/v1``, model ``gpt-image-1``, ``n = 1``, no size
+(the API keeps the input's aspect).
+
+>>> OpenAIEdit(api_key="k").model
+'gpt-image-1'
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
+
+from ..errors import ConfigError, ToolError
+from ..fetch import FetchPolicy, SafeFetcher
+from ._images_api import OPENAI_BASE_URL, ApiSpec, collect_images, post_multipart, prepare_upload
+from .base import Credit, ToolCall, ToolOutput
+
+__all__ = ["OpenAIEdit", "EDIT_MODEL"]
+
+EDIT_MODEL = "gpt-image-1"
+
+
+class OpenAIEdit:
+    """Instruction-based editing through an OpenAI-compatible ``/images/edits``."""
+
+    source: ClassVar[str] = "edit"
+    backend: str = "openai"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = OPENAI_BASE_URL,
+        model: str = EDIT_MODEL,
+        size: str | None = None,
+        response_format: str | None = None,
+        fetch_policy: FetchPolicy | None = None,
+    ) -> None:
+        base_url = base_url.rstrip("/")
+        if not api_key and base_url == OPENAI_BASE_URL:
+            raise ConfigError("the OpenAI images API needs a key: set OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
+        if response_format not in (None, "url", "b64_json"):
+            raise ConfigError(f"response_format must be 'url', 'b64_json' or unset, not {response_format!r}")
+        self._api_key = api_key or None
+        self.base_url = base_url
+        self.model = model
+        self.size = size
+        self.response_format = response_format
+        self._fetcher = SafeFetcher(fetch_policy)
+        self._spec = ApiSpec(f"the image edits API at {self.base_url}", "OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "OpenAIEdit":
+        """As ``OpenAIDiffusion.from_env``, with ``LLMI_IMAGES_EDIT_MODEL`` (else
+        ``LLMI_IMAGES_MODEL``) and ``LLMI_IMAGES_EDIT_SIZE``."""
+        return cls(
+            env.get("LLMI_IMAGES_API_KEY") or env.get("OPENAI_API_KEY"),
+            base_url=env.get("LLMI_IMAGES_BASE_URL") or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL,
+            model=env.get("LLMI_IMAGES_EDIT_MODEL") or env.get("LLMI_IMAGES_MODEL") or EDIT_MODEL,
+            size=env.get("LLMI_IMAGES_EDIT_SIZE") or None,
+            response_format=env.get("LLMI_IMAGES_RESPONSE_FORMAT") or None,
+        )
+
+    async def run(self, call: ToolCall) -> ToolOutput:
+        # 1. the picture as an uploadable file
+        if call.input_image is None:
+            raise ToolError("image edits need an input image to edit")
+        upload, changes = prepare_upload(call.input_image, max_side=2048, max_bytes=4 * 1024 * 1024)
+        # 2. the multipart request
+        fields: dict[str, Any] = {"prompt": call.request.prompt, "model": self.model, "n": 1,
+                                  "size": self.size, "response_format": self.response_format}
+        files = {"image": (f"image.{upload.extension}", upload.data, upload.mime)}
+        body = await post_multipart(
+            self._spec, f"{self.base_url}/images/edits", fields, files, api_key=self._api_key, timeout=call.timeout
+        )
+        # 3. the edited image
+        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher)
+        info: dict[str, Any] = {"model": self.model, "base_url": self.base_url}
+        if changes:
+            info["upload"] = changes
+        return ToolOutput(image=image, credit=Credit(source=f"{self.model} (image edits API)", image_url=url), info=info)
+
+    async def aclose(self) -> None:
+        return None
