@@ -141,7 +141,8 @@ def _facts(seg: ImageSegment) -> str:
         rows.append(("backend", _e(seg.backend)))
     if seg.ok and seg.image is not None:
         rows.append(("size", f"{seg.image.width}×{seg.image.height} {_e(seg.image.format)}"))
-    rows.append(("time", _e(c.format_seconds(seg.elapsed)) + (" (cache hit)" if seg.cache_hit else "")))
+    if seg.elapsed or seg.cache_hit or seg.ok:
+        rows.append(("time", _e(c.format_seconds(seg.elapsed)) + (" (cache hit)" if seg.cache_hit else "")))
     if seg.attempts:
         rows.append(("attempts", _e(seg.attempts)))
     params = dict(seg.request.params) if seg.request is not None else {}
