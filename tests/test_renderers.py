@@ -192,6 +192,23 @@ def test_json_has_the_documented_fields(tmp_path: Path) -> None:
     assert data["meta"] == {"prompt": "Explain the <b>solar</b> system", "model": "tiny"}
 
 
+def test_the_documented_example_matches_the_format() -> None:
+    doc_md = (Path(__file__).resolve().parents[1] / "docs" / "document-json.md").read_text("utf-8")
+    example = json.loads(re.search(r"## Example\n\n```json\n(.*?)```", doc_md, re.S).group(1))
+    real = rich_document().to_dict()
+    assert set(example) == set(real) and example["version"] == SCHEMA_VERSION
+    for seg in example["segments"]:
+        assert set(seg) == (SEGMENT_FIELDS if seg["type"] == "image" else {"type", "text"})
+    for field in SEGMENT_FIELDS | set(real):
+        assert f"`{field}`" in doc_md, field  # every field is described
+
+
+def test_output_folder_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        save(rich_document(), tmp_path / "taken", ("html",))
+
+
 def test_to_dict_without_saving_has_null_paths() -> None:
     data = rich_document().to_dict()
     assert all(s["path"] is None for s in data["segments"] if s["type"] == "image")
