@@ -1,0 +1,119 @@
+"""Property tests for the tag parser: it never raises, counts exactly, and round-trips."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmi.errors import TagError
+from llmi.tags import ImageRequest, Tag, parse, parse_tag, serialise
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# A complete pair: an <imgen>, no other <imgen>, then the first </imgen> (an independent oracle
+# for the parser's pairing rule, which is written as a scan).
+PAIR = re.compile(r"<imgen>(?:(?!<imgen>).)*?</imgen>", re.S)
+
+FRAGMENTS = [
+    "<imgen>",
+    "</imgen>",
+    "<image>",
+    "<fail_to_generate_image>",
+    "<imgen",
+    "imgen>",
+    "{",
+    "}",
+    "'",
+    '"',
+    "'''",
+    "\\",
+    "\\n",
+    "\n",
+    "```",
+    "```python\n",
+    "`",
+    ":",
+    ",",
+    "'source'",
+    "'code'",
+    "'params'",
+    "{'query': 'x'}",
+    "True",
+    "-1",
+    "中文",
+    "{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}",
+    "{'source': 'code', 'description': 'd', 'params': {'code': 'plt.title('a')\\nx=1'}}",
+    '{"source": "edit", "description": "d", "params": {"img_index": 0, "prompt": "p"}}',
+]
+MARKERS = st.sampled_from(["<imgen>", "</imgen>", "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'q'}}</imgen>"])
+texty = st.lists(st.one_of(MARKERS, st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=24).map("".join)
+
+
+def check(text: str) -> None:
+    parsed = parse(text)
+    tags = parsed.tags
+    pairs = list(PAIR.finditer(text))
+    assert len(tags) == len(pairs)
+    for t, m in zip(tags, pairs):
+        assert t.position == m.start() and t.start <= m.start() and m.end() <= t.end
+    assert [t.index for t in tags] == list(range(len(tags)))
+    assert "".join(p if isinstance(p, str) else p.raw for p in parsed.parts) == text
+    for t in tags:
+        assert (t.request is None) != (t.error is None)
+        assert text[t.start : t.end] == t.raw
+        assert text.startswith("<imgen>", t.position)
+        if t.error is not None:
+            assert t.error.position == t.position and t.error.reason
+    for w in parsed.warnings:
+        assert w.kind in ("unterminated", "stray_close", "recovered", "fenced") and w.message
+
+
+@FAST
+@given(texty)
+def test_parse_never_raises_on_tag_fragments(text: str) -> None:
+    check(text)
+
+
+@FAST
+@given(st.text(max_size=200))
+def test_parse_never_raises_on_arbitrary_text(text: str) -> None:
+    check(text)
+    check(f"<imgen>{text}</imgen>")
+
+
+@FAST
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS[6:]), st.text(max_size=6)), max_size=20).map("".join))
+def test_parse_tag_raises_only_tag_errors(body: str) -> None:
+    for candidate in (body, "{" + body, "{'source': 'code', 'description': 'd', 'params': {'code': '" + body + "'}}"):
+        try:
+            parse_tag(candidate, 5)
+        except TagError as exc:
+            assert exc.position == 5 and exc.reason
+
+
+# strings with quotes, backslashes, newlines, braces and any unicode, not only whitespace
+PIECES = ["<imgen>", "</imgen>", "'", '"', "'''", "\\", "\\n", "\n", "\r", "\t", "'}}", "{", ":", ",", "```", "#", "\x00", "中文"]
+ANY = st.lists(st.one_of(st.sampled_from(PIECES), st.characters()), min_size=1, max_size=24).map("".join)
+SOME = ANY.filter(lambda s: s.strip() != "")
+CODE = SOME.filter(lambda s: not re.match(r"\s*(`{3,}|~{3,})", s))  # a fenced code string is unwrapped by design
+
+requests = st.one_of(
+    st.builds(lambda d, q: ImageRequest("search", d, {"query": q}), st.text(max_size=40), SOME),
+    st.builds(lambda d, p: ImageRequest("diffusion", d, {"prompt": p}), ANY, SOME),
+    st.builds(lambda d, c: ImageRequest("code", d, {"code": c}), ANY, CODE),
+    st.builds(lambda d, i, p: ImageRequest("edit", d, {"img_index": i, "prompt": p}), ANY, st.integers(0, 10**12), SOME),
+)
+
+
+@FAST
+@given(requests, st.sampled_from(["python", "json"]), st.sampled_from(["", "prose ", "```\n"]))
+def test_serialise_parse_round_trip(request: ImageRequest, style: str, before: str) -> None:
+    tag = serialise(request, style=style)
+    after = "\n```" if before == "```\n" else " more prose"
+    parsed = parse(f"{before}{tag}{after}")
+    (found,) = parsed.tags
+    assert isinstance(found, Tag) and found.error is None, found.error
+    assert found.request == request
+    assert [w.kind for w in parsed.warnings if w.kind != "fenced"] == []
