@@ -29,10 +29,10 @@ from llmi.tools.base import Credit
 HOSTILE_PROSE = (
     "Intro <script>document.title='PWNED-TEXT'</script> and "
     "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\"> and "
-    "[click me](javascript:alert(1)) and <a href=\"javascript:alert(2)\">raw link</a> "
-    "<iframe src=\"https://evil.example\"></iframe><style>body{display:none}</style>\n\n"
+    '[click me](javascript:alert(1)) and <a href="javascript:alert(2)">raw link</a> '
+    '<iframe src="https://evil.example"></iframe><style>body{display:none}</style>\n\n'
 )
-HOSTILE_DESC = 'a cat "><script>document.title=\'PWNED-DESC\'</script>'
+HOSTILE_DESC = "a cat \"><script>document.title='PWNED-DESC'</script>"
 HOSTILE_ERROR = "backend said <b onmouseover=alert(1)>boom</b> & <script>alert(3)</script>"
 
 SEGMENT_FIELDS = {
@@ -55,8 +55,12 @@ def ok_image(index: int, color: str = "red", size=(120, 80), **kw) -> ImageSegme
     )  # fmt: skip
 
 
-def failed_image(index: int, tool: str | None = "search", error: str = "no search backend configured", **kw) -> ImageSegment:
-    kw.setdefault("request", _req(tool, "a lighthouse at dusk", query="lighthouse") if tool else None)
+def failed_image(
+    index: int, tool: str | None = "search", error: str = "no search backend configured", **kw
+) -> ImageSegment:
+    kw.setdefault(
+        "request", _req(tool, "a lighthouse at dusk", query="lighthouse") if tool else None
+    )
     return ImageSegment(
         index=index, raw="<imgen>{'source': 'search'}</imgen>", tool=tool, status="failed",
         error=error, error_type=kw.pop("error_type", "ToolNotConfigured"), **kw,
@@ -72,22 +76,46 @@ def rich_document() -> Document:
     )  # fmt: skip
     segs = (
         TextSegment("# 太阳系介绍\n\n行星绕太阳运行。The **Sun** is a star.\n\n" + HOSTILE_PROSE),
-        ok_image(0, "red", request=_req("code", "行星质量 bar chart", code="plt.bar([1], [2])\nplt.title('质量')")),
-        TextSegment("A photo:\n\n"),
-        ok_image(1, "#2060c0", request=_req("search", HOSTILE_DESC, query="cat"), credit=credit, cache_hit=True),
         ok_image(
-            2, "#208040", request=_req("diffusion", "a painted owl", prompt="owl, oil painting"),
+            0,
+            "red",
+            request=_req("code", "行星质量 bar chart", code="plt.bar([1], [2])\nplt.title('质量')"),
+        ),
+        TextSegment("A photo:\n\n"),
+        ok_image(
+            1,
+            "#2060c0",
+            request=_req("search", HOSTILE_DESC, query="cat"),
+            credit=credit,
+            cache_hit=True,
+        ),
+        ok_image(
+            2,
+            "#208040",
+            request=_req("diffusion", "a painted owl", prompt="owl, oil painting"),
             fallback=Fallback("diffusion", "search", "no generator configured"),
-        ),  # fmt: skip
+        ),
         failed_image(3, error=HOSTILE_ERROR, error_type="BackendError"),
-        failed_image(4, tool=None, error="tag at character 412: not a dict literal", error_type="TagSyntaxError"),
         failed_image(
-            5, tool="edit", request=_req("edit", "the chart in blue", img_index=1, prompt="make it blue"),
-            error="Traceback (most recent call last):\n  File \"<chart>\", line 1\nValueError: bad", error_type="SandboxError",
-        ),  # fmt: skip
+            4,
+            tool=None,
+            error="tag at character 412: not a dict literal",
+            error_type="TagSyntaxError",
+        ),
+        failed_image(
+            5,
+            tool="edit",
+            request=_req("edit", "the chart in blue", img_index=1, prompt="make it blue"),
+            error='Traceback (most recent call last):\n  File "<chart>", line 1\nValueError: bad',
+            error_type="SandboxError",
+        ),
         TextSegment("\n\nThe end."),
     )
-    return Document(segs, inputs=(ImageData.blank(40, 30, "yellow"),), meta={"prompt": "Explain the <b>solar</b> system", "model": "tiny"})
+    return Document(
+        segs,
+        inputs=(ImageData.blank(40, 30, "yellow"),),
+        meta={"prompt": "Explain the <b>solar</b> system", "model": "tiny"},
+    )
 
 
 # -- save ----------------------------------------------------------------------------------------
@@ -96,7 +124,11 @@ def rich_document() -> Document:
 def test_save_writes_each_format_and_images_once(tmp_path: Path) -> None:
     doc = rich_document()
     out = save(doc, tmp_path / "new" / "out", ("html", "md", "json"))
-    assert {k: p.name for k, p in out.items()} == {"html": "index.html", "md": "document.md", "json": "document.json"}
+    assert {k: p.name for k, p in out.items()} == {
+        "html": "index.html",
+        "md": "document.md",
+        "json": "document.json",
+    }
     images = sorted(p.name for p in (tmp_path / "new" / "out" / "images").iterdir())
     assert images == ["image-0.png", "image-1.png", "image-2.png", "input-0.png"]
     assert (tmp_path / "new/out/images/image-1.png").read_bytes() == doc.segments[3].image.data
@@ -105,7 +137,10 @@ def test_save_writes_each_format_and_images_once(tmp_path: Path) -> None:
 
 def test_document_save_delegates_here(tmp_path: Path) -> None:
     out = rich_document().save(tmp_path, ["json"])
-    assert list(out) == ["json"] and json.loads(out["json"].read_text("utf-8"))["version"] == SCHEMA_VERSION
+    assert (
+        list(out) == ["json"]
+        and json.loads(out["json"].read_text("utf-8"))["version"] == SCHEMA_VERSION
+    )
 
 
 def test_html_only_writes_no_image_folder(tmp_path: Path) -> None:
@@ -131,9 +166,16 @@ def test_hostile_image_format_cannot_escape_the_folder(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     save(doc, out_dir, ("html", "md", "json"))
     written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
-    assert written == {"out/index.html", "out/document.md", "out/document.json", "out/images/image-0.img"}
+    assert written == {
+        "out/index.html",
+        "out/document.md",
+        "out/document.json",
+        "out/images/image-0.img",
+    }
     page = (out_dir / "index.html").read_text("utf-8")
-    assert "../../../evil image could not be embedded" in page  # said, escaped, and not written there
+    assert (
+        "../../../evil image could not be embedded" in page
+    )  # said, escaped, and not written there
 
 
 def test_symlinks_in_the_output_folder_are_not_followed(tmp_path: Path) -> None:
@@ -161,18 +203,51 @@ def test_json_has_the_documented_fields(tmp_path: Path) -> None:
     data = json.loads(raw)
     assert data["version"] == "llmi.document/1"
     assert set(data) == {"version", "meta", "inputs", "segments", "summary", "stats", "judge_view"}
-    assert [s["type"] for s in data["segments"]] == ["text", "image", "text", "image", "image", "image", "image", "image", "text"]
+    assert [s["type"] for s in data["segments"]] == [
+        "text",
+        "image",
+        "text",
+        "image",
+        "image",
+        "image",
+        "image",
+        "image",
+        "text",
+    ]
     images = [s for s in data["segments"] if s["type"] == "image"]
     assert all(set(s) == SEGMENT_FIELDS for s in images)
     assert [s["status"] for s in images] == ["ok", "ok", "ok", "failed", "failed", "failed"]
-    assert [s["path"] for s in images] == ["images/image-0.png", "images/image-1.png", "images/image-2.png", None, None, None]
+    assert [s["path"] for s in images] == [
+        "images/image-0.png",
+        "images/image-1.png",
+        "images/image-2.png",
+        None,
+        None,
+        None,
+    ]
     for s in images[:3]:
         assert (tmp_path / s["path"]).is_file() and (s["width"], s["height"]) == (120, 80)
     first = images[0]
-    assert first["request"] == {"source": "code", "description": "行星质量 bar chart", "params": {"code": "plt.bar([1], [2])\nplt.title('质量')"}}
-    assert (first["tool"], first["backend"], first["attempts"], first["cache_hit"]) == ("code", "sandbox", 1, False)
-    assert images[1]["credit"]["page_url"] == "https://commons.wikimedia.org/wiki/File:Hook.jpg" and images[1]["cache_hit"]
-    assert images[2]["fallback"] == {"requested": "diffusion", "used": "search", "reason": "no generator configured"}
+    assert first["request"] == {
+        "source": "code",
+        "description": "行星质量 bar chart",
+        "params": {"code": "plt.bar([1], [2])\nplt.title('质量')"},
+    }
+    assert (first["tool"], first["backend"], first["attempts"], first["cache_hit"]) == (
+        "code",
+        "sandbox",
+        1,
+        False,
+    )
+    assert (
+        images[1]["credit"]["page_url"] == "https://commons.wikimedia.org/wiki/File:Hook.jpg"
+        and images[1]["cache_hit"]
+    )
+    assert images[2]["fallback"] == {
+        "requested": "diffusion",
+        "used": "search",
+        "reason": "no generator configured",
+    }
     assert images[0]["fallback"] is None and images[0]["credit"] is None
     assert (images[3]["error"], images[3]["error_type"]) == (HOSTILE_ERROR, "BackendError")
     assert images[4]["tool"] is None and images[4]["request"] is None and images[4]["width"] is None
@@ -185,16 +260,26 @@ def test_json_has_the_documented_fields(tmp_path: Path) -> None:
     }
     assert data["summary"] == {"images": 6, "ok": 3, "failed": 3}
     assert data["judge_view"] == doc.judge_view()
-    assert data["judge_view"].count("<image>") == 3 and data["judge_view"].count("<fail_to_generate_image>") == 3
+    assert (
+        data["judge_view"].count("<image>") == 3
+        and data["judge_view"].count("<fail_to_generate_image>") == 3
+    )
     assert data["inputs"] == [
-        {"index": 0, "path": "images/input-0.png", "width": 40, "height": 30, "format": "png", "sha256": doc.inputs[0].sha256}
+        {
+            "index": 0,
+            "path": "images/input-0.png",
+            "width": 40,
+            "height": 30,
+            "format": "png",
+            "sha256": doc.inputs[0].sha256,
+        }
     ]
     assert data["meta"] == {"prompt": "Explain the <b>solar</b> system", "model": "tiny"}
 
 
 def test_the_documented_example_matches_the_format() -> None:
     doc_md = (Path(__file__).resolve().parents[1] / "docs" / "document-json.md").read_text("utf-8")
-    example = json.loads(re.search(r"## Example\n\n```json\n(.*?)```", doc_md, re.S).group(1))
+    example = json.loads(re.search(r"## Example\n\n```json\n(.*?)```", doc_md, re.DOTALL).group(1))
     real = rich_document().to_dict()
     assert set(example) == set(real) and example["version"] == SCHEMA_VERSION
     for seg in example["segments"]:
@@ -217,10 +302,17 @@ def test_to_dict_without_saving_has_null_paths() -> None:
 
 
 def test_json_survives_odd_info_and_meta(tmp_path: Path) -> None:
-    seg = ok_image(0, info={"score": float("nan"), "blob": b"\x00" * 10, "where": Path("/x"), 3: {"s": {1}}})
+    seg = ok_image(
+        0, info={"score": float("nan"), "blob": b"\x00" * 10, "where": Path("/x"), 3: {"s": {1}}}
+    )
     doc = Document((seg,), meta={"inf": float("inf"), "tags": ("a", "b")})
     data = json.loads(save(doc, tmp_path, ("json",))["json"].read_text("utf-8"))
-    assert data["segments"][0]["info"] == {"score": None, "blob": "<10 bytes>", "where": "/x", "3": {"s": [1]}}
+    assert data["segments"][0]["info"] == {
+        "score": None,
+        "blob": "<10 bytes>",
+        "where": "/x",
+        "3": {"s": [1]},
+    }
     assert data["meta"] == {"inf": None, "tags": ["a", "b"]}
     assert jsonable(float("-inf")) is None
 
@@ -230,13 +322,23 @@ def test_json_round_trips_through_load(tmp_path: Path) -> None:
     save(doc, tmp_path, ("json",))
     back = load(tmp_path)
     assert back.judge_view() == doc.judge_view() and back.stats() == doc.stats()
-    assert [s.image.sha256 for s in back.image_segments if s.ok] == [s.image.sha256 for s in doc.image_segments if s.ok]
+    assert [s.image.sha256 for s in back.image_segments if s.ok] == [
+        s.image.sha256 for s in doc.image_segments if s.ok
+    ]
     assert back.inputs[0].sha256 == doc.inputs[0].sha256
-    assert back.segments[4].fallback == doc.segments[4].fallback and back.segments[3].credit == doc.segments[3].credit
-    assert back.segments[1].request == doc.segments[1].request or back.segments[1].request.to_dict() == doc.segments[1].request.to_dict()
-    assert document_to_dict(back, {0: "images/image-0.png", 1: "images/image-1.png", 2: "images/image-2.png"}, input_paths=["images/input-0.png"]) == json.loads(
-        (tmp_path / "document.json").read_text("utf-8")
+    assert (
+        back.segments[4].fallback == doc.segments[4].fallback
+        and back.segments[3].credit == doc.segments[3].credit
     )
+    assert (
+        back.segments[1].request == doc.segments[1].request
+        or back.segments[1].request.to_dict() == doc.segments[1].request.to_dict()
+    )
+    assert document_to_dict(
+        back,
+        {0: "images/image-0.png", 1: "images/image-1.png", 2: "images/image-2.png"},
+        input_paths=["images/input-0.png"],
+    ) == json.loads((tmp_path / "document.json").read_text("utf-8"))
 
 
 def test_load_refuses_other_versions_and_paths_outside(tmp_path: Path) -> None:
@@ -277,8 +379,21 @@ def test_html_escapes_and_sanitises_everything_model_written() -> None:
     page = render_html(rich_document())
     elements = _Elements(page).found
     tags = {t for t, _ in elements}
-    assert not tags & {"script", "iframe", "object", "embed", "form", "input", "link", "base", "svg", "math"}
-    assert [t for t in tags if t == "style"] == ["style"] and sum(t == "style" for t, _ in elements) == 1
+    assert not tags & {
+        "script",
+        "iframe",
+        "object",
+        "embed",
+        "form",
+        "input",
+        "link",
+        "base",
+        "svg",
+        "math",
+    }
+    assert [t for t in tags if t == "style"] == ["style"] and sum(
+        t == "style" for t, _ in elements
+    ) == 1
     for tag, attrs in elements:
         assert not [a for a in attrs if a.startswith("on")], (tag, attrs)  # no event handlers
         assert "style" not in attrs, (tag, attrs)
@@ -288,9 +403,15 @@ def test_html_escapes_and_sanitises_everything_model_written() -> None:
     # every image is embedded; nothing is fetched from anywhere
     srcs = [a["src"] for t, a in elements if "src" in a]
     assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert {a["href"] for t, a in elements if "href" in a} == {"https://commons.wikimedia.org/wiki/File:Hook.jpg"}
-    assert "&lt;script&gt;document.title=&#x27;PWNED-DESC&#x27;&lt;/script&gt;" in page  # description, escaped
-    assert "&lt;b onmouseover=alert(1)&gt;boom&lt;/b&gt; &amp; &lt;script&gt;" in page  # error, escaped
+    assert {a["href"] for t, a in elements if "href" in a} == {
+        "https://commons.wikimedia.org/wiki/File:Hook.jpg"
+    }
+    assert (
+        "&lt;script&gt;document.title=&#x27;PWNED-DESC&#x27;&lt;/script&gt;" in page
+    )  # description, escaped
+    assert (
+        "&lt;b onmouseover=alert(1)&gt;boom&lt;/b&gt; &amp; &lt;script&gt;" in page
+    )  # error, escaped
     assert "Lighthouse &lt;em&gt;Hook&lt;/em&gt;" in page  # credit title, escaped
     assert "<title>Explain the &lt;b&gt;solar&lt;/b&gt; system</title>" in page
 
@@ -299,48 +420,90 @@ def test_html_csp_allows_exactly_our_style() -> None:
     page = render_html(rich_document())
     csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', page).group(1)
     assert "default-src 'none'" in csp and "img-src data:" in csp and "script-src" not in csp
-    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    style = re.search(r"<style>(.*?)</style>", page, re.DOTALL).group(1)
     digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
     assert f"style-src 'sha256-{digest}'" in csp
     assert page.index("Content-Security-Policy") < page.index("<style>") < page.index("<body>")
 
 
 def test_html_prose_is_markdown_and_hostile_links_are_dead() -> None:
-    html = render_prose(HOSTILE_PROSE + "**bold** [ok](https://example.org) ![pic](https://tracker.example/p.png)")
+    html = render_prose(
+        HOSTILE_PROSE + "**bold** [ok](https://example.org) ![pic](https://tracker.example/p.png)"
+    )
     assert "<strong>bold</strong>" in html
     assert '<a href="https://example.org" rel="noopener noreferrer nofollow">ok</a>' in html
     elements = _Elements(html).found
-    assert [a["href"] for t, a in elements if t == "a"] == ["https://example.org", "https://tracker.example/p.png"]
-    assert {t for t, _ in elements} == {"p", "strong", "a"}  # ![pic](...) is only a link, never an <img>
+    assert [a["href"] for t, a in elements if t == "a"] == [
+        "https://example.org",
+        "https://tracker.example/p.png",
+    ]
+    assert {t for t, _ in elements} == {
+        "p",
+        "strong",
+        "a",
+    }  # ![pic](...) is only a link, never an <img>
     assert "[click me](javascript:alert(1))" in html  # shown as text, not a link
-    assert "&lt;a href=\"javascript:alert(2)\"&gt;" in html
+    assert '&lt;a href="javascript:alert(2)"&gt;' in html
 
 
 def test_html_figures_failures_fallbacks_and_credits() -> None:
     page = render_html(rich_document())
     body = _article(page)
     ids = re.findall(r'<figure class="image (ok|failed)" id="figure-(\d+)"', body)
-    assert ids == [("ok", "1"), ("ok", "2"), ("ok", "3"), ("failed", "4"), ("failed", "5"), ("failed", "6")]
+    assert ids == [
+        ("ok", "1"),
+        ("ok", "2"),
+        ("ok", "3"),
+        ("failed", "4"),
+        ("failed", "5"),
+        ("failed", "6"),
+    ]
     # the figures sit where their tags were
-    assert body.index("太阳系介绍") < body.index('id="figure-1"') < body.index("A photo:") < body.index('id="figure-2"')
+    assert (
+        body.index("太阳系介绍")
+        < body.index('id="figure-1"')
+        < body.index("A photo:")
+        < body.index('id="figure-2"')
+    )
     assert body.index('id="figure-6"') < body.index("The end.")
     fail4 = body.split('id="figure-4"')[1].split("</figure>")[0]
-    assert "Figure 4 could not be made" in fail4 and "a lighthouse at dusk" in fail4 and "BackendError" in fail4
+    assert (
+        "Figure 4 could not be made" in fail4
+        and "a lighthouse at dusk" in fail4
+        and "BackendError" in fail4
+    )
     fail5 = body.split('id="figure-5"')[1].split("</figure>")[0]
     assert "unreadable tag" in fail5 and "TagSyntaxError" in fail5 and "not a dict literal" in fail5
     fail6 = body.split('id="figure-6"')[1].split("</figure>")[0]
-    assert "edits Figure 1" in fail6 and '<pre class="reason">' in fail6  # img_index 1 with one input
+    assert (
+        "edits Figure 1" in fail6 and '<pre class="reason">' in fail6
+    )  # img_index 1 with one input
     fig3 = body.split('id="figure-3"')[1].split("</figure>")[0]
     assert "diffusion → search: no generator configured" in fig3 and "search · sandbox" in fig3
     fig2 = body.split('id="figure-2"')[1].split("</figure>")[0]
-    assert '<a href="https://commons.wikimedia.org/wiki/File:Hook.jpg" rel="noopener noreferrer nofollow">' in fig2
-    assert "CC BY-SA 4.0" in fig2 and "by J. Doe" in fig2 and "via Wikimedia Commons" in fig2 and "cached" in fig2
-    assert "licence_url" not in fig2 and "alert(&#x27;licence&#x27;)" not in fig2  # the javascript: licence URL is dropped
+    assert (
+        '<a href="https://commons.wikimedia.org/wiki/File:Hook.jpg" rel="noopener noreferrer nofollow">'
+        in fig2
+    )
+    assert (
+        "CC BY-SA 4.0" in fig2
+        and "by J. Doe" in fig2
+        and "via Wikimedia Commons" in fig2
+        and "cached" in fig2
+    )
+    assert (
+        "licence_url" not in fig2 and "alert(&#x27;licence&#x27;)" not in fig2
+    )  # the javascript: licence URL is dropped
     stats = page.split('<section class="stats">')[1]
-    assert re.search(r"<td>search</td><td class=\"num\">2</td><td class=\"num\">1</td><td class=\"num\">50%</td>", stats)
+    assert re.search(
+        r"<td>search</td><td class=\"num\">2</td><td class=\"num\">1</td><td class=\"num\">50%</td>",
+        stats,
+    )
     assert '6 images: <span class="ok">3 made</span>, <span class="failed">3 failed</span>' in page
     assert "input image 0" in page and '<html lang="en">' in page
-    assert '<html lang="zh">' in render_html(Document((TextSegment("行星绕太阳运行。太阳是一颗恒星。"),)))
+    assert '<html lang="zh">' in render_html(
+        Document((TextSegment("行星绕太阳运行。太阳是一颗恒星。"),))
+    )
 
 
 def test_placeholders_cannot_be_forged() -> None:
@@ -366,7 +529,9 @@ def test_one_markdown_stream_across_tags() -> None:
         )
     )
     body = _article(render_html(doc))
-    assert '<a href="https://example.org/data" rel="noopener noreferrer nofollow">the data</a>' in body
+    assert (
+        '<a href="https://example.org/data" rel="noopener noreferrer nofollow">the data</a>' in body
+    )
     assert "<li>first</li>" in body and body.count("<figure") == 2
     assert "x = &#x27;&lt;b&gt;&#x27;" in body or "x = '&lt;b&gt;'" in body
 
@@ -402,11 +567,22 @@ def test_markdown_document(tmp_path: Path) -> None:
     assert "![行星质量 bar chart](images/image-0.png)" in md
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (tmp_path / rel).is_file()
-    assert '![a cat "\\>\\<script\\>document.title=\'PWNED-DESC\'\\</script\\>](images/image-1.png)' in md
-    assert "> **⚠ Figure 4 could not be made** (search)\\\n> a lighthouse at dusk\\\n> BackendError: backend said \\<b" in md
-    assert "(unreadable tag)" in md and "> SandboxError: Traceback (most recent call last):\\\n" in md
+    assert (
+        "![a cat \"\\>\\<script\\>document.title='PWNED-DESC'\\</script\\>](images/image-1.png)"
+        in md
+    )
+    assert (
+        "> **⚠ Figure 4 could not be made** (search)\\\n> a lighthouse at dusk\\\n> BackendError: backend said \\<b"
+        in md
+    )
+    assert (
+        "(unreadable tag)" in md and "> SandboxError: Traceback (most recent call last):\\\n" in md
+    )
     assert "*↪ fallback diffusion → search: no generator configured*" in md
-    assert "*Credit: [Lighthouse \\<em\\>Hook\\</em\\>](https://commons.wikimedia.org/wiki/File:Hook.jpg) by J. Doe · CC BY-SA 4.0 · via Wikimedia Commons*" in md
+    assert (
+        "*Credit: [Lighthouse \\<em\\>Hook\\</em\\>](https://commons.wikimedia.org/wiki/File:Hook.jpg) by J. Doe · CC BY-SA 4.0 · via Wikimedia Commons*"
+        in md
+    )
     assert "| search | 2 | 1 | 50% |" in md and "| invalid | 1 | 0 | 0% |" in md
     assert "**Input images:** ![input image 0](images/input-0.png)" in md
 
@@ -415,21 +591,33 @@ def test_markdown_is_safe_even_in_a_viewer_that_allows_html(tmp_path: Path) -> N
     md = render_markdown(rich_document(), {0: "images/image-0.png"})
     html = MarkdownIt("commonmark", {"html": True}).render(md)  # the most permissive viewer
     assert "<script" not in html and "<iframe" not in html and "<style" not in html
-    assert not re.search(r"<[^>]+\son\w+\s*=", html) and "javascript:" not in " ".join(re.findall(r'href="[^"]*"', html))
+    assert not re.search(r"<[^>]+\son\w+\s*=", html) and "javascript:" not in " ".join(
+        re.findall(r'href="[^"]*"', html)
+    )
 
 
 def test_defang_leaves_code_alone() -> None:
     text = "```html\n<b>keep</b>\n```\nuse `<i>` then <i>x</i> &amp; [r]: javascript:alert(1)\n[r]: javascript:alert(1)\n"
     out = defang_prose(text)
-    assert "```html\n<b>keep</b>\n```\n" in out and "`<i>`" in out and "\\<i>x\\</i>" in out and "\\&amp;" in out
+    assert (
+        "```html\n<b>keep</b>\n```\n" in out
+        and "`<i>`" in out
+        and "\\<i>x\\</i>" in out
+        and "\\&amp;" in out
+    )
     assert "\n\\[r]: javascript" in out
     html = MarkdownIt("commonmark", {"html": True}).render(out)
-    assert "<b>keep</b>" not in html.replace("&lt;b&gt;keep&lt;/b&gt;", "") and 'href="javascript' not in html
+    assert (
+        "<b>keep</b>" not in html.replace("&lt;b&gt;keep&lt;/b&gt;", "")
+        and 'href="javascript' not in html
+    )
 
 
 # -- a real browser -----------------------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMIUM = (
+    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+)
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -443,12 +631,16 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=True)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
 def test_in_a_real_browser_no_script_runs_and_images_decode(tmp_path: Path) -> None:
     doc = Document(
         (
             TextSegment(HOSTILE_PROSE),
-            ok_image(0, "#ff0000", size=(300, 200), request=_req("search", HOSTILE_DESC, query="cat")),
+            ok_image(
+                0, "#ff0000", size=(300, 200), request=_req("search", HOSTILE_DESC, query="cat")
+            ),
             failed_image(1, error=HOSTILE_ERROR),
         ),
         meta={"title": "Browser check"},
@@ -457,10 +649,14 @@ def test_in_a_real_browser_no_script_runs_and_images_decode(tmp_path: Path) -> N
     # A script that slipped past the sanitiser would still meet the CSP: plant one to prove it.
     planted = tmp_path / "doc" / "planted.html"
     page = out.read_text("utf-8")
-    planted.write_text(page.replace("</main>", "<script>document.title='PWNED-PLANTED'</script></main>"), "utf-8")
+    planted.write_text(
+        page.replace("</main>", "<script>document.title='PWNED-PLANTED'</script></main>"), "utf-8"
+    )
 
     dom = _chromium(tmp_path, "--dump-dom", out.as_uri()).stdout
-    assert "<title>Browser check</title>" in dom and "PWNED" not in dom.replace("PWNED-DESC", "").replace("PWNED-TEXT", "")
+    assert "<title>Browser check</title>" in dom and "PWNED" not in dom.replace(
+        "PWNED-DESC", ""
+    ).replace("PWNED-TEXT", "")
     assert "data-pwned" not in dom.split("<body", 1)[1].split(">", 1)[0]
     assert "<iframe" not in dom and "Figure 2 could not be made" in dom
     planted_dom = _chromium(tmp_path, "--dump-dom", planted.as_uri()).stdout
@@ -473,4 +669,6 @@ def test_in_a_real_browser_no_script_runs_and_images_decode(tmp_path: Path) -> N
         colors = rgb.getcolors(maxcolors=1 << 20) or []
     by_color = {c: n for n, c in colors}
     assert by_color.get((255, 0, 0), 0) > 0.9 * 300 * 200  # the embedded PNG was decoded and shown
-    assert by_color.get((180, 35, 24), 0) > 500  # the failure box's red rule: our CSS passed the CSP
+    assert (
+        by_color.get((180, 35, 24), 0) > 500
+    )  # the failure box's red rule: our CSS passed the CSP

@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import ConfigError
 from ..image import ImageData
 
-__all__ = ["FORMATS", "FILENAMES", "save", "write_images", "normalise_formats"]
+__all__ = ["FILENAMES", "FORMATS", "normalise_formats", "save", "write_images"]
 
 FORMATS = ("html", "md", "json")
 FILENAMES = {"html": "index.html", "md": "document.md", "json": "document.json"}

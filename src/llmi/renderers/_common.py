@@ -63,7 +63,9 @@ def fallback_text(seg: ImageSegment) -> str | None:
     fb = seg.fallback
     if fb is None:
         return None
-    return f"{fb.requested} → {fb.used}: {fb.reason}" if fb.reason else f"{fb.requested} → {fb.used}"
+    return (
+        f"{fb.requested} → {fb.used}: {fb.reason}" if fb.reason else f"{fb.requested} → {fb.used}"
+    )
 
 
 def safe_url(url: Any) -> str | None:
@@ -93,7 +95,7 @@ def summary_counts(doc: Document) -> tuple[int, int, int]:
     return len(segs), ok, len(segs) - ok
 
 
-def percent(rate: float | int) -> str:
+def percent(rate: float) -> str:
     return f"{100 * float(rate):.0f}%"
 
 

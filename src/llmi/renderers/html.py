@@ -22,10 +22,11 @@ import base64
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from functools import lru_cache
 from html import escape
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 from ..document import Document, ImageSegment, TextSegment
 from ..image import ImageData
@@ -40,7 +41,12 @@ _PROSE_TAGS = {
     "code", "pre", "blockquote", "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th",
     "td", "sup", "sub",
 }  # fmt: skip
-_PROSE_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"colspan", "rowspan"}, "td": {"colspan", "rowspan"}}
+_PROSE_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "ol": {"start"},
+    "th": {"colspan", "rowspan"},
+    "td": {"colspan", "rowspan"},
+}
 _EMBEDDABLE = {"png", "jpeg", "gif", "webp", "bmp"}
 
 
@@ -94,10 +100,12 @@ def render_prose(markdown_text: str) -> str:
 def _data_uri(image: ImageData) -> str | None:
     """A ``data:`` URI for ``image``; other formats are converted to PNG; ``None`` if unreadable."""
     if image.format not in _EMBEDDABLE:
+        from PIL import Image
+
         try:
             image = image.to_png()
-        except Exception:  # PIL raises many types for foreign bytes; the figure says why instead
-            return None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return None  # foreign bytes: the figure says why instead
     return f"data:image/{image.format};base64,{base64.b64encode(image.data).decode('ascii')}"
 
 
@@ -142,7 +150,9 @@ def _facts(seg: ImageSegment) -> str:
     if seg.ok and seg.image is not None:
         rows.append(("size", f"{seg.image.width}×{seg.image.height} {_e(seg.image.format)}"))
     if seg.elapsed or seg.cache_hit or seg.ok:
-        rows.append(("time", _e(c.format_seconds(seg.elapsed)) + (" (cache hit)" if seg.cache_hit else "")))
+        rows.append(
+            ("time", _e(c.format_seconds(seg.elapsed)) + (" (cache hit)" if seg.cache_hit else ""))
+        )
     if seg.attempts:
         rows.append(("attempts", _e(seg.attempts)))
     params = dict(seg.request.params) if seg.request is not None else {}
@@ -170,7 +180,9 @@ def _failed_figure(doc: Document, seg: ImageSegment, reason: str | None = None) 
 
 def _figure(doc: Document, seg: ImageSegment) -> str:
     if not seg.ok or seg.image is None:
-        return _failed_figure(doc, seg, None if not seg.ok else "the image is missing from the document")
+        return _failed_figure(
+            doc, seg, None if not seg.ok else "the image is missing from the document"
+        )
     uri = _data_uri(seg.image)
     if uri is None:
         return _failed_figure(doc, seg, f"the {seg.image.format} image could not be embedded")
@@ -288,7 +300,11 @@ def render_html(doc: Document) -> str:
     meta = "".join(_meta_rows(doc))
     from .json import SCHEMA_VERSION
 
-    footer_meta = f'<details><summary>Run details</summary><dl class="facts">{meta}</dl></details>' if meta else ""
+    footer_meta = (
+        f'<details><summary>Run details</summary><dl class="facts">{meta}</dl></details>'
+        if meta
+        else ""
+    )
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="{c.guess_lang(doc.text)}">\n<head>\n<meta charset="utf-8">\n'

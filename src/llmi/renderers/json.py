@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from ..image import ImageData
 
-__all__ = ["SCHEMA_VERSION", "document_to_dict", "document_from_dict", "dumps", "load"]
+__all__ = ["SCHEMA_VERSION", "document_from_dict", "document_to_dict", "dumps", "load"]
 
 #: bumped in its number when a field changes meaning or disappears; new fields do not bump it
 SCHEMA_VERSION = "llmi.document/1"
@@ -51,18 +52,20 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
         return [jsonable(v, _depth + 1) for v in items]
-    if hasattr(value, "to_dict"):
-        try:
-            return jsonable(value.to_dict(), _depth + 1)
-        except Exception:  # a foreign to_dict that fails is still worth a string
-            pass
+    if callable(getattr(value, "to_dict", None)):  # llmi's own values (Credit, Fallback, ...)
+        return jsonable(value.to_dict(), _depth + 1)
     return str(value)
 
 
 def _image_facts(image: ImageData | None) -> dict[str, Any]:
     if image is None:
         return {"width": None, "height": None, "format": None, "sha256": None}
-    return {"width": image.width, "height": image.height, "format": image.format, "sha256": image.sha256}
+    return {
+        "width": image.width,
+        "height": image.height,
+        "format": image.format,
+        "sha256": image.sha256,
+    }
 
 
 def _segment_to_dict(seg: Any, image_paths: Mapping[int, str]) -> dict[str, Any]:
@@ -112,7 +115,11 @@ def document_to_dict(
         "version": SCHEMA_VERSION,
         "meta": jsonable(doc.meta),
         "inputs": [
-            {"index": i, "path": input_paths[i] if i < len(input_paths) else None, **_image_facts(img)}
+            {
+                "index": i,
+                "path": input_paths[i] if i < len(input_paths) else None,
+                **_image_facts(img),
+            }
             for i, img in enumerate(doc.inputs)
         ],
         "segments": segments,
@@ -163,7 +170,9 @@ def document_from_dict(data: Mapping[str, Any], base_dir: str | Path | None = No
 
     version = str(data.get("version", ""))
     if version != SCHEMA_VERSION:
-        raise ConfigError(f"unsupported document.json version {version!r}; this llmi reads {SCHEMA_VERSION!r}")
+        raise ConfigError(
+            f"unsupported document.json version {version!r}; this llmi reads {SCHEMA_VERSION!r}"
+        )
     base = Path(base_dir) if base_dir is not None else None
     segments: list[Any] = []
     for s in data.get("segments", ()):
@@ -171,7 +180,11 @@ def document_from_dict(data: Mapping[str, Any], base_dir: str | Path | None = No
             segments.append(TextSegment(str(s.get("text", ""))))
             continue
         req = s.get("request")
-        request = ImageRequest(req["source"], req.get("description", ""), req.get("params") or {}) if req else None
+        request = (
+            ImageRequest(req["source"], req.get("description", ""), req.get("params") or {})
+            if req
+            else None
+        )
         segments.append(
             ImageSegment(
                 index=int(s["index"]),
@@ -192,7 +205,9 @@ def document_from_dict(data: Mapping[str, Any], base_dir: str | Path | None = No
             )
         )
     inputs = tuple(
-        img for img in (_read_image(i.get("path"), base) for i in data.get("inputs", ())) if img is not None
+        img
+        for img in (_read_image(i.get("path"), base) for i in data.get("inputs", ()))
+        if img is not None
     )
     return Document(tuple(segments), inputs, dict(data.get("meta") or {}))
 

@@ -14,13 +14,13 @@ any Markdown viewer.
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 from ..document import Document, ImageSegment, TextSegment
 from . import _common as c
 
-__all__ = ["render_markdown", "escape_markdown", "defang_prose"]
+__all__ = ["defang_prose", "escape_markdown", "render_markdown"]
 
 _INLINE = re.compile(r"([\\`*_\[\]<>#!|~&])")
 _LINE_START = re.compile(r"^(\d+)([.)])|^([+\-=])")
@@ -33,7 +33,9 @@ def escape_markdown(text: str) -> str:
     '\\\\# 1. \\\\<b\\\\>\\\\*x\\\\*\\\\</b\\\\> \\\\[a\\\\](b)'
     """
     text = _INLINE.sub(r"\\\1", text.strip())
-    return _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", text)
+    return _LINE_START.sub(
+        lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", text
+    )
 
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
@@ -52,7 +54,9 @@ def _bad_url(dest: str) -> bool:
 
 
 def _defang_inline(text: str) -> str:
-    text = _LINK_DEST.sub(lambda m: ("]\\(" if _bad_url(m.group(2)) else "](") + m.group(1) + m.group(2), text)
+    text = _LINK_DEST.sub(
+        lambda m: ("]\\(" if _bad_url(m.group(2)) else "](") + m.group(1) + m.group(2), text
+    )
     return _ENTITY.sub(r"\\&", _TAG_START.sub(r"\\<", text))
 
 
@@ -74,7 +78,12 @@ def _defang(text: str, fence: str | None) -> tuple[str, str | None]:
     for line in text.splitlines(keepends=True):
         m = _FENCE.match(line)
         if fence is not None:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)):]:
+            if (
+                m
+                and m.group(1)[0] == fence[0]
+                and len(m.group(1)) >= len(fence)
+                and not line.strip()[len(m.group(1)) :]
+            ):
                 fence = None
             out.append(line)
             continue
@@ -155,7 +164,9 @@ def _figure(doc: Document, seg: ImageSegment, path: str | None) -> str:
             lines.append(f"> {fb_line}")
         return "\\\n".join(lines)  # backslash line breaks keep it one blockquote paragraph
     caption = f"*{label}{': ' + desc if desc else ''}* ({_notes(doc, seg)})"
-    picture = f"![{desc or label}]({_url(path)})" if path else f"*({label} was not saved to a file)*"
+    picture = (
+        f"![{desc or label}]({_url(path)})" if path else f"*({label} was not saved to a file)*"
+    )
     lines = [picture, caption]
     if fb_line:
         lines.append(fb_line)
@@ -173,7 +184,15 @@ def _stats(doc: Document) -> str:
         f"| {escape_markdown(tool)} | {int(r['total'])} | {int(r['success'])} | {c.percent(r['success_rate'])} |"
         for tool, r in stats.items()
     ]
-    return "\n".join(["## Tool calls", "", "| tool | total | success | success rate |", "|---|--:|--:|--:|", *rows])
+    return "\n".join(
+        [
+            "## Tool calls",
+            "",
+            "| tool | total | success | success rate |",
+            "|---|--:|--:|--:|",
+            *rows,
+        ]
+    )
 
 
 def render_markdown(
@@ -189,10 +208,15 @@ def render_markdown(
     if prompt and c.one_line(prompt) != c.title_of(doc):
         parts.append("\n".join(f"> {line}" for line in _lines(prompt)))
     n, ok, failed = c.summary_counts(doc)
-    parts.append(f"*{n} image{'s' if n != 1 else ''}: {ok} made, {failed} failed.*" if n else "*No images.*")
+    parts.append(
+        f"*{n} image{'s' if n != 1 else ''}: {ok} made, {failed} failed.*" if n else "*No images.*"
+    )
     if doc.inputs:
         saved = [input_paths[i] if i < len(input_paths) else None for i in range(len(doc.inputs))]
-        pics = [f"![input image {i}]({_url(p)})" if p else f"input image {i} (not saved)" for i, p in enumerate(saved)]
+        pics = [
+            f"![input image {i}]({_url(p)})" if p else f"input image {i} (not saved)"
+            for i, p in enumerate(saved)
+        ]
         parts.append("**Input images:** " + " ".join(pics))
 
     body = ""
