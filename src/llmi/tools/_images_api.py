@@ -12,6 +12,7 @@ holds the HTTP side until the two are merged). It does three things:
    what happened                               raised                                 transient
    ==========================================  =====================================  =========
    401 / 403                                   ``BackendError`` "check <KEY_VAR>"     no
+   quota or billing exhausted (any status)     ``BackendError``                       no
    429, 5xx, connection refused/reset          ``BackendError``                       yes
    the call ran past its timeout               ``ToolTimeout``                        yes
    the provider's safety filter refused        ``ContentRefused``                     no
@@ -148,6 +149,8 @@ def _classify(spec: ApiSpec, status: int, body: Mapping[str, Any], headers: Mapp
         return BackendError(f"{what} — check {spec.key_var} (the key is missing, wrong or lacks access)")
     if any(marker in (code + " " + message).lower() for marker in _REFUSAL_MARKERS):
         return ContentRefused(f"{what} — the provider's content filter refused; change the prompt or image")
+    if "quota" in code.lower() or "overdue" in code.lower():  # billing, not load: retrying will not help
+        return BackendError(f"{what} — the account behind {spec.key_var} has no quota or credit left")
     if status == 429 or status >= 500:
         retry = headers.get("retry-after")
         return BackendError(what + (f" (retry after {retry} s)" if retry else ""), transient=True)
