@@ -542,6 +542,20 @@ def test_every_image_appears_exactly_once_even_with_odd_indices() -> None:
     assert body.count("<figure") == 3
 
 
+def test_the_answers_own_heading_becomes_the_title_once() -> None:
+    doc = Document((TextSegment("# Tides *and* waves\n\nThe sea rises."), ok_image(0)))
+    page = render_html(doc)
+    assert "<title>Tides and waves</title>" in page and page.count("<h1>") == 1
+    md = render_markdown(doc)
+    assert (
+        md.startswith("# Tides and waves\n") and md.count("Tides") == 1 and "The sea rises." in md
+    )
+    titled = Document(doc.segments, meta={"title": "Oceans"})
+    assert "<h1>Oceans</h1>" in render_html(
+        titled
+    ) and "<h1>Tides <em>and</em> waves</h1>" in render_html(titled)
+
+
 def test_html_of_an_empty_document() -> None:
     page = render_html(Document(()))
     assert "<title>Illustrated document</title>" in page and "No images." in page

@@ -6,7 +6,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..document import Document, ImageSegment
+from ..document import Document, ImageSegment, Segment, TextSegment
 
 _WS = re.compile(r"\s+")
 # Control characters (and Unicode line/paragraph separators) never belong in a URL we print.
@@ -21,13 +21,39 @@ def one_line(text: str, limit: int | None = None) -> str:
     return text
 
 
+_LEADING_HEADING = re.compile(r"\A\s*# +([^\n]+?)[ #]*(?:\n|\Z)")
+_MD_INLINE = re.compile(r"[*_`~]|\\(?=[^\w\s])")
+
+
+def leading_heading(doc: Document) -> str | None:
+    """The text of a ``# heading`` that opens the prose, as plain text (the answer's own title)."""
+    first = doc.segments[0] if doc.segments else None
+    if not isinstance(first, TextSegment):
+        return None
+    m = _LEADING_HEADING.match(first.text)
+    return one_line(_MD_INLINE.sub("", m.group(1)), 120) or None if m else None
+
+
 def title_of(doc: Document) -> str:
-    """The document's title: ``meta['title']``, else the prompt's first line, else a default."""
+    """The document's title: ``meta['title']``, the prompt's first line, the prose's opening
+    ``# heading``, or a default."""
     for key in ("title", "prompt", "question"):
         value = doc.meta.get(key)
         if isinstance(value, str) and value.strip():
             return one_line(value.strip().splitlines()[0], 120)
-    return "Illustrated document"
+    return leading_heading(doc) or "Illustrated document"
+
+
+def body_segments(doc: Document) -> tuple[Segment, ...]:
+    """The segments to render under the title: an opening ``# heading`` that became the title
+    is not repeated."""
+    heading = leading_heading(doc)
+    if heading is None or title_of(doc) != heading:
+        return doc.segments
+    first = doc.segments[0]
+    assert isinstance(first, TextSegment)
+    rest = _LEADING_HEADING.sub("", first.text, count=1)
+    return (TextSegment(rest), *doc.segments[1:])
 
 
 def prompt_of(doc: Document) -> str | None:

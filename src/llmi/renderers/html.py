@@ -201,15 +201,16 @@ def _figure(doc: Document, seg: ImageSegment) -> str:
 
 def _body(doc: Document) -> str:
     """Prose rendered as one Markdown stream, each image's figure put where its tag was."""
-    source = "".join(s.text for s in doc.segments if isinstance(s, TextSegment))
+    segments = c.body_segments(doc)
+    source = "".join(s.text for s in segments if isinstance(s, TextSegment))
     nonce = secrets.token_hex(16)
     while nonce in source:  # astronomically unlikely; cheap to rule out
         nonce = secrets.token_hex(16)
-    figures = [seg for seg in doc.segments if isinstance(seg, ImageSegment)]
+    figures = [seg for seg in segments if isinstance(seg, ImageSegment)]
 
     stream: list[str] = []
     pos = 0
-    for seg in doc.segments:
+    for seg in segments:
         if isinstance(seg, TextSegment):
             stream.append(seg.text)
             continue

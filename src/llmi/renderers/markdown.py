@@ -221,7 +221,7 @@ def render_markdown(
 
     body = ""
     fence: str | None = None
-    for seg in doc.segments:
+    for seg in c.body_segments(doc):
         if isinstance(seg, TextSegment):
             text, fence = _defang(seg.text, fence)
             body += text.lstrip("\n") if body.endswith("\n\n") else text
