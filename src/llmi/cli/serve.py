@@ -124,6 +124,7 @@ def image(
     )
     try:
         if gpus is not None:
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # the launcher polls /ready
             from ..serve.launcher import Launcher, ServerSpec, parse_gpus
 
             devices = parse_gpus(gpus)

@@ -222,28 +222,42 @@ class Launcher:
         return ok
 
     def check(self) -> list[str]:
-        """One supervision pass: report and restart children that exited. Returns reports."""
+        """One supervision pass: report and restart children that exited; note restarted
+        ones that became ready. Never blocks on a loading child. Returns the reports."""
         reports = []
         for child in self.children:
             if child.failed or child.proc is None or self._stop.is_set():
                 continue
             code = child.proc.poll()
             if code is None:
+                if not child.ready and self._probe(child):
+                    child.ready = True
+                    reports.append(f"{child.spec.label} ready again at {child.spec.url()}")
+                    self.say(reports[-1])
                 continue
             child.exits.append(code)
             child.ready = False
             if child.restarts >= self.max_restarts:
                 child.failed = True
                 msg = f"{child.spec.label} exited with code {code}; gave up after {child.restarts} restarts"
-            else:
-                child.restarts += 1
-                msg = f"{child.spec.label} exited with code {code}; restarting ({child.restarts}/{self.max_restarts})"
-                self._spawn(child)
-                if self._wait_ready(child, time.monotonic() + self.ready_timeout):
-                    msg += f"; ready again at {child.spec.url()}"
+                self.say(msg)
+                reports.append(msg)
+                continue
+            child.restarts += 1
+            msg = f"{child.spec.label} exited with code {code}; restarting ({child.restarts}/{self.max_restarts})"
             self.say(msg)
             reports.append(msg)
+            self._spawn(child)
         return reports
+
+    @staticmethod
+    def _probe(child: _Child) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(child.spec.probe_url() + "/ready", timeout=1.0, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     @property
     def all_failed(self) -> bool:
