@@ -175,14 +175,16 @@ class ImagesApiServer:
                 "usage": {"generated_images": 1}}
 
 
-@pytest.fixture
-def images_api() -> Iterator[ImagesApiServer]:
+# Fixtures under private names, registered as ``images_api`` / ``closed_port``: test modules
+# import them (``from backend_fixtures import api_fixture, port_fixture``) without shadowing.
+@pytest.fixture(name="images_api")
+def api_fixture() -> Iterator[ImagesApiServer]:
     with ImagesApiServer() as server:
         yield server
 
 
-@pytest.fixture
-def closed_port() -> int:
+@pytest.fixture(name="closed_port")
+def port_fixture() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     import socket
 

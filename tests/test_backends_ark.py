@@ -18,7 +18,7 @@ from llmi.tools._images_api import ContentRefused, default_seed
 from llmi.tools.diffusion_ark import SEEDREAM_MODEL, SeedreamDiffusion
 from llmi.tools.edit_ark import SEEDEDIT_MODEL, SeedEdit
 
-from backend_fixtures import ImagesApiServer, Reply, closed_port, images_api, png_bytes  # noqa: F401
+from backend_fixtures import ImagesApiServer, Reply, api_fixture, port_fixture, png_bytes  # noqa: F401
 
 LOOPBACK = FetchPolicy.allowing_loopback()
 

@@ -17,7 +17,7 @@ from llmi.tools._images_api import ContentRefused, prepare_upload
 from llmi.tools.diffusion_openai import OpenAIDiffusion
 from llmi.tools.edit_openai import OpenAIEdit
 
-from backend_fixtures import ImagesApiServer, Reply, closed_port, images_api  # noqa: F401
+from backend_fixtures import ImagesApiServer, Reply, api_fixture, port_fixture  # noqa: F401
 
 LOOPBACK = FetchPolicy.allowing_loopback()
 

@@ -331,8 +331,13 @@ def _apply(im: "PILImage.Image", op: EditOp, ctx: dict[str, Any]) -> "PILImage.I
         return Image.fromarray(np.clip(a @ m.T, 0, 255).astype(np.uint8))
     if isinstance(op, Sketch):
         cv2 = _cv2()
-        gray, color = cv2.pencilSketch(np.asarray(rgb), sigma_s=60, sigma_r=0.07, shade_factor=0.05)
-        return Image.fromarray(color) if op.color else Image.fromarray(gray).convert("RGB")
+        a = np.ascontiguousarray(np.asarray(rgb))
+        if op.color:
+            return Image.fromarray(cv2.pencilSketch(a, sigma_s=60, sigma_r=0.07, shade_factor=0.05)[1])
+        # "colour dodge" of the grey image by its blurred negative: white paper, pencil lines
+        gray = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
+        blurred = cv2.GaussianBlur(255 - gray, (0, 0), sigmaX=max(1.0, min(w, h) / 60))
+        return Image.fromarray(cv2.divide(gray, 255 - blurred, scale=256)).convert("RGB")
     if isinstance(op, Cartoon):
         return Image.fromarray(_cartoon(np.asarray(rgb)))
     if isinstance(op, Stylize):

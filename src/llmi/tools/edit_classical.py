@@ -350,8 +350,8 @@ _RULES: tuple[_Rule, ...] = (
     ),
     # blur and sharpen
     _rule(
-        _MOD + r"\b(?:gaussian\s+)?(?:blur(?:red|ry)?|soften|out\s+of\s+focus)\b"
-        r"(?:\s+(?:by|with\s+(?:a\s+)?radius(?:\s+of)?|radius)\s+(?P<px>\d+(?:\.\d+)?)\s*(?:px|pixels?)?)?|模糊",
+        _MOD + r"\b(?:gaussian\s+)?(?:blur(?:red|ry)?|soften|out\s+of\s+focus)\b" + _IT
+        + r"(?:\s+(?:by|with\s+(?:a\s+)?radius(?:\s+of)?|radius)\s+(?P<px>\d+(?:\.\d+)?)\s*(?:px|pixels?)?)?|模糊",
         lambda m: Blur(strength=_strength(m), radius_px=float(m.group("px")) if m.group("px") else None),
     ),
     _rule(
@@ -414,7 +414,7 @@ _FILLER = frozenset(
     and then also as look looks like version effect style filter tone toned more bit little
     slightly much very lot strongly heavily somewhat quite too so is be should could would i we
     want you can me some whole entire overall just bit by well after before finally first next
-    now but while keep same way kindly for my our your colour color colors colours mode""".split()
+    now but while keep same way kindly for my our your colour color colors colours mode put place""".split()
 )
 _CN_FILLER = set("把将这张幅副图片像照让使其变得成为更加一点些的请给上并且然后和再稍微很非常效果风格转换改调整下个它要把它到")
 _QUOTES = re.compile(r"\"([^\"]+)\"|“([^”]+)”|‘([^’]+)’|「([^」]+)」|『([^』]+)』|(?<![\w])'([^']+)'(?![\w])")
@@ -429,7 +429,7 @@ def plan_edit(prompt: str) -> tuple[EditOp, ...]:
 
     >>> plan_edit("flip it horizontally, then add the caption 'Hello'")
     (Flip(axis='horizontal'), Caption(text='Hello', position='bottom'))
-    >>> plan_edit("add a dog wearing a hat")
+    >>> plan_edit("add a dog wearing a hat")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     llmi.errors.UnsupportedEdit: the offline classical editor cannot do 'dog wearing hat' ...
