@@ -117,3 +117,37 @@ def test_serialise_parse_round_trip(request: ImageRequest, style: str, before: s
     assert isinstance(found, Tag) and found.error is None, found.error
     assert found.request == request
     assert [w.kind for w in parsed.warnings if w.kind != "fenced"] == []
+
+
+# The fast reader must give exactly what literal_eval (and json.loads) give, whenever it answers.
+ESCAPED = st.lists(st.sampled_from(["\\n", "\\t", "\\\\", "\\'", '\\"', "'", '"', "a", "中", " ", "\\\\n"]), max_size=12).map("".join)
+
+
+def quoted(content: str, quote: str) -> str:
+    # drop bare quotes of the delimiting kind so the literal stays valid
+    return quote + re.sub(r"(?<!\\)" + quote, "", content.replace("\\\\", "\x01")).replace("\x01", "\\\\") + quote
+
+
+@FAST
+@given(ESCAPED, ESCAPED, st.sampled_from(["'", '"']), st.sampled_from(["search", "edit"]), st.integers(-5, 10**6))
+def test_fast_reader_agrees_with_literal_eval(desc: str, text: str, quote: str, source: str, index: int) -> None:
+    import ast
+    import json
+
+    from llmi import tags
+
+    d, t = quoted(desc, quote), quoted(text, quote)
+    if source == "search":
+        params = f"{quote}query{quote}: {t}"
+    else:
+        params = f"{quote}img_index{quote}: {index}, {quote}prompt{quote}: {t}"
+    body = f"{{{quote}source{quote}: {quote}{source}{quote}, {quote}description{quote}: {d}, {quote}params{quote}: {{{params}}}}}"
+    try:
+        expected = ast.literal_eval(body)
+    except SyntaxError:
+        return  # e.g. a string ending in a lone backslash: not a literal, and not the fast reader's
+    fast = tags._fast(body)
+    assert fast is not tags._NOTHING, body
+    assert fast == expected
+    if quote == '"' and "\\'" not in body:
+        assert fast == json.loads(body)
