@@ -68,7 +68,7 @@ def failed_image(
 
 
 def rich_document() -> Document:
-    """One of everything: ok, failed, fallback, credit, cache hit, edit, unreadable tag, Chinese."""
+    """One of everything: ok, failed, fallback, credit, cache hit, edit, invalid tag, Chinese."""
     credit = Credit(
         source="Wikimedia Commons", title="Lighthouse <em>Hook</em>",
         page_url="https://commons.wikimedia.org/wiki/File:Hook.jpg", author="J. Doe",
@@ -473,7 +473,7 @@ def test_html_figures_failures_fallbacks_and_credits() -> None:
         and "BackendError" in fail4
     )
     fail5 = body.split('id="figure-5"')[1].split("</figure>")[0]
-    assert "unreadable tag" in fail5 and "TagSyntaxError" in fail5 and "not a dict literal" in fail5
+    assert "invalid tag" in fail5 and "TagSyntaxError" in fail5 and "not a dict literal" in fail5
     fail6 = body.split('id="figure-6"')[1].split("</figure>")[0]
     assert (
         "edits Figure 1" in fail6 and '<pre class="reason">' in fail6
@@ -589,9 +589,7 @@ def test_markdown_document(tmp_path: Path) -> None:
         "> **⚠ Figure 4 could not be made** (search)\\\n> a lighthouse at dusk\\\n> BackendError: backend said \\<b"
         in md
     )
-    assert (
-        "(unreadable tag)" in md and "> SandboxError: Traceback (most recent call last):\\\n" in md
-    )
+    assert "(invalid tag)" in md and "> SandboxError: Traceback (most recent call last):\\\n" in md
     assert "*↪ fallback diffusion → search: no generator configured*" in md
     assert (
         "*Credit: [Lighthouse \\<em\\>Hook\\</em\\>](https://commons.wikimedia.org/wiki/File:Hook.jpg) by J. Doe · CC BY-SA 4.0 · via Wikimedia Commons*"

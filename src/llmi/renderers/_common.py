@@ -80,8 +80,8 @@ def edit_target(doc: Document, seg: ImageSegment) -> str | None:
 
 
 def tool_label(seg: ImageSegment) -> str:
-    """``search · wikimedia`` or ``diffusion`` or ``unreadable tag``; a fallback names the tool used."""
-    tool = seg.fallback.used if seg.fallback is not None else (seg.tool or "unreadable tag")
+    """``search · wikimedia`` or ``diffusion`` or ``invalid tag``; a fallback names the tool used."""
+    tool = seg.fallback.used if seg.fallback is not None else (seg.tool or "invalid tag")
     return f"{tool} · {seg.backend}" if seg.backend else tool
 
 
