@@ -1,0 +1,703 @@
+"""The chart worker that runs inside the sandbox (a standalone script; it never imports llmi).
+
+One worker is a *zygote*: it imports numpy, pandas, matplotlib (Agg) and seaborn once, warms
+matplotlib's font and renderer caches with a throw-away chart, and then serves jobs from the
+parent over a private pipe (fd 3 in, fd 4 out). For each job it ``fork``s a child that
+
+1. leaves the zygote's process group and closes every descriptor but its own two pipes
+   (so the code can never write on the parent's protocol pipe),
+2. drops to the worker's unprivileged uid (when the zygote is root), sets rlimits (CPU,
+   address space, processes, file size, open files, no core dumps),
+3. points fds 1 and 2 at an output pipe the zygote drains (a bounded tail is kept for error
+   messages), so ``print`` never touches the image,
+4. runs the code in fresh globals holding ``plt``, ``pd``, ``sns`` and ``np``, with
+   ``plt.show`` a no-op and ``savefig`` writing nothing (the figure is kept instead),
+5. renders every figure that has something drawn on it to PNG (several are stacked
+   vertically) and sends one result frame back to the zygote.
+
+Because every job runs in a fresh fork, nothing a job does to module state, threads, signal
+handlers or the working directory survives it. After each job the zygote kills the job's
+process group and, where it may (own PID namespace, or a dedicated uid), every other process
+left in the sandbox.
+
+Frames on every pipe: 8 bytes (JSON length, binary length, both big-endian uint32), the JSON
+header, then the binary payload.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+import shutil
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+
+FD_IN, FD_OUT = 3, 4  # replaced from the config at start-up
+MAX_JSON = 1 << 20
+MAX_BINARY = 64 << 20
+CODE_FILENAME = "<chart code>"
+# Imported up front: cheap, often used by chart code, and (at the weaker sandbox levels) a job
+# that dropped privileges may be unable to read the interpreter's files to import them later.
+PRELOAD = (
+    "math", "random", "datetime", "collections", "itertools", "functools", "statistics",
+    "string", "textwrap", "decimal", "fractions", "calendar", "colorsys", "csv", "re",
+    "matplotlib.dates", "matplotlib.ticker", "matplotlib.patches", "matplotlib.colors",
+    "matplotlib.cm", "matplotlib.gridspec", "matplotlib.lines", "matplotlib.font_manager",
+    "mpl_toolkits.mplot3d", "PIL.Image",
+)  # fmt: skip
+CJK_FAMILIES = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "AR PL UMing CN",
+    "AR PL UKai CN",
+)
+
+
+# --- framing ------------------------------------------------------------------------------
+
+
+def write_frame(fd: int, header: dict, payload: bytes = b"") -> None:
+    data = json.dumps(header).encode()
+    buf = struct.pack(">II", len(data), len(payload)) + data + payload
+    view = memoryview(buf)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> tuple[dict, bytes] | None:
+    head = _read_exact(fd, 8)
+    if head is None:
+        return None
+    jlen, blen = struct.unpack(">II", head)
+    if jlen > MAX_JSON or blen > MAX_BINARY:
+        raise ValueError("frame too large")
+    data = _read_exact(fd, jlen)
+    payload = _read_exact(fd, blen) if blen else b""
+    if data is None or payload is None:
+        return None
+    return json.loads(data), payload
+
+
+def parse_frame(buf: bytes) -> tuple[dict, bytes]:
+    """Decode one complete frame held in memory (what a job's child sent)."""
+    if len(buf) < 8:
+        raise ValueError("short frame")
+    jlen, blen = struct.unpack(">II", buf[:8])
+    if jlen > MAX_JSON or blen > MAX_BINARY or len(buf) != 8 + jlen + blen:
+        raise ValueError("malformed frame")
+    return json.loads(buf[8 : 8 + jlen]), buf[8 + jlen :]
+
+
+# --- the zygote ---------------------------------------------------------------------------
+
+
+class Zygote:
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.uid = config.get("uid")  # drop to this uid in each job (None: stay as we are)
+        self.pidns = bool(config.get("pidns"))  # we run in our own PID namespace
+        self.pid1 = os.getpid() == 1  # we reap orphans ourselves
+        self.cjk_font: str | None = None
+        self.prctl = None
+        self.base_vm_kb = 0
+
+    # 1. imports and warm-up, once
+    def prepare(self) -> None:
+        os.environ.setdefault("MPLBACKEND", "Agg")
+        self._seed_font_cache()
+        try:
+            import ctypes
+
+            self.prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (ImportError, OSError, AttributeError):
+            self.prctl = None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import numpy as np
+        import pandas as pd
+        import matplotlib.pyplot as plt
+        import seaborn as sns
+        from matplotlib.figure import Figure
+        import logging
+        import warnings
+
+        logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
+        self.np, self.pd, self.plt, self.sns, self.Figure = np, pd, plt, sns, Figure
+        self.orig_savefig = Figure.savefig
+        import importlib
+
+        for name in PRELOAD:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        self._install_cjk_fallback()
+        self._warm_up()
+        plt.close("all")
+        self.base_vm_kb = _vm_size_kb()
+        gc.collect()
+        gc.freeze()  # keep the forked children from copying the zygote's heap pages
+
+    def _seed_font_cache(self) -> None:
+        """Copy the host's matplotlib font list in, so start-up does not rescan every font."""
+        import shutil
+
+        target = os.environ.get("MPLCONFIGDIR")
+        if not target:
+            return
+        os.makedirs(target, exist_ok=True)
+        for src in self.config.get("font_cache", []):
+            try:
+                shutil.copyfile(src, os.path.join(target, os.path.basename(src)))
+            except OSError:
+                pass
+
+    def _install_cjk_fallback(self) -> None:
+        import matplotlib
+        from matplotlib import font_manager as fm
+
+        found = None
+        for family in CJK_FAMILIES:
+            try:
+                path = fm.fontManager.findfont(
+                    fm.FontProperties(family=family), fallback_to_default=False
+                )
+            except ValueError:
+                continue
+            found = (family, path)
+            break
+        if found is None:
+            return
+        family, path = found
+        self.cjk_font = family
+        for key in ("font.sans-serif", "font.serif", "font.monospace"):
+            names = list(matplotlib.rcParams[key])
+            if family not in names:
+                matplotlib.rcParams[key] = names + [family]
+        # Per-glyph fallback to the CJK font whatever families the code (or sns.set_theme,
+        # or a missing 'SimHei') asks for: matplotlib renders each glyph from the first font
+        # in this list that has it.
+        original = fm.FontManager._find_fonts_by_props
+        cjk_path = path
+
+        def find_fonts_with_cjk(self, prop, *args, **kwargs):
+            paths = original(self, prop, *args, **kwargs)
+            if kwargs.get("fontext", args[0] if args else "ttf") != "ttf":
+                return paths
+            if cjk_path not in paths:
+                paths = [*paths, cjk_path]
+            return paths
+
+        fm.FontManager._find_fonts_by_props = find_fonts_with_cjk
+
+    def _warm_up(self) -> None:
+        np, pd, plt, sns = self.np, self.pd, self.plt, self.sns
+        x = np.linspace(0, 1, 20)
+        fig, axes = plt.subplots(2, 3, figsize=(6, 4))
+        axes[0, 0].plot(x, np.sin(x), label="sin 正弦")
+        axes[0, 0].legend()
+        axes[0, 0].set_title("warm-up 预热")
+        axes[0, 1].bar(["a", "b"], [1, 2])
+        axes[0, 2].scatter(x, x)
+        axes[1, 0].hist(x)
+        axes[1, 1].pie([1, 2])
+        axes[1, 2].imshow(np.eye(3))
+        df = pd.DataFrame({"k": ["a", "b", "a"], "v": [1.0, 2.0, 3.0]})
+        sns.barplot(data=df, x="k", y="v", ax=axes[0, 1])
+        sns.lineplot(data=df, x="v", y="v", ax=axes[0, 2])
+        sns.heatmap(np.eye(2), ax=axes[1, 2], annot=True)
+        df.plot(y="v", ax=axes[1, 0])
+        fig.tight_layout()
+        self.orig_savefig(fig, io.BytesIO(), format="png", bbox_inches="tight")
+        from PIL import Image  # noqa: F401  (used to stack several figures)
+
+    # 2. the serving loop
+    def serve(self) -> None:
+        write_frame(
+            FD_OUT,
+            {
+                "type": "ready",
+                "pid": os.getpid(),
+                "cjk_font": self.cjk_font,
+                "python": sys.version.split()[0],
+                "uid": os.getuid(),
+            },
+        )
+        while True:
+            frame = read_frame(FD_IN)
+            if frame is None:  # the parent went away
+                return
+            header, _ = frame
+            if header.get("type") == "job":
+                started = time.monotonic()
+                result, png = self.run_job(header)
+                result["id"] = header.get("id")
+                result["wall_s"] = round(time.monotonic() - started, 4)
+                write_frame(FD_OUT, result, png)
+            elif header.get("type") == "ping":
+                write_frame(FD_OUT, {"type": "pong", "id": header.get("id")})
+
+    def run_job(self, job: dict) -> tuple[dict, bytes]:
+        timeout = float(job.get("timeout", 20.0))
+        max_output = int(job.get("max_output", 1 << 20))
+        r_res, w_res = os.pipe()
+        r_out, w_out = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                os.close(r_res)
+                os.close(r_out)
+                self.child(job, w_res, w_out)
+            except BaseException:
+                try:  # set-up failed before the code ran: say why on the output pipe
+                    os.write(2, traceback.format_exc()[-2000:].encode("utf-8", "replace"))
+                except BaseException:
+                    pass
+            finally:
+                os._exit(70)
+        os.close(w_res)
+        os.close(w_out)
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        try:
+            return self._supervise(pid, r_res, r_out, timeout, max_output)
+        finally:
+            os.close(r_res)
+            os.close(r_out)
+            self._clean_up(pid)
+
+    def _supervise(
+        self, pid: int, r_res: int, r_out: int, timeout: float, max_output: int
+    ) -> tuple[dict, bytes]:
+        deadline = time.monotonic() + timeout
+        pidfd = os.pidfd_open(pid)
+        for fd in (r_res, r_out):
+            os.set_blocking(fd, False)
+        res = bytearray()
+        tail = bytearray()
+        printed = 0
+        status = None
+        failure: dict | None = None
+        open_fds = {r_res, r_out}
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    failure = {
+                        "kind": "timeout",
+                        "message": f"the code ran longer than the {timeout:.3g} s time limit "
+                        "and was killed",
+                    }
+                    break
+                ready, _, _ = select.select([*open_fds, pidfd], [], [], left)
+                for fd in ready:
+                    if fd == pidfd:
+                        continue
+                    chunk = _read_some(fd)
+                    if chunk is None:
+                        continue
+                    if not chunk:
+                        open_fds.discard(fd)
+                    elif fd == r_res:
+                        res += chunk
+                        if len(res) > MAX_BINARY + MAX_JSON:
+                            failure = {"kind": "protocol", "message": "the result was too large"}
+                    else:
+                        printed += len(chunk)
+                        tail += chunk
+                        del tail[:-4096]
+                        if printed > max_output:
+                            failure = {
+                                "kind": "output",
+                                "message": f"the code printed more than {max_output} bytes "
+                                "and was stopped",
+                            }
+                if failure:
+                    break
+                if pidfd in ready:
+                    # The child is gone: what it wrote is already in the pipes.
+                    for fd in list(open_fds):
+                        while (chunk := _read_some(fd)):
+                            if fd == r_res:
+                                res += chunk
+                            else:
+                                printed += len(chunk)
+                                tail += chunk
+                                del tail[:-4096]
+                    break
+        finally:
+            os.close(pidfd)
+        if failure:
+            _kill_group(pid)
+        _, status = os.waitpid(pid, 0)
+        out_tail = tail.decode("utf-8", "replace")
+        if failure:
+            failure.update(type="result", ok=False, output=out_tail)
+            return failure, b""
+        if res:
+            try:
+                header, png = parse_frame(bytes(res))
+            except (ValueError, json.JSONDecodeError):
+                return (
+                    {"type": "result", "ok": False, "kind": "protocol",
+                     "message": "the job sent a malformed result", "output": out_tail},
+                    b"",
+                )
+            header.update(type="result", output=out_tail)
+            if header.get("ok") and (not png.startswith(b"\x89PNG") or len(png) < 32):
+                return (
+                    {"type": "result", "ok": False, "kind": "protocol",
+                     "message": "the job sent something that is not a PNG", "output": out_tail},
+                    b"",
+                )
+            return header, png
+        return {"type": "result", "ok": False, "output": out_tail, **_describe_exit(status)}, b""
+
+    def _clean_up(self, pid: int) -> None:
+        """Kill whatever the job left running (daemons that left its process group too)."""
+        _kill_group(pid)
+        if self.pidns:
+            # In our own PID namespace kill(-1) reaches every process in the sandbox except
+            # its init and us, and nothing outside it.
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+        elif self.uid is not None and os.geteuid() == 0:
+            # No PID namespace: a throw-away process with the jobs' dedicated uid kills every
+            # process of that uid (only job processes have it); kill(-1) as root here would
+            # reach the whole host.
+            sweeper = os.fork()
+            if sweeper == 0:  # pragma: no cover - runs in the sweeper
+                try:
+                    os.setgroups([])
+                    os.setgid(self.uid)
+                    os.setuid(self.uid)
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            os.waitpid(sweeper, 0)
+        if self.pid1 or self.pidns:
+            _reap_all()
+
+    # 3. the job itself (in the forked child)
+    def child(self, job: dict, w_res: int, w_out: int) -> None:  # pragma: no cover
+        os.setpgid(0, 0)
+        if self.prctl is not None:
+            self.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the zygote
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(w_out, 1)
+        os.dup2(w_out, 2)
+        res_fd = 3
+        spare = os.dup(w_res)
+        if spare != res_fd:
+            os.dup2(spare, res_fd)
+        # everything else goes, the parent's protocol pipes above all
+        os.closerange(res_fd + 1, 1 << 20)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True,
+                                      errors="replace")
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
+                                      errors="replace")
+        self._drop_privileges()
+        self._set_limits(job)
+        self._fresh_workdir()
+        gc.unfreeze()
+        try:
+            header, png = self.execute(job.get("code", ""), job)
+        except BaseException as exc:  # the renderer itself failed (memory, a broken figure)
+            header, png = _failure_from_exception(exc, job), b""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+        try:
+            write_frame(res_fd, header, png)
+        finally:
+            os._exit(0)
+
+    def _drop_privileges(self) -> None:
+        if self.uid is None or os.geteuid() != 0:
+            return
+        os.setgroups([])
+        os.setgid(self.uid)
+        os.setuid(self.uid)
+
+    def _set_limits(self, job: dict) -> None:
+        limits = job.get("limits", {})
+        timeout = float(job.get("timeout", 20.0))
+        cpu = int(timeout) + 2
+        wanted = {
+            resource.RLIMIT_CPU: (cpu, cpu + 1),
+            resource.RLIMIT_CORE: (0, 0),
+            resource.RLIMIT_FSIZE: (limits.get("fsize"),) * 2,
+            resource.RLIMIT_NOFILE: (limits.get("nofile"),) * 2,
+            resource.RLIMIT_NPROC: (limits.get("nproc"),) * 2,
+        }
+        if limits.get("memory"):
+            vm = self.base_vm_kb * 1024 + int(limits["memory"])
+            wanted[resource.RLIMIT_AS] = (vm, vm)
+        for which, (soft, hard) in wanted.items():
+            if soft is None:
+                continue
+            _, cur_hard = resource.getrlimit(which)
+            if cur_hard != resource.RLIM_INFINITY:
+                soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+            try:
+                resource.setrlimit(which, (soft, hard))
+            except (ValueError, OSError):
+                pass
+
+    def _fresh_workdir(self) -> None:
+        # Only the job directory itself is recreated: never scan and delete elsewhere (at the
+        # weaker levels /tmp may be the host's).
+        base = self.config.get("workdir") or "/tmp/job"
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base, exist_ok=True)
+        os.chdir(base)
+        os.environ["TMPDIR"] = base
+
+    def execute(self, code: str, job: dict) -> tuple[dict, bytes]:
+        plt, Figure = self.plt, self.Figure
+        kept: list = []
+
+        def keep_figure(fig, *args, **kwargs):  # savefig: remember the figure, write nothing
+            if fig not in kept:
+                kept.append(fig)
+
+        def show(*args, **kwargs):
+            return None
+
+        def pyplot_savefig(*args, **kwargs):
+            keep_figure(plt.gcf())
+
+        Figure.savefig = keep_figure
+        plt.savefig = pyplot_savefig
+        plt.show = show
+        namespace = {
+            "__name__": "__main__",
+            "__builtins__": __builtins__,
+            "plt": plt,
+            "pd": self.pd,
+            "sns": self.sns,
+            "np": self.np,
+        }
+        try:
+            compiled = compile(code, CODE_FILENAME, "exec")
+        except SyntaxError as exc:
+            line = f" (line {exc.lineno}: {(exc.text or '').strip()[:120]})" if exc.lineno else ""
+            return {"ok": False, "kind": "syntax",
+                    "message": f"the code is not valid Python: {exc.msg}{line}"}, b""
+        try:
+            exec(compiled, namespace)
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                return {"ok": False, "kind": "exit",
+                        "message": f"the code called sys.exit({exc.code!r})"}, b""
+        except BaseException as exc:
+            return _failure_from_exception(exc, job, code), b""
+        import matplotlib._pylab_helpers as helpers
+
+        figures = [m.canvas.figure for m in helpers.Gcf.get_all_fig_managers()]
+        for fig in kept:
+            if fig not in figures:
+                figures.append(fig)
+        drawn = [fig for fig in figures if _has_content(fig)]
+        if not drawn:
+            what = "no figure was created" if not figures else "no figure has anything drawn on it"
+            return {"ok": False, "kind": "empty",
+                    "message": f"the code drew nothing ({what}); plot something with plt, sns "
+                    "or pandas"}, b""
+        max_pixels = int(job.get("max_pixels", 40_000_000))
+        pngs = []
+        for fig in drawn:
+            w, h = fig.get_size_inches() * fig.dpi
+            if w * h > max_pixels or w <= 0 or h <= 0:
+                return {"ok": False, "kind": "too_large",
+                        "message": f"a figure is too large to render ({int(w)}x{int(h)} pixels; "
+                        f"the limit is {max_pixels // 1_000_000} megapixels)"}, b""
+            buf = io.BytesIO()
+            self.orig_savefig(fig, buf, format="png", bbox_inches="tight")
+            pngs.append(buf.getvalue())
+        png, width, height = _stack(pngs) if len(pngs) > 1 else (pngs[0], *_png_size(pngs[0]))
+        if width * height > max_pixels:
+            return {"ok": False, "kind": "too_large",
+                    "message": f"the figures are too large together ({width}x{height} pixels)"}, b""
+        return {"ok": True, "figures": len(pngs), "width": width, "height": height}, png
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _read_some(fd: int) -> bytes | None:
+    try:
+        return os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            # something survived the sweep (no permission to kill it); leave it for now
+            return
+
+
+def _vm_size_kb() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _describe_exit(status: int) -> dict:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        reason = {
+            "SIGXCPU": "it used up its CPU time limit",
+            "SIGKILL": "killed (perhaps out of memory, or by the code itself)",
+            "SIGSEGV": "it crashed (segmentation fault)",
+            "SIGXFSZ": "it exceeded the file size limit",
+            "SIGABRT": "it aborted",
+        }.get(name, "")
+        kind = "cpu" if name == "SIGXCPU" else "signal"
+        extra = f": {reason}" if reason else ""
+        return {"kind": kind, "message": f"the code was killed by {name}{extra}"}
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    return {"kind": "exit",
+            "message": f"the code exited (status {code}) before the chart was rendered"}
+
+
+def _failure_from_exception(exc: BaseException, job: dict, code: str = "") -> dict:
+    if isinstance(exc, MemoryError):
+        mb = int(job.get("limits", {}).get("memory") or 0) >> 20
+        limit = f" (limit {mb} MB)" if mb else ""
+        return {"ok": False, "kind": "memory", "message": f"the code ran out of memory{limit}"}
+    if isinstance(exc, RecursionError):
+        pass
+    line = ""
+    lineno = None
+    for frame, no in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == CODE_FILENAME:
+            lineno = no
+    if lineno is not None:
+        lines = code.splitlines()
+        text = lines[lineno - 1].strip()[:120] if 0 < lineno <= len(lines) else ""
+        line = f" (line {lineno}: {text})" if text else f" (line {lineno})"
+    message = str(exc)
+    if len(message) > 500:
+        message = message[:500] + "..."
+    name = type(exc).__name__
+    return {"ok": False, "kind": "exception", "exception": name,
+            "message": f"the code raised {name}: {message}{line}"}
+
+
+def _has_content(fig) -> bool:
+    if fig.texts or fig.images or fig.lines or fig.patches or fig.legends or fig.artists:
+        return True
+    for ax in fig.axes:
+        if ax.has_data() or ax.texts or ax.tables or ax.artists or ax.images:
+            return True
+        if getattr(ax, "collections", None) or getattr(ax, "patches", None):
+            return True
+    return False
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    return struct.unpack(">II", png[16:24])
+
+
+def _stack(pngs: list[bytes]) -> tuple[bytes, int, int]:
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(p)).convert("RGBA") for p in pngs]
+    gap = 10
+    width = max(im.width for im in images)
+    height = sum(im.height for im in images) + gap * (len(images) - 1)
+    sheet = Image.new("RGBA", (width, height), (255, 255, 255, 255))
+    y = 0
+    for im in images:
+        sheet.paste(im, ((width - im.width) // 2, y), im)
+        y += im.height + gap
+    out = io.BytesIO()
+    sheet.save(out, format="PNG")
+    return out.getvalue(), width, height
+
+
+def main() -> None:
+    global FD_IN, FD_OUT
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    FD_IN, FD_OUT = int(config.get("fd_in", FD_IN)), int(config.get("fd_out", FD_OUT))
+    for name in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGHUP"):
+        # the parent ends us with SIGKILL or by closing the job pipe
+        signal.signal(getattr(signal, name), signal.SIG_IGN if name != "SIGTERM" else signal.SIG_DFL)
+    zygote = Zygote(config)
+    try:
+        zygote.prepare()
+    except BaseException as exc:
+        write_frame(FD_OUT, {"type": "failed", "message": f"{type(exc).__name__}: {exc}",
+                             "traceback": traceback.format_exc()[-2000:]})
+        raise SystemExit(1)
+    # After start-up nothing of ours should write to the inherited stderr.
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    if not config.get("debug"):
+        os.dup2(null, 2)
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main()
