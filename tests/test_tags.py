@@ -265,7 +265,7 @@ MALFORMED = [
     ("{'source': 'search', 'description': 'd', 'params': {'query': 'owl', 'num': 2}}", V,
      "unexpected key 'num' in the params of a search tag; search takes {'query': '...'}"),
     ("{'source': 'edit', 'description': 'd', 'params': {'prompt': 'p'}}", V,
-     "missing key 'img_index' in the params of a edit tag; edit takes {'img_index': 0, 'prompt': '...'}"),
+     "missing key 'img_index' in the params of an edit tag; edit takes {'img_index': 0, 'prompt': '...'}"),
     ("{'source': 'code', 'description': 'd', 'params': {}}", V,
      "missing key 'code' in the params of a code tag; code takes {'code': '...'}"),
     ("{'source': 'edit', 'description': 'd', 'params': {'img_index': True, 'prompt': 'p'}}", V, "'img_index' must be an integer, not bool"),

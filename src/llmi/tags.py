@@ -702,6 +702,10 @@ def _suggest(word: Any, choices: tuple[str, ...] | Mapping[str, Any]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def _type_name(obj: Any) -> str:
     return type(obj).__name__
 
@@ -736,11 +740,11 @@ def validate(obj: Any, position: int = 0) -> ImageRequest:
         raise bad(f"'params' must be a dict such as {_SHAPE[source]}, not {_type_name(params)}")
     for key in params:
         if key not in want:
-            raise bad(f"unexpected key {key!r}{_suggest(key, want)} in the params of a {source} tag; {source} takes {_SHAPE[source]}")
+            raise bad(f"unexpected key {key!r}{_suggest(key, want)} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}")
     clean: dict[str, Any] = {}
     for key, typ in want.items():
         if key not in params:
-            raise bad(f"missing key {key!r} in the params of a {source} tag; {source} takes {_SHAPE[source]}")
+            raise bad(f"missing key {key!r} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}")
         val = params[key]
         if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
             raise bad(f"{key!r} must be {_NOUN[typ]}, not {_type_name(val)}")
