@@ -29,14 +29,14 @@ SINE = (
 )
 CODE = (
     "<imgen>{'source': 'code', 'description': 'Monthly sales', 'params': {'code': "
-    "'months = [\"Jan\", \"Feb\", \"Mar\", \"Apr\"]\\nsales = [120, 135, 150, 170]\\n"
-    "plt.figure(figsize=(8, 4))\\nplt.bar(months, sales, color=\"steelblue\")\\n"
-    "plt.title(\"Sales by month\")\\nplt.ylabel(\"Units\")'}}</imgen>"
+    '\'months = ["Jan", "Feb", "Mar", "Apr"]\\nsales = [120, 135, 150, 170]\\n'
+    'plt.figure(figsize=(8, 4))\\nplt.bar(months, sales, color="steelblue")\\n'
+    'plt.title("Sales by month")\\nplt.ylabel("Units")\'}}</imgen>'
 )
 CODE_ZH = (
     "<imgen>{'source': 'code', 'description': '各季度销售额', 'params': {'code': "
-    "'q = [\"一季度\", \"二季度\", \"三季度\", \"四季度\"]\\nv = [3.2, 4.1, 3.8, 5.0]\\n"
-    "plt.plot(q, v, marker=\"o\")\\nplt.title(\"销售额（万元）\")'}}</imgen>"
+    '\'q = ["一季度", "二季度", "三季度", "四季度"]\\nv = [3.2, 4.1, 3.8, 5.0]\\n'
+    'plt.plot(q, v, marker="o")\\nplt.title("销售额（万元）")\'}}</imgen>'
 )
 SEARCH = "<imgen>{'source': 'search', 'description': 'The Eiffel Tower at dusk', 'params': {'query': 'Eiffel Tower at dusk'}}</imgen>"
 DIFFUSION = (
@@ -50,9 +50,31 @@ BAD_SOURCE = "<imgen>{'source': 'image', 'description': 'd', 'params': {'query':
 BAD_BOOL = "<imgen>{'source': 'edit', 'description': 'd', 'params': {'img_index': True, 'prompt': 'p'}}</imgen>"
 BAD_COMMA = "<imgen>{'source': 'search' 'description': 'd', 'params': {'query': 'owl'}}</imgen>"
 
-MIX = [SEARCH, DIFFUSION, CODE, EDIT, SEARCH, CODE_ZH, DIFFUSION, CODE, SEARCH, EDIT, CODE, DIFFUSION,
-       JSON_SEARCH, JSON_EDIT, JSON_SEARCH, SINE, SINE, BAD_SOURCE, BAD_BOOL, BAD_COMMA]
-PROSE = "The next paragraph explains the idea in a few sentences, with some detail about the topic. "
+MIX = [
+    SEARCH,
+    DIFFUSION,
+    CODE,
+    EDIT,
+    SEARCH,
+    CODE_ZH,
+    DIFFUSION,
+    CODE,
+    SEARCH,
+    EDIT,
+    CODE,
+    DIFFUSION,
+    JSON_SEARCH,
+    JSON_EDIT,
+    JSON_SEARCH,
+    SINE,
+    SINE,
+    BAD_SOURCE,
+    BAD_BOOL,
+    BAD_COMMA,
+]
+PROSE = (
+    "The next paragraph explains the idea in a few sentences, with some detail about the topic. "
+)
 DOCUMENT = "".join(PROSE + tag + "\n" for tag in MIX) + PROSE
 GROUPS = {
     "python-literal": [SEARCH, DIFFUSION, CODE, EDIT, CODE_ZH],
@@ -61,7 +83,7 @@ GROUPS = {
     "malformed": [BAD_SOURCE, BAD_BOOL, BAD_COMMA],
 }
 
-_LLMI_TAG = re.compile(r"<imgen>({.*?})</imgen>", re.S)
+_LLMI_TAG = re.compile(r"<imgen>({.*?})</imgen>", re.DOTALL)
 
 
 def llmi_baseline(text: str) -> list[object]:
@@ -69,7 +91,7 @@ def llmi_baseline(text: str) -> list[object]:
     for body in _LLMI_TAG.findall(text):
         try:
             out.append(ast.literal_eval(body))
-        except Exception:
+        except Exception:  # noqa: BLE001 - as LLM-I does
             out.append(None)
     return out
 
@@ -94,7 +116,9 @@ def main() -> None:
 
     parsed = parse(DOCUMENT)
     assert len(parsed.tags) == len(MIX)
-    assert sum(t.ok for t in parsed.tags) == len(MIX) - 3, [t.error for t in parsed.tags if not t.ok]
+    assert sum(t.ok for t in parsed.tags) == len(MIX) - 3, [
+        t.error for t in parsed.tags if not t.ok
+    ]
 
     print(f"document: {len(MIX)} tags, {len(DOCUMENT)} characters")
     for name, tags in GROUPS.items():
@@ -102,8 +126,12 @@ def main() -> None:
         print(f"  {name:<24} {rate(parse, text, len(tags), args.seconds / 3):>10,.0f} tags/s")
     ours = rate(parse, DOCUMENT, len(MIX), args.seconds)
     base = rate(llmi_baseline, DOCUMENT, len(MIX), args.seconds)
-    print(f"  {'mix (llmi.tags.parse)':<24} {ours:>10,.0f} tags/s   ({ours / len(MIX):,.0f} documents/s)")
-    print(f"  {'mix (LLM-I regex+eval)':<24} {base:>10,.0f} tags/s   (reads {sum(x is not None for x in llmi_baseline(DOCUMENT))}/{len(MIX)}, no validation)")
+    print(
+        f"  {'mix (llmi.tags.parse)':<24} {ours:>10,.0f} tags/s   ({ours / len(MIX):,.0f} documents/s)"
+    )
+    print(
+        f"  {'mix (LLM-I regex+eval)':<24} {base:>10,.0f} tags/s   (reads {sum(x is not None for x in llmi_baseline(DOCUMENT))}/{len(MIX)}, no validation)"
+    )
     print(f"  ratio llmi/LLM-I: {ours / base:.2f}x")
 
 

@@ -57,18 +57,42 @@ def joined(parsed: ParsedText) -> str:
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("{'source': 'search', 'description': 'an owl', 'params': {'query': 'snowy owl'}}", ImageRequest("search", "an owl", {"query": "snowy owl"})),
-        ("{'source': 'diffusion', 'description': 'd', 'params': {'prompt': 'a cat'}}", ImageRequest("diffusion", "d", {"prompt": "a cat"})),
-        ("{'source': 'code', 'description': 'd', 'params': {'code': 'plt.plot([1, 2])'}}", ImageRequest("code", "d", {"code": "plt.plot([1, 2])"})),
-        ("{'source': 'edit', 'description': 'd', 'params': {'img_index': 0, 'prompt': 'make it blue'}}", ImageRequest("edit", "d", {"img_index": 0, "prompt": "make it blue"})),
+        (
+            "{'source': 'search', 'description': 'an owl', 'params': {'query': 'snowy owl'}}",
+            ImageRequest("search", "an owl", {"query": "snowy owl"}),
+        ),
+        (
+            "{'source': 'diffusion', 'description': 'd', 'params': {'prompt': 'a cat'}}",
+            ImageRequest("diffusion", "d", {"prompt": "a cat"}),
+        ),
+        (
+            "{'source': 'code', 'description': 'd', 'params': {'code': 'plt.plot([1, 2])'}}",
+            ImageRequest("code", "d", {"code": "plt.plot([1, 2])"}),
+        ),
+        (
+            "{'source': 'edit', 'description': 'd', 'params': {'img_index': 0, 'prompt': 'make it blue'}}",
+            ImageRequest("edit", "d", {"img_index": 0, "prompt": "make it blue"}),
+        ),
         # JSON, any key order
-        ('{"params": {"prompt": "p", "img_index": 3}, "source": "edit", "description": "d"}', ImageRequest("edit", "d", {"img_index": 3, "prompt": "p"})),
+        (
+            '{"params": {"prompt": "p", "img_index": 3}, "source": "edit", "description": "d"}',
+            ImageRequest("edit", "d", {"img_index": 3, "prompt": "p"}),
+        ),
         # whitespace and newlines around and inside the braces, trailing commas
-        ("\n  {\n    'source' : 'search',\n    'description': 'd',\n    'params': { 'query': 'owl', },\n  }\n", ImageRequest("search", "d", {"query": "owl"})),
+        (
+            "\n  {\n    'source' : 'search',\n    'description': 'd',\n    'params': { 'query': 'owl', },\n  }\n",
+            ImageRequest("search", "d", {"query": "owl"}),
+        ),
         # mixed quotes, the way repr() writes strings holding a single quote
-        ("{'source': 'search', 'description': \"it's\", 'params': {'query': 'owl'}}", ImageRequest("search", "it's", {"query": "owl"})),
+        (
+            "{'source': 'search', 'description': \"it's\", 'params': {'query': 'owl'}}",
+            ImageRequest("search", "it's", {"query": "owl"}),
+        ),
         # escaped quotes
-        ("{'source': 'search', 'description': 'it\\'s', 'params': {'query': \"say \\\"hi\\\"\"}}", ImageRequest("search", "it's", {"query": 'say "hi"'})),
+        (
+            "{'source': 'search', 'description': 'it\\'s', 'params': {'query': \"say \\\"hi\\\"\"}}",
+            ImageRequest("search", "it's", {"query": 'say "hi"'}),
+        ),
     ],
 )
 def test_accepted_forms(body: str, expected: ImageRequest) -> None:
@@ -78,7 +102,9 @@ def test_accepted_forms(body: str, expected: ImageRequest) -> None:
 def test_fence_inside_the_tag_body() -> None:
     text = '<imgen>\n```json\n{"source": "search", "description": "d", "params": {"query": "owl"}}\n```\n</imgen>'
     assert one(text).request == ImageRequest("search", "d", {"query": "owl"})
-    assert one("<imgen>`{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}`</imgen>").ok
+    assert one(
+        "<imgen>`{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}`</imgen>"
+    ).ok
 
 
 def test_fence_around_the_code_string_is_removed() -> None:
@@ -96,7 +122,10 @@ def test_fence_around_the_whole_tag_joins_the_slot() -> None:
     assert t.ok and t.raw == f"```python\n{tag}\n```"
     assert t.position == text.index("<imgen>") and text[t.start : t.end] == t.raw
     assert [(w.kind, w.position) for w in parsed.warnings] == [("fenced", 16)]
-    assert parsed.warnings[0].message == "tag at character 16 is wrapped in a code fence; the fence was folded into the tag's slot"
+    assert (
+        parsed.warnings[0].message
+        == "tag at character 16 is wrapped in a code fence; the fence was folded into the tag's slot"
+    )
 
 
 def test_one_fence_around_two_tags() -> None:
@@ -125,12 +154,17 @@ def test_sine_wave_example_from_the_llmi_prompt() -> None:
     assert parsed.parts[0] == "Here is the sine wave from 0 to 4 pi.\n"
     assert parsed.parts[2] == "\nDifferent from the cosine wave, the sine wave....\n"
     assert [w.kind for w in parsed.warnings] == ["recovered"]
-    assert parsed.warnings[0].message == "tag 0 at character 38 is not a valid Python or JSON dict; it was read leniently"
+    assert (
+        parsed.warnings[0].message
+        == "tag 0 at character 38 is not a valid Python or JSON dict; it was read leniently"
+    )
 
 
 def test_valid_literal_keeps_literal_eval_semantics() -> None:
     # \\n inside the literal is a backslash-n in the code: a newline escape in the code's own string
-    body = "{'source': 'code', 'description': 'd', 'params': {'code': 'print(\"a\\\\nb\")\\nx = 1'}}"
+    body = (
+        "{'source': 'code', 'description': 'd', 'params': {'code': 'print(\"a\\\\nb\")\\nx = 1'}}"
+    )
     assert req(body).code == 'print("a\\nb")\nx = 1'
     # a single \n inside the code's string in a *valid* literal is a real newline, as literal_eval says
     body = "{'source': 'code', 'description': 'd', 'params': {'code': 'print(\"a\\nb\")'}}"
@@ -224,65 +258,190 @@ V, S = TagValidationError, TagSyntaxError
 MALFORMED = [
     ("", S, f"the tag is empty; it must hold a dict such as {EXAMPLE}"),
     ("   \n ", S, f"the tag is empty; it must hold a dict such as {EXAMPLE}"),
-    ("search: owl", S, f"the tag must hold a dict in braces, such as {EXAMPLE}; it starts with 'search: owl'"),
-    ("['search', 'owl']", S, f"the tag must hold a dict in braces, such as {EXAMPLE}; it starts with \"['search', 'owl']\""),
-    ("{'source': 'search' 'description': 'd', 'params': {'query': 'owl'}}", S,
-     "cannot read the tag as a Python or JSON dict: expected ',' or '}' after the value of 'source' (line 1, column 21 of the tag)"),
-    ("{'source': 'search', 'description': 'd', 'params': {'query': 'owl}}", S,
-     "cannot read the tag as a Python or JSON dict: this string is never closed (line 1, column 62 of the tag)"),
-    ("{'source': 'search',\n 'description' 'd'}", S,
-     "cannot read the tag as a Python or JSON dict: expected ':' after the key 'description' (line 2, column 16 of the tag)"),
-    ("{'source': 'search', 'description': 'd'", S,
-     "cannot read the tag as a Python or JSON dict: this '{' is never closed (line 1, column 1 of the tag)"),
-    ("{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}} and more", S,
-     "cannot read the tag as a Python or JSON dict: unexpected text after the closing '}' (line 1, column 70 of the tag)"),
-    ("{'source': 'search', 'description': 'd', 'params': {'query': [owl]}}", S,
-     "cannot read the tag as a Python or JSON dict: expected a value: a string in quotes, a number or a dict (line 1, column 62 of the tag)"),
-    ("{'source': 'search', 'description': 'd', 'params': {, 'query': 'owl'}}", S,
-     "cannot read the tag as a Python or JSON dict: expected a key in quotes, such as 'source', or '}' (line 1, column 53 of the tag)"),
-    ("{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}, 'size': 3}", V,
-     f"unexpected key 'size'; {TOP}"),
-    ("{'sorce': 'search', 'description': 'd', 'params': {'query': 'owl'}}", V,
-     f"unexpected key 'sorce' (did you mean 'source'?); {TOP}"),
+    (
+        "search: owl",
+        S,
+        f"the tag must hold a dict in braces, such as {EXAMPLE}; it starts with 'search: owl'",
+    ),
+    (
+        "['search', 'owl']",
+        S,
+        f"the tag must hold a dict in braces, such as {EXAMPLE}; it starts with \"['search', 'owl']\"",
+    ),
+    (
+        "{'source': 'search' 'description': 'd', 'params': {'query': 'owl'}}",
+        S,
+        "cannot read the tag as a Python or JSON dict: expected ',' or '}' after the value of 'source' (line 1, column 21 of the tag)",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'query': 'owl}}",
+        S,
+        "cannot read the tag as a Python or JSON dict: this string is never closed (line 1, column 62 of the tag)",
+    ),
+    (
+        "{'source': 'search',\n 'description' 'd'}",
+        S,
+        "cannot read the tag as a Python or JSON dict: expected ':' after the key 'description' (line 2, column 16 of the tag)",
+    ),
+    (
+        "{'source': 'search', 'description': 'd'",
+        S,
+        "cannot read the tag as a Python or JSON dict: this '{' is never closed (line 1, column 1 of the tag)",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}} and more",
+        S,
+        "cannot read the tag as a Python or JSON dict: unexpected text after the closing '}' (line 1, column 70 of the tag)",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'query': [owl]}}",
+        S,
+        "cannot read the tag as a Python or JSON dict: expected a value: a string in quotes, a number or a dict (line 1, column 62 of the tag)",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {, 'query': 'owl'}}",
+        S,
+        "cannot read the tag as a Python or JSON dict: expected a key in quotes, such as 'source', or '}' (line 1, column 53 of the tag)",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}, 'size': 3}",
+        V,
+        f"unexpected key 'size'; {TOP}",
+    ),
+    (
+        "{'sorce': 'search', 'description': 'd', 'params': {'query': 'owl'}}",
+        V,
+        f"unexpected key 'sorce' (did you mean 'source'?); {TOP}",
+    ),
     ("{'description': 'd', 'params': {'query': 'owl'}}", V, f"missing key 'source'; {TOP}"),
     ("{'source': 'search', 'params': {'query': 'owl'}}", V, f"missing key 'description'; {TOP}"),
     ("{'source': 'search', 'description': 'd'}", V, f"missing key 'params'; {TOP}"),
-    ("{'source': 'image', 'description': 'd', 'params': {'query': 'owl'}}", V,
-     "unknown source 'image'; use one of 'search', 'diffusion', 'code' or 'edit'"),
-    ("{'source': 'serch', 'description': 'd', 'params': {'query': 'owl'}}", V,
-     "unknown source 'serch' (did you mean 'search'?); use one of 'search', 'diffusion', 'code' or 'edit'"),
-    ("{'source': 1, 'description': 'd', 'params': {'query': 'owl'}}", V,
-     "unknown source 1; use one of 'search', 'diffusion', 'code' or 'edit'"),
-    ("{'source': 'Search', 'description': 'd', 'params': {'query': 'owl'}}", V,
-     "unknown source 'Search' (did you mean 'search'?); use one of 'search', 'diffusion', 'code' or 'edit'"),
-    ("{'source': 'search', 'description': None, 'params': {'query': 'owl'}}", V, "'description' must be a string, not NoneType"),
-    ("{'source': 'search', 'description': 'd', 'params': 'owl'}", V, "'params' must be a dict such as {'query': '...'}, not str"),
-    ("{'source': 'edit', 'description': 'd', 'params': ['p']}", V, "'params' must be a dict such as {'img_index': 0, 'prompt': '...'}, not list"),
-    ("{'source': 'search', 'description': 'd', 'params': {'prompt': 'owl'}}", V,
-     "unexpected key 'prompt' in the params of a search tag; search takes {'query': '...'}"),
-    ("{'source': 'search', 'description': 'd', 'params': {'querry': 'owl'}}", V,
-     "unexpected key 'querry' (did you mean 'query'?) in the params of a search tag; search takes {'query': '...'}"),
-    ("{'source': 'search', 'description': 'd', 'params': {'query': 'owl', 'num': 2}}", V,
-     "unexpected key 'num' in the params of a search tag; search takes {'query': '...'}"),
-    ("{'source': 'edit', 'description': 'd', 'params': {'prompt': 'p'}}", V,
-     "missing key 'img_index' in the params of an edit tag; edit takes {'img_index': 0, 'prompt': '...'}"),
-    ("{'source': 'code', 'description': 'd', 'params': {}}", V,
-     "missing key 'code' in the params of a code tag; code takes {'code': '...'}"),
-    ("{'source': 'edit', 'description': 'd', 'params': {'img_index': True, 'prompt': 'p'}}", V, "'img_index' must be an integer, not bool"),
-    ('{"source": "edit", "description": "d", "params": {"img_index": false, "prompt": "p"}}', V, "'img_index' must be an integer, not bool"),
-    ("{'source': 'edit', 'description': 'd', 'params': {'img_index': '1', 'prompt': 'p'}}", V, "'img_index' must be an integer, not str"),
-    ("{'source': 'edit', 'description': 'd', 'params': {'img_index': 1.0, 'prompt': 'p'}}", V, "'img_index' must be an integer, not float"),
-    ("{'source': 'edit', 'description': 'd', 'params': {'img_index': -1, 'prompt': 'p'}}", V, "'img_index' must be 0 or more, not -1"),
-    ("{'source': 'search', 'description': 'd', 'params': {'query': 42}}", V, "'query' must be a string, not int"),
-    ("{'source': 'diffusion', 'description': 'd', 'params': {'prompt': b'x'}}", V, "'prompt' must be a string, not bytes"),
-    ("{'source': 'search', 'description': 'd', 'params': {'query': ''}}", V, "'query' is empty; say what to search for"),
-    ("{'source': 'diffusion', 'description': 'd', 'params': {'prompt': '  '}}", V, "'prompt' is empty; describe the picture to generate"),
-    ("{'source': 'edit', 'description': 'd', 'params': {'img_index': 0, 'prompt': ''}}", V, "'prompt' is empty; say how to change the image"),
-    ("{'source': 'code', 'description': 'd', 'params': {'code': '\\n'}}", V, "'code' is empty; write the Python code that draws the chart"),
-    ("{'source': 'code', 'description': 'd', 'params': {'code': '```python\\n```'}}", V, "'code' is empty; write the Python code that draws the chart"),
+    (
+        "{'source': 'image', 'description': 'd', 'params': {'query': 'owl'}}",
+        V,
+        "unknown source 'image'; use one of 'search', 'diffusion', 'code' or 'edit'",
+    ),
+    (
+        "{'source': 'serch', 'description': 'd', 'params': {'query': 'owl'}}",
+        V,
+        "unknown source 'serch' (did you mean 'search'?); use one of 'search', 'diffusion', 'code' or 'edit'",
+    ),
+    (
+        "{'source': 1, 'description': 'd', 'params': {'query': 'owl'}}",
+        V,
+        "unknown source 1; use one of 'search', 'diffusion', 'code' or 'edit'",
+    ),
+    (
+        "{'source': 'Search', 'description': 'd', 'params': {'query': 'owl'}}",
+        V,
+        "unknown source 'Search' (did you mean 'search'?); use one of 'search', 'diffusion', 'code' or 'edit'",
+    ),
+    (
+        "{'source': 'search', 'description': None, 'params': {'query': 'owl'}}",
+        V,
+        "'description' must be a string, not NoneType",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': 'owl'}",
+        V,
+        "'params' must be a dict such as {'query': '...'}, not str",
+    ),
+    (
+        "{'source': 'edit', 'description': 'd', 'params': ['p']}",
+        V,
+        "'params' must be a dict such as {'img_index': 0, 'prompt': '...'}, not list",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'prompt': 'owl'}}",
+        V,
+        "unexpected key 'prompt' in the params of a search tag; search takes {'query': '...'}",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'querry': 'owl'}}",
+        V,
+        "unexpected key 'querry' (did you mean 'query'?) in the params of a search tag; search takes {'query': '...'}",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'query': 'owl', 'num': 2}}",
+        V,
+        "unexpected key 'num' in the params of a search tag; search takes {'query': '...'}",
+    ),
+    (
+        "{'source': 'edit', 'description': 'd', 'params': {'prompt': 'p'}}",
+        V,
+        "missing key 'img_index' in the params of an edit tag; edit takes {'img_index': 0, 'prompt': '...'}",
+    ),
+    (
+        "{'source': 'code', 'description': 'd', 'params': {}}",
+        V,
+        "missing key 'code' in the params of a code tag; code takes {'code': '...'}",
+    ),
+    (
+        "{'source': 'edit', 'description': 'd', 'params': {'img_index': True, 'prompt': 'p'}}",
+        V,
+        "'img_index' must be an integer, not bool",
+    ),
+    (
+        '{"source": "edit", "description": "d", "params": {"img_index": false, "prompt": "p"}}',
+        V,
+        "'img_index' must be an integer, not bool",
+    ),
+    (
+        "{'source': 'edit', 'description': 'd', 'params': {'img_index': '1', 'prompt': 'p'}}",
+        V,
+        "'img_index' must be an integer, not str",
+    ),
+    (
+        "{'source': 'edit', 'description': 'd', 'params': {'img_index': 1.0, 'prompt': 'p'}}",
+        V,
+        "'img_index' must be an integer, not float",
+    ),
+    (
+        "{'source': 'edit', 'description': 'd', 'params': {'img_index': -1, 'prompt': 'p'}}",
+        V,
+        "'img_index' must be 0 or more, not -1",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'query': 42}}",
+        V,
+        "'query' must be a string, not int",
+    ),
+    (
+        "{'source': 'diffusion', 'description': 'd', 'params': {'prompt': b'x'}}",
+        V,
+        "'prompt' must be a string, not bytes",
+    ),
+    (
+        "{'source': 'search', 'description': 'd', 'params': {'query': ''}}",
+        V,
+        "'query' is empty; say what to search for",
+    ),
+    (
+        "{'source': 'diffusion', 'description': 'd', 'params': {'prompt': '  '}}",
+        V,
+        "'prompt' is empty; describe the picture to generate",
+    ),
+    (
+        "{'source': 'edit', 'description': 'd', 'params': {'img_index': 0, 'prompt': ''}}",
+        V,
+        "'prompt' is empty; say how to change the image",
+    ),
+    (
+        "{'source': 'code', 'description': 'd', 'params': {'code': '\\n'}}",
+        V,
+        "'code' is empty; write the Python code that draws the chart",
+    ),
+    (
+        "{'source': 'code', 'description': 'd', 'params': {'code': '```python\\n```'}}",
+        V,
+        "'code' is empty; write the Python code that draws the chart",
+    ),
     # recovered (not a valid literal) but the shape is right: the schema complaint is the useful one
-    ("{'source': 'chart', 'description': 'd', 'params': {'code': 'plt.title('x')'}}", V,
-     "unknown source 'chart'; use one of 'search', 'diffusion', 'code' or 'edit'"),
+    (
+        "{'source': 'chart', 'description': 'd', 'params': {'code': 'plt.title('x')'}}",
+        V,
+        "unknown source 'chart'; use one of 'search', 'diffusion', 'code' or 'edit'",
+    ),
 ]
 
 
@@ -298,7 +457,9 @@ def test_malformed_tag_message(body: str, kind: type[TagError], reason: str) -> 
 
 def test_failed_tag_keeps_its_slot_and_position() -> None:
     good = "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}</imgen>"
-    text = f"a {good} b <imgen>{{'source': 'nope'}}</imgen> c\n```\n<imgen>oops</imgen>\n```\n{good}"
+    text = (
+        f"a {good} b <imgen>{{'source': 'nope'}}</imgen> c\n```\n<imgen>oops</imgen>\n```\n{good}"
+    )
     parsed = parse(text)
     assert [t.index for t in parsed.tags] == [0, 1, 2, 3]
     assert [t.ok for t in parsed.tags] == [True, False, False, True]
@@ -336,7 +497,10 @@ def test_unterminated_tag_is_prose_and_does_not_shift_numbering() -> None:
     (w,) = parsed.warnings
     at = text.index("<imgen>{'source': 'code'")
     assert (w.kind, w.position) == ("unterminated", at)
-    assert str(w) == f"<imgen> at character {at} is never closed with </imgen>; it is kept as text and gets no image slot"
+    assert (
+        str(w)
+        == f"<imgen> at character {at} is never closed with </imgen>; it is kept as text and gets no image slot"
+    )
 
 
 def test_unterminated_tag_before_a_complete_one() -> None:
@@ -345,7 +509,10 @@ def test_unterminated_tag_before_a_complete_one() -> None:
     assert [t.index for t in parsed.tags] == [0, 1] and all(t.ok for t in parsed.tags)
     assert parsed.parts[0] == "x <imgen>{'source': 'search' "
     (w,) = parsed.warnings
-    assert w.message == "<imgen> at character 2 is followed by another <imgen> before any </imgen>; it is kept as text and gets no image slot"
+    assert (
+        w.message
+        == "<imgen> at character 2 is followed by another <imgen> before any </imgen>; it is kept as text and gets no image slot"
+    )
 
 
 def test_duplicated_opener() -> None:
@@ -359,8 +526,14 @@ def test_stray_closer_is_prose() -> None:
     text = f"a </imgen> b {GOOD}</imgen>"
     parsed = parse(text)
     assert len(parsed.tags) == 1
-    assert [(w.kind, w.position) for w in parsed.warnings] == [("stray_close", 2), ("stray_close", len(text) - 8)]
-    assert parsed.warnings[0].message == "</imgen> at character 2 has no matching <imgen>; it is kept as text"
+    assert [(w.kind, w.position) for w in parsed.warnings] == [
+        ("stray_close", 2),
+        ("stray_close", len(text) - 8),
+    ]
+    assert (
+        parsed.warnings[0].message
+        == "</imgen> at character 2 has no matching <imgen>; it is kept as text"
+    )
     assert joined(parsed) == text
 
 

@@ -14,7 +14,7 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 # A complete pair: an <imgen>, no other <imgen>, then the first </imgen> (an independent oracle
 # for the parser's pairing rule, which is written as a scan).
-PAIR = re.compile(r"<imgen>(?:(?!<imgen>).)*?</imgen>", re.S)
+PAIR = re.compile(r"<imgen>(?:(?!<imgen>).)*?</imgen>", re.DOTALL)
 
 FRAGMENTS = [
     "<imgen>",
@@ -47,8 +47,16 @@ FRAGMENTS = [
     "{'source': 'code', 'description': 'd', 'params': {'code': 'plt.title('a')\\nx=1'}}",
     '{"source": "edit", "description": "d", "params": {"img_index": 0, "prompt": "p"}}',
 ]
-MARKERS = st.sampled_from(["<imgen>", "</imgen>", "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'q'}}</imgen>"])
-texty = st.lists(st.one_of(MARKERS, st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=24).map("".join)
+MARKERS = st.sampled_from(
+    [
+        "<imgen>",
+        "</imgen>",
+        "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'q'}}</imgen>",
+    ]
+)
+texty = st.lists(
+    st.one_of(MARKERS, st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=24
+).map("".join)
 
 
 def check(text: str) -> None:
@@ -84,9 +92,17 @@ def test_parse_never_raises_on_arbitrary_text(text: str) -> None:
 
 
 @FAST
-@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS[6:]), st.text(max_size=6)), max_size=20).map("".join))
+@given(
+    st.lists(st.one_of(st.sampled_from(FRAGMENTS[6:]), st.text(max_size=6)), max_size=20).map(
+        "".join
+    )
+)
 def test_parse_tag_raises_only_tag_errors(body: str) -> None:
-    for candidate in (body, "{" + body, "{'source': 'code', 'description': 'd', 'params': {'code': '" + body + "'}}"):
+    for candidate in (
+        body,
+        "{" + body,
+        "{'source': 'code', 'description': 'd', 'params': {'code': '" + body + "'}}",
+    ):
         try:
             parse_tag(candidate, 5)
         except TagError as exc:
@@ -94,16 +110,44 @@ def test_parse_tag_raises_only_tag_errors(body: str) -> None:
 
 
 # strings with quotes, backslashes, newlines, braces and any unicode, not only whitespace
-PIECES = ["<imgen>", "</imgen>", "'", '"', "'''", "\\", "\\n", "\n", "\r", "\t", "'}}", "{", ":", ",", "```", "#", "\x00", "中文"]
-ANY = st.lists(st.one_of(st.sampled_from(PIECES), st.characters()), min_size=1, max_size=24).map("".join)
+PIECES = [
+    "<imgen>",
+    "</imgen>",
+    "'",
+    '"',
+    "'''",
+    "\\",
+    "\\n",
+    "\n",
+    "\r",
+    "\t",
+    "'}}",
+    "{",
+    ":",
+    ",",
+    "```",
+    "#",
+    "\x00",
+    "中文",
+]
+ANY = st.lists(st.one_of(st.sampled_from(PIECES), st.characters()), min_size=1, max_size=24).map(
+    "".join
+)
 SOME = ANY.filter(lambda s: s.strip() != "")
-CODE = SOME.filter(lambda s: not re.match(r"\s*(`{3,}|~{3,})", s))  # a fenced code string is unwrapped by design
+CODE = SOME.filter(
+    lambda s: not re.match(r"\s*(`{3,}|~{3,})", s)
+)  # a fenced code string is unwrapped by design
 
 requests = st.one_of(
     st.builds(lambda d, q: ImageRequest("search", d, {"query": q}), st.text(max_size=40), SOME),
     st.builds(lambda d, p: ImageRequest("diffusion", d, {"prompt": p}), ANY, SOME),
     st.builds(lambda d, c: ImageRequest("code", d, {"code": c}), ANY, CODE),
-    st.builds(lambda d, i, p: ImageRequest("edit", d, {"img_index": i, "prompt": p}), ANY, st.integers(0, 10**12), SOME),
+    st.builds(
+        lambda d, i, p: ImageRequest("edit", d, {"img_index": i, "prompt": p}),
+        ANY,
+        st.integers(0, 10**12),
+        SOME,
+    ),
 )
 
 
@@ -120,17 +164,32 @@ def test_serialise_parse_round_trip(request: ImageRequest, style: str, before: s
 
 
 # The fast reader must give exactly what literal_eval (and json.loads) give, whenever it answers.
-ESCAPED = st.lists(st.sampled_from(["\\n", "\\t", "\\\\", "\\'", '\\"', "'", '"', "a", "中", " ", "\\\\n"]), max_size=12).map("".join)
+ESCAPED = st.lists(
+    st.sampled_from(["\\n", "\\t", "\\\\", "\\'", '\\"', "'", '"', "a", "中", " ", "\\\\n"]),
+    max_size=12,
+).map("".join)
 
 
 def quoted(content: str, quote: str) -> str:
     # drop bare quotes of the delimiting kind so the literal stays valid
-    return quote + re.sub(r"(?<!\\)" + quote, "", content.replace("\\\\", "\x01")).replace("\x01", "\\\\") + quote
+    return (
+        quote
+        + re.sub(r"(?<!\\)" + quote, "", content.replace("\\\\", "\x01")).replace("\x01", "\\\\")
+        + quote
+    )
 
 
 @FAST
-@given(ESCAPED, ESCAPED, st.sampled_from(["'", '"']), st.sampled_from(["search", "edit"]), st.integers(-5, 10**6))
-def test_fast_reader_agrees_with_literal_eval(desc: str, text: str, quote: str, source: str, index: int) -> None:
+@given(
+    ESCAPED,
+    ESCAPED,
+    st.sampled_from(["'", '"']),
+    st.sampled_from(["search", "edit"]),
+    st.integers(-5, 10**6),
+)
+def test_fast_reader_agrees_with_literal_eval(
+    desc: str, text: str, quote: str, source: str, index: int
+) -> None:
     import ast
     import json
 

@@ -29,23 +29,24 @@ import ast
 import json
 import re
 import warnings as _warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .errors import TagError, TagSyntaxError, TagValidationError
 
 __all__ = [
-    "SOURCES",
     "PARAM_TYPES",
+    "SOURCES",
     "ImageRequest",
-    "Tag",
     "ParseWarning",
     "ParsedText",
+    "Tag",
     "parse",
     "parse_tag",
-    "validate",
     "serialise",
+    "validate",
 ]
 
 SOURCES = ("search", "diffusion", "code", "edit")
@@ -96,9 +97,14 @@ class ImageRequest:
     @property
     def text(self) -> str:
         """The main text param (query, prompt or code), used when a fallback changes tool."""
-        return self.params.get("query") or self.params.get("prompt") or self.params.get("code") or self.description
+        return (
+            self.params.get("query")
+            or self.params.get("prompt")
+            or self.params.get("code")
+            or self.description
+        )
 
-    def with_source(self, source: str) -> "ImageRequest":
+    def with_source(self, source: str) -> ImageRequest:
         """This request re-addressed to another tool (for fallback routing).
 
         >>> ImageRequest("diffusion", "a cat", {"prompt": "a cat on a sofa"}).with_source("search").params["query"]
@@ -208,11 +214,19 @@ def parse(text: str) -> ParsedText:
         try:
             request, recovered = _read(text[body_at : close_end - _CLOSE_LEN], open_at)
             if recovered:
-                warns.append(ParseWarning("recovered", open_at, f"tag {index} at character {open_at} is not a valid Python or JSON dict; it was read leniently"))
+                warns.append(
+                    ParseWarning(
+                        "recovered",
+                        open_at,
+                        f"tag {index} at character {open_at} is not a valid Python or JSON dict; it was read leniently",
+                    )
+                )
         except TagError as exc:
             error = exc
-        except Exception as exc:  # a bug here must cost one image, never a training run
-            error = TagSyntaxError(f"internal error while reading the tag ({type(exc).__name__}: {exc})", open_at)
+        except Exception as exc:  # noqa: BLE001 - a bug here must cost one image, never a training run
+            error = TagSyntaxError(
+                f"internal error while reading the tag ({type(exc).__name__}: {exc})", open_at
+            )
         parts.append(Tag(index, start, end, text[start:end], request, error))
         pos = end
     if pos < len(text):
@@ -229,20 +243,40 @@ def _find_pairs(text: str) -> tuple[list[tuple[int, int]], list[ParseWarning]]:
     for m in _MARK.finditer(text):
         if m.group(1):
             if open_at < 0:
-                warns.append(ParseWarning("stray_close", m.start(), f"</imgen> at character {m.start()} has no matching <imgen>; it is kept as text"))
+                warns.append(
+                    ParseWarning(
+                        "stray_close",
+                        m.start(),
+                        f"</imgen> at character {m.start()} has no matching <imgen>; it is kept as text",
+                    )
+                )
             else:
                 pairs.append((open_at, m.end()))
                 open_at = -1
         else:
             if open_at >= 0:
-                warns.append(ParseWarning("unterminated", open_at, f"<imgen> at character {open_at} is followed by another <imgen> before any </imgen>; it is kept as text and gets no image slot"))
+                warns.append(
+                    ParseWarning(
+                        "unterminated",
+                        open_at,
+                        f"<imgen> at character {open_at} is followed by another <imgen> before any </imgen>; it is kept as text and gets no image slot",
+                    )
+                )
             open_at = m.start()
     if open_at >= 0:
-        warns.append(ParseWarning("unterminated", open_at, f"<imgen> at character {open_at} is never closed with </imgen>; it is kept as text and gets no image slot"))
+        warns.append(
+            ParseWarning(
+                "unterminated",
+                open_at,
+                f"<imgen> at character {open_at} is never closed with </imgen>; it is kept as text and gets no image slot",
+            )
+        )
     return pairs, warns
 
 
-def _absorb_fences(text: str, pairs: list[tuple[int, int]], warns: list[ParseWarning]) -> list[tuple[int, int]]:
+def _absorb_fences(
+    text: str, pairs: list[tuple[int, int]], warns: list[ParseWarning]
+) -> list[tuple[int, int]]:
     """Slot spans: a run of tags wrapped in a code fence (or inline backticks) takes the fence."""
     slots = [list(p) for p in pairs]
     prev_end = 0
@@ -258,13 +292,29 @@ def _absorb_fences(text: str, pairs: list[tuple[int, int]], warns: list[ParseWar
         opener = _OPEN_FENCE.match(before, line_at)
         closer = _CLOSE_FENCE.match(text[end:limit]) if opener else None
         new_start = new_end = -1
-        if opener and closer and closer.group(1)[0] == opener.group(1)[0] and len(closer.group(1)) >= len(opener.group(1)):
+        if (
+            opener
+            and closer
+            and closer.group(1)[0] == opener.group(1)[0]
+            and len(closer.group(1)) >= len(opener.group(1))
+        ):
             new_start, new_end = prev_end + opener.start(1), end + closer.end(1)
-        elif start > prev_end and text[start - 1] == "`" and text[end : end + 1] == "`" and text[start - 2 : start] != "``":
+        elif (
+            start > prev_end
+            and text[start - 1] == "`"
+            and text[end : end + 1] == "`"
+            and text[start - 2 : start] != "``"
+        ):
             new_start, new_end = start - 1, end + 1
         if new_start >= 0:
             slots[i][0], slots[j][1] = new_start, new_end
-            warns.append(ParseWarning("fenced", start, f"tag at character {start} is wrapped in a code fence; the fence was folded into the tag's slot"))
+            warns.append(
+                ParseWarning(
+                    "fenced",
+                    start,
+                    f"tag at character {start} is wrapped in a code fence; the fence was folded into the tag's slot",
+                )
+            )
         prev_end = slots[j][1]
         i = j + 1
     return [(s, e) for s, e in slots]
@@ -273,8 +323,8 @@ def _absorb_fences(text: str, pairs: list[tuple[int, int]], warns: list[ParseWar
 # --------------------------------------------------------------------------------------------
 # parse_tag: read one body
 
-_BODY_FENCE = re.compile(r"\A\s*(`{3,}|~{3,})[\w+.#-]*[ \t]*\n(.*?)\n?[ \t]*\1\s*\Z", re.S)
-_BODY_TICKS = re.compile(r"\A\s*`(\{.*\})`\s*\Z", re.S)
+_BODY_FENCE = re.compile(r"\A\s*(`{3,}|~{3,})[\w+.#-]*[ \t]*\n(.*?)\n?[ \t]*\1\s*\Z", re.DOTALL)
+_BODY_TICKS = re.compile(r"\A\s*`(\{.*\})`\s*\Z", re.DOTALL)
 _EXAMPLE = "{'source': 'search', 'description': '...', 'params': {'query': '...'}}"
 
 
@@ -302,7 +352,10 @@ def _read(body: str, position: int) -> tuple[ImageRequest, bool]:
         raise TagSyntaxError(f"the tag is empty; it must hold a dict such as {_EXAMPLE}", position)
     if stripped[0] != "{":
         head = stripped[:24] + ("..." if len(stripped) > 24 else "")
-        raise TagSyntaxError(f"the tag must hold a dict in braces, such as {_EXAMPLE}; it starts with {head!r}", position)
+        raise TagSyntaxError(
+            f"the tag must hold a dict in braces, such as {_EXAMPLE}; it starts with {head!r}",
+            position,
+        )
     obj = _fast(body)
     if obj is _NOTHING:
         obj = _literal(body)
@@ -355,7 +408,7 @@ def _literal(body: str) -> Any:
     for reader in readers:
         try:
             return reader(body)
-        except Exception:  # SyntaxError, ValueError, RecursionError, MemoryError, UnicodeError ...
+        except Exception:  # noqa: BLE001, S112 - SyntaxError, ValueError, RecursionError, UnicodeError ...
             continue
     return _NOTHING
 
@@ -422,7 +475,10 @@ class _Reader:
                     return obj
                 self.fail(_WS.match(self.src, end).end(), "unexpected text after the closing '}'")
         except (_GiveUp, RecursionError):
-            self.err_at, self.err = 0, "the tag is too long or ambiguous to read; check its quotes and braces"
+            self.err_at, self.err = (
+                0,
+                "the tag is too long or ambiguous to read; check its quotes and braces",
+            )
         return _NOTHING
 
     def fail(self, at: int, message: str) -> None:
@@ -451,7 +507,9 @@ class _Reader:
             return
         self.fail(pos, "expected a value: a string in quotes, a number or a dict")
 
-    def entries(self, pos: int, opened: int, acc: dict[Any, Any], depth: int) -> Iterator[tuple[Any, int]]:
+    def entries(
+        self, pos: int, opened: int, acc: dict[Any, Any], depth: int
+    ) -> Iterator[tuple[Any, int]]:
         if depth > self.MAX_DEPTH or len(acc) > self.MAX_KEYS:
             self.fail(pos, "the dict is nested too deeply or has too many keys")
             return
@@ -532,7 +590,10 @@ def _recover(body: str, position: int, written: str, offset: int) -> ImageReques
     at = offset + max(strict.err_at, 0)  # an offset in the body as written, fence included
     line = written.count("\n", 0, at) + 1
     column = at - (written.rfind("\n", 0, at) + 1) + 1
-    raise TagSyntaxError(f"cannot read the tag as a Python or JSON dict: {strict.err} (line {line}, column {column} of the tag)", position)
+    raise TagSyntaxError(
+        f"cannot read the tag as a Python or JSON dict: {strict.err} (line {line}, column {column} of the tag)",
+        position,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -541,7 +602,20 @@ def _recover(body: str, position: int, written: str, offset: int) -> ImageReques
 _ESCAPE = re.compile(
     r"""\\(?:(?P<c>[\\'"abfnrtv/\n])|x(?P<x>[0-9a-fA-F]{2})|u(?P<u>[0-9a-fA-F]{4})|U(?P<U>[0-9a-fA-F]{8})|N\{(?P<N>[^}\n]{1,80})\}|(?P<o>[0-7]{1,3}))"""
 )
-_CHAR = {"\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "/": "/", "\n": ""}
+_CHAR = {
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "/": "/",
+    "\n": "",
+}
 _CODE_FENCE_HEAD = re.compile(r"\A\s*(`{3,}|~{3,})[\w+.#-]*[ \t]*\n")
 _CODE_FENCE_TAIL = re.compile(r"\n[ \t]*(`{3,}|~{3,})\s*\Z")
 
@@ -645,7 +719,7 @@ def _compiles(code: str) -> bool:
             _warnings.simplefilter("ignore")
             compile(code, "<tag>", "exec", dont_inherit=True)
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "does not compile"
         return False
 
 
@@ -730,7 +804,9 @@ def validate(obj: Any, position: int = 0) -> ImageRequest:
             raise bad(f"missing key {key!r}; {_TOP_SHAPE}")
     source = obj["source"]
     if not isinstance(source, str) or source not in PARAM_TYPES:
-        raise bad(f"unknown source {source!r}{_suggest(source, SOURCES)}; use one of 'search', 'diffusion', 'code' or 'edit'")
+        raise bad(
+            f"unknown source {source!r}{_suggest(source, SOURCES)}; use one of 'search', 'diffusion', 'code' or 'edit'"
+        )
     description = obj["description"]
     if not isinstance(description, str):
         raise bad(f"'description' must be a string, not {_type_name(description)}")
@@ -740,11 +816,15 @@ def validate(obj: Any, position: int = 0) -> ImageRequest:
         raise bad(f"'params' must be a dict such as {_SHAPE[source]}, not {_type_name(params)}")
     for key in params:
         if key not in want:
-            raise bad(f"unexpected key {key!r}{_suggest(key, want)} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}")
+            raise bad(
+                f"unexpected key {key!r}{_suggest(key, want)} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}"
+            )
     clean: dict[str, Any] = {}
     for key, typ in want.items():
         if key not in params:
-            raise bad(f"missing key {key!r} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}")
+            raise bad(
+                f"missing key {key!r} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}"
+            )
         val = params[key]
         if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
             raise bad(f"{key!r} must be {_NOUN[typ]}, not {_type_name(val)}")
@@ -784,7 +864,10 @@ def serialise(request: ImageRequest, style: str = "python") -> str:
         body = f"{{'source': {request.source!r}, 'description': {request.description!r}, 'params': {{{inner}}}}}"
         body = _TAG_IN_STRING.sub(r"\\x3c", body)
     elif style == "json":
-        body = json.dumps({"source": request.source, "description": request.description, "params": params}, ensure_ascii=False)
+        body = json.dumps(
+            {"source": request.source, "description": request.description, "params": params},
+            ensure_ascii=False,
+        )
         body = _TAG_IN_STRING.sub(r"\\u003c", body)
     else:
         raise ValueError(f"unknown style {style!r}; use 'python' or 'json'")
