@@ -219,3 +219,25 @@ def test_seededit_url_answer_and_errors(images_api: ImagesApiServer) -> None:
 
 def test_png_fixture_is_a_real_png() -> None:
     assert ImageData.from_bytes(png_bytes(3, 2)).format == "png"
+
+
+def test_engine_generates_then_edits_through_ark_with_a_retry(images_api: ImagesApiServer) -> None:
+    from llmi.engine import Engine, ToolLimits
+
+    images_api.script(Reply(), Reply(503, {"error": {"code": "ServiceUnavailable", "message": "busy"}}))
+    tools = {
+        "diffusion": SeedreamDiffusion("k", base_url=images_api.base, size="40x30", fetch_policy=LOOPBACK),
+        "edit": SeedEdit("k", base_url=images_api.base, response_format="url", fetch_policy=LOOPBACK),
+    }
+    limits = {s: ToolLimits(timeout=10.0, retries=2, backoff=0.01) for s in tools}
+    text = (
+        "<imgen>{'source': 'diffusion', 'description': 'a', 'params': {'prompt': 'a red square'}}</imgen>"
+        "<imgen>{'source': 'edit', 'description': 'b', 'params': {'img_index': 0, 'prompt': 'make it blue'}}</imgen>"
+    )
+    doc = Engine(tools, limits=limits, cache=False).run(text)
+    first, second = doc.image_segments
+    assert (first.status, second.status) == ("ok", "ok")
+    assert second.attempts == 2  # the 503 was transient, the engine retried
+    edits = [r for r in images_api.posts if r.json and r.json["model"] == SEEDEDIT_MODEL]
+    sent = _received_image(edits[-1].json["image"])
+    assert sent.size == (40, 30) and sent.getpixel((3, 3)) == (200, 40, 40)  # the generated image was edited

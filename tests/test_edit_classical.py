@@ -70,6 +70,10 @@ PLANS = [
         "Rotate 90 degrees, make it black and white, then add the caption 'Done'",
         (Rotate(degrees=90.0), Grayscale(), Caption(text="Done")),
     ),
+    ("convert the chart to grayscale", (Grayscale(),)),
+    ("make the drawing black and white", (Grayscale(),)),  # "drawing" names the picture here
+    ("turn it into a pencil drawing", (Sketch(),)),
+    ("make the colors pop", (Saturation(factor=1.3),)),
     ("把图片变成黑白", (Grayscale(),)),
     ("顺时针旋转90度", (Rotate(degrees=90.0),)),
     ("背景换成蓝色", (Background(mode="color", color=BLUE),)),
@@ -88,6 +92,8 @@ UNSUPPORTED = [
     ("make her smile", "smile"),
     ("make it black and white and add a dog", "dog"),  # half-understood: refused as a whole
     ("change the sky to sunset", "sky"),
+    ("remove the car", "car"),
+    ("enhance the image", "enhance"),  # too vague to do honestly
     ("replace 'cat' with 'dog'", "replace"),
     ("", ""),
     ("please", "please"),

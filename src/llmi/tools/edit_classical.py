@@ -98,7 +98,7 @@ _COLOR = (
     + r")\b)"
 )
 _CN_COLOR = "(?:" + "|".join(CN_COLORS) + ")色?"
-_IT = r"(?:\s+(?:it|this|that|the\s+(?:whole\s+)?(?:image|picture|photo|photograph|pic)))?"
+_IT = r"(?:\s+(?:it|this|that|the\s+(?:whole\s+)?(?:image|picture|photo|photograph|pic|chart|figure)))?"
 _MOD = (
     r"(?:(?P<mod>slightly|a\s+(?:little|bit|touch)(?:\s+more)?|somewhat|much|a\s+lot|very|way"
     r"|strongly|heavily|significantly|far|really|extremely)\s+)?"
@@ -290,7 +290,8 @@ _RULES: tuple[_Rule, ...] = (
         _const(Sepia()),
     ),
     _rule(
-        r"(?:\b(?P<color>colou?r(?:ed|ful)?)\s+)?\b(?:pencil\s+)?(?:sketch|drawing|line\s+art)\b|\bpencil\b"
+        r"(?:\b(?P<color>colou?r(?:ed|ful)?)\s+)?\b(?:pencil\s+(?:sketch|drawing)|line\s+(?:art|drawing)|sketch(?:ed|y)?)\b"
+        r"|\bpencil\b"
         r"|素描|铅笔画",
         lambda m: Sketch(color=bool(m.group("color"))),
     ),
@@ -382,7 +383,7 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _rule(
         _MOD + r"(?:\b(?:(?:more|increased?|boost|raise|higher)\s+(?:the\s+)?(?:saturation|colou?rs?)"
-        r"|more\s+saturated|saturate|vibrant|vivid|more\s+colou?rful|punchy)\b" + _PCT
+        r"|more\s+saturated|saturate|vibrant|vivid|more\s+colou?rful|punchy|colou?rs?\s+pop)\b" + _PCT
         + "|提高饱和度|增加饱和度|更鲜艳|鲜艳)",
         lambda m: Saturation(factor=_factor(m, up=True)),
     ),
@@ -414,7 +415,8 @@ _FILLER = frozenset(
     and then also as look looks like version effect style filter tone toned more bit little
     slightly much very lot strongly heavily somewhat quite too so is be should could would i we
     want you can me some whole entire overall just bit by well after before finally first next
-    now but while keep same way kindly for my our your colour color colors colours mode put place""".split()
+    now but while keep same way kindly for my our your colour color colors colours mode put place
+    chart graph figure plot diagram illustration artwork screenshot drawing""".split()
 )
 _CN_FILLER = set("把将这张幅副图片像照让使其变得成为更加一点些的请给上并且然后和再稍微很非常效果风格转换改调整下个它要把它到")
 _QUOTES = re.compile(r"\"([^\"]+)\"|“([^”]+)”|‘([^’]+)’|「([^」]+)」|『([^』]+)』|(?<![\w])'([^']+)'(?![\w])")
