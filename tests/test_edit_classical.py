@@ -111,7 +111,8 @@ def test_unsupported_instructions_name_the_backends_that_can(prompt: str, named:
 
 
 def test_out_of_range_numbers_are_refused() -> None:
-    for prompt in ("resize to 100000x100000", "rotate 1000 degrees", "zoom in 50x", "crop to 1%"):
+    for prompt in ("resize to 100000x100000", "rotate 1000 degrees", "zoom in 50x", "crop to 1%",
+                   "add the caption '" + "long " * 100 + "'"):
         with pytest.raises(UnsupportedEdit):
             plan_edit(prompt)
 

@@ -409,7 +409,10 @@ def _cartoon(a: "np.ndarray", colors: int = 8) -> "np.ndarray":
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
     cv2.setRNGSeed(0)  # the same picture gives the same palette
     _, _, centres = cv2.kmeans(sample, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
-    nearest = np.argmin(((pixels[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1)
+    nearest = np.empty(len(pixels), np.int64)
+    for i in range(0, len(pixels), 1 << 18):  # in slices: pixels x palette distances stay small
+        part = pixels[i : i + (1 << 18)]
+        nearest[i : i + len(part)] = np.argmin(((part[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1)
     flat = centres[nearest].reshape(a.shape).round().astype(np.uint8)
     gray = cv2.medianBlur(cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY), 5)
     edges = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 7)

@@ -69,6 +69,8 @@ CAPABILITIES = (
     "zoom in, resize, caption text in quotes, background colour/blur/grey/removal"
 )
 RGB = tuple[int, int, int]
+#: longer captions are refused rather than shrunk to illegibility or cut
+MAX_CAPTION = 300
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +209,8 @@ def _caption(m: re.Match[str], quotes: list[str]) -> Caption:
            "下方": "bottom", "中间": "center"}.get(pos, pos)
     if not text.strip():
         raise UnsupportedEdit("the caption text is empty")
+    if len(text) > MAX_CAPTION:
+        raise UnsupportedEdit(f"a caption of {len(text)} characters will not fit; keep it under {MAX_CAPTION}")
     return Caption(text=text.strip(), position=pos)
 
 
