@@ -60,6 +60,7 @@ class ImagesApiServer:
         self.replies: deque[Reply] = deque()
         self.files: dict[str, bytes] = {}
         self.image_color = (200, 40, 40)
+        self.file_delay = 0.0  # seconds before a generated file is served
         self._lock = threading.Lock()
         owner = self
 
@@ -68,6 +69,8 @@ class ImagesApiServer:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 owner._record(self, None)
+                if owner.file_delay:
+                    time.sleep(owner.file_delay)
                 data = owner.files.get(self.path)
                 if data is None:
                     self._send(404, b"not found", "text/plain")

@@ -144,6 +144,12 @@ def test_a_slow_api_is_a_timeout(images_api: ImagesApiServer) -> None:
         asyncio.run(seedream(images_api).run(gen_call(timeout=0.3)))
 
 
+def test_a_slow_image_download_counts_against_the_call_timeout(images_api: ImagesApiServer) -> None:
+    images_api.file_delay = 2.0
+    with pytest.raises(ToolTimeout, match="downloading"):
+        asyncio.run(seedream(images_api, response_format="url").run(gen_call(timeout=0.5)))
+
+
 def test_unreachable_api_is_transient(closed_port: int) -> None:
     tool = SeedreamDiffusion("k", base_url=f"http://127.0.0.1:{closed_port}/api/v3")
     with pytest.raises(BackendError) as info:

@@ -35,6 +35,7 @@ import asyncio
 import base64
 import binascii
 import io
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -158,11 +159,12 @@ def _classify(spec: ApiSpec, status: int, body: Mapping[str, Any], headers: Mapp
 
 
 async def collect_images(
-    spec: ApiSpec, body: Mapping[str, Any], *, fetcher: Any, limit: int = 1
+    spec: ApiSpec, body: Mapping[str, Any], *, fetcher: Any, limit: int = 1, deadline: float | None = None
 ) -> list[tuple[ImageData, str | None]]:
     """The images in an OpenAI-style ``{"data": [{"b64_json"|"url": ...}]}`` answer.
 
     Returns ``(image, url)`` pairs (``url`` is None for inline images), at most ``limit``.
+    Downloads must finish by ``deadline`` (a ``time.monotonic()`` value), else ``ToolTimeout``.
     """
     items = body.get("data")
     if not isinstance(items, list) or not items:
@@ -174,8 +176,12 @@ async def collect_images(
         if isinstance(item.get("b64_json"), str) and item["b64_json"]:
             out.append((_decode_b64(spec, item["b64_json"]), None))
         elif isinstance(item.get("url"), str) and item["url"]:
+            left = None if deadline is None else max(0.05, deadline - time.monotonic())
             try:
-                image = await fetcher.fetch(item["url"])
+                async with asyncio.timeout(left):
+                    image = await fetcher.fetch(item["url"])
+            except TimeoutError:
+                raise ToolTimeout(f"downloading the image {spec.label} made ran past the call's timeout") from None
             except FetchError as exc:
                 raise FetchError(f"{spec.label} returned an image URL that failed: {exc}", transient=exc.transient) from None
             out.append((image, item["url"]))

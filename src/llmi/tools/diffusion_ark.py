@@ -19,6 +19,7 @@ prompt, and Ark's own default of a visible "AI generated" watermark.
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar, Mapping
 
 from ..errors import ConfigError
@@ -78,6 +79,7 @@ class SeedreamDiffusion:
         )
 
     async def run(self, call: ToolCall) -> ToolOutput:
+        deadline = time.monotonic() + call.timeout
         # 1. the request, in Ark's format
         prompt = call.request.prompt
         seed = self.seed if self.seed is not None else default_seed(prompt)
@@ -96,7 +98,7 @@ class SeedreamDiffusion:
             self._spec, f"{self.base_url}/images/generations", payload, api_key=self._api_key, timeout=call.timeout
         )
         # 3. the image, inline or downloaded through the safe fetcher
-        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher)
+        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
         info = {"model": str(body.get("model") or self.model), "seed": seed, "size": self.size}
         if self.guidance_scale is not None:
             info["guidance_scale"] = self.guidance_scale

@@ -15,6 +15,7 @@ gateways). Defaults: base URL ``https://api.openai.com/v1``, model ``gpt-image-1
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar, Mapping
 
 from ..errors import ConfigError
@@ -72,6 +73,7 @@ class OpenAIDiffusion:
         )
 
     async def run(self, call: ToolCall) -> ToolOutput:
+        deadline = time.monotonic() + call.timeout
         # 1. the request
         prompt = call.request.prompt
         payload: dict[str, Any] = {**self.extra, "model": self.model, "prompt": prompt, "n": 1}
@@ -84,7 +86,7 @@ class OpenAIDiffusion:
             self._spec, f"{self.base_url}/images/generations", payload, api_key=self._api_key, timeout=call.timeout
         )
         # 3. the image
-        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher)
+        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
         info: dict[str, Any] = {"model": self.model, "base_url": self.base_url}
         if self.size:
             info["size"] = self.size

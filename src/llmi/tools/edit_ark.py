@@ -17,6 +17,7 @@ results, a seed derived from the prompt, Ark's default watermark.
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar, Mapping
 
 from ..errors import ConfigError, ToolError
@@ -82,6 +83,7 @@ class SeedEdit:
         )
 
     async def run(self, call: ToolCall) -> ToolOutput:
+        deadline = time.monotonic() + call.timeout
         # 1. the picture, in a form Ark accepts
         if call.input_image is None:
             raise ToolError("SeedEdit needs an input image to edit")
@@ -104,7 +106,7 @@ class SeedEdit:
             self._spec, f"{self.base_url}/images/generations", payload, api_key=self._api_key, timeout=call.timeout
         )
         # 3. the edited image
-        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher)
+        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
         info: dict[str, Any] = {"model": str(body.get("model") or self.model), "seed": seed}
         if self.guidance_scale is not None:
             info["guidance_scale"] = self.guidance_scale

@@ -15,6 +15,7 @@ Defaults: base URL ``https://api.openai.com/v1``, model ``gpt-image-1``, ``n = 1
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar, Mapping
 
 from ..errors import ConfigError, ToolError
@@ -69,6 +70,7 @@ class OpenAIEdit:
         )
 
     async def run(self, call: ToolCall) -> ToolOutput:
+        deadline = time.monotonic() + call.timeout
         # 1. the picture as an uploadable file
         if call.input_image is None:
             raise ToolError("image edits need an input image to edit")
@@ -81,7 +83,7 @@ class OpenAIEdit:
             self._spec, f"{self.base_url}/images/edits", fields, files, api_key=self._api_key, timeout=call.timeout
         )
         # 3. the edited image
-        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher)
+        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
         info: dict[str, Any] = {"model": self.model, "base_url": self.base_url}
         if changes:
             info["upload"] = changes
