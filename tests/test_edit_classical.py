@@ -287,7 +287,9 @@ def test_background_removal_and_blur_with_grabcut() -> None:
 
 
 def test_background_with_mediapipe_person_segmentation() -> None:
-    pytest.importorskip("mediapipe")
+    mp = pytest.importorskip("mediapipe")
+    if not hasattr(mp, "solutions"):
+        pytest.skip("this mediapipe release has no bundled person segmentation (use 0.10.21)")
     path = "/usr/share/tuxpaint/stamps/people/fireman200b.png"
     if not os.path.exists(path):
         pytest.skip("tuxpaint-stamps-default is not installed")

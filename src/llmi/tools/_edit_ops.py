@@ -231,13 +231,15 @@ class Segmenter:
 
         try:
             import mediapipe as mp  # optional; see docs/image-backends.md for installing it
+
+            selfie = mp.solutions.selfie_segmentation  # gone from releases after 0.10.21
         except Exception:  # noqa: BLE001 - any import failure means "not available"
             if self.method == "mediapipe":
-                raise MissingDependency("mediapipe", "edit") from None
+                raise MissingDependency("mediapipe==0.10.21", "edit") from None
             return None
         with self._lock:  # one graph, not thread-safe: serialise its use
             if self._selfie is None:
-                self._selfie = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
+                self._selfie = selfie.SelfieSegmentation(model_selection=1)
             result = self._selfie.process(np.ascontiguousarray(rgb))
         mask = result.segmentation_mask
         return None if mask is None else np.clip(mask.astype(np.float32), 0, 1)
