@@ -160,3 +160,25 @@ def test_prepare_upload_shrinks_big_and_falls_back_to_jpeg() -> None:
     up, changes = prepare_upload(big, max_side=600, max_bytes=200_000)
     assert max(up.width, up.height) == 600 and changes["downscaled_to"] == [600, 450]
     assert up.format == "jpeg" and len(up.data) <= 200_000 and changes["encoded_as"].startswith("jpeg")
+
+
+def test_a_transparent_matplotlib_chart_uploads_as_white_backed_rgb(images_api: ImagesApiServer) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2), dpi=50)
+    ax.bar([1, 2, 3], [3, 1, 2], color="tab:blue")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", transparent=True)
+    plt.close(fig)
+    chart = ImageData.from_bytes(buf.getvalue())
+    assert chart.to_pil().mode == "RGBA" and chart.to_pil().getpixel((0, 0))[3] == 0
+    asyncio.run(OpenAIEdit("k", base_url=images_api.url + "/v1", fetch_policy=LOOPBACK).run(edit_call(chart)))
+    sent = Image.open(io.BytesIO(images_api.posts[0].files["image"][1]))
+    assert sent.mode == "RGB" and sent.size == (150, 100) and sent.getpixel((0, 0)) == (255, 255, 255)
+    import numpy as np
+
+    px = np.asarray(sent).astype(int)
+    assert ((px[..., 2] > 150) & (px[..., 0] < 80)).sum() > 200  # the bars arrived intact

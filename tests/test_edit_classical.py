@@ -78,6 +78,9 @@ PLANS = [
     ("顺时针旋转90度", (Rotate(degrees=90.0),)),
     ("背景换成蓝色", (Background(mode="color", color=BLUE),)),
     ("添加文字“你好”", (Caption(text="你好"),)),
+    ("在图片上添加文字“销售额”", (Caption(text="销售额"),)),
+    ("逆时针旋转45度", (Rotate(degrees=-45.0),)),
+    ("提高对比度并锐化", (Contrast(factor=1.3), Sharpen())),
 ]
 
 
@@ -93,6 +96,7 @@ UNSUPPORTED = [
     ("make it black and white and add a dog", "dog"),  # half-understood: refused as a whole
     ("change the sky to sunset", "sky"),
     ("remove the car", "car"),
+    ("给图片加一只狗", "狗"),
     ("enhance the image", "enhance"),  # too vague to do honestly
     ("replace 'cat' with 'dog'", "replace"),
     ("", ""),

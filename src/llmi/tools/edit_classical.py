@@ -422,7 +422,7 @@ _FILLER = frozenset(
     now but while keep same way kindly for my our your colour color colors colours mode put place
     chart graph figure plot diagram illustration artwork screenshot drawing""".split()
 )
-_CN_FILLER = set("把将这张幅副图片像照让使其变得成为更加一点些的请给上并且然后和再稍微很非常效果风格转换改调整下个它要把它到")
+_CN_FILLER = set("在中里把将这张幅副图片像照让使其变得成为更加一点些的请给上并且然后和再稍微很非常效果风格转换改调整下个它要把它到")
 _QUOTES = re.compile(r"\"([^\"]+)\"|“([^”]+)”|‘([^’]+)’|「([^」]+)」|『([^』]+)』|(?<![\w])'([^']+)'(?![\w])")
 _TOKEN = re.compile(r"§\d+§|[A-Za-z]+(?:'[a-z]+)?|\d+(?:\.\d+)?|[\u3400-\u9fff]")
 

@@ -43,7 +43,7 @@ _OFF = ("none", "off", "disabled")
 
 @dataclass(frozen=True)
 class Choice:
-    """The backend picked for a tool (``None``: no backend) and why, for logs and ``llmi doctor``."""
+    """The backend picked for a tool (``None``: no backend) and why, for logs and diagnostics."""
 
     backend: str | None
     reason: str
