@@ -223,7 +223,7 @@ class Launcher:
                    XDG_CACHE_HOME="/tmp/.llmi-cache", TMPDIR="/tmp")
         for key, value in env.items():
             argv += ["--setenv", key, value]
-        config = self._config(uid, fd_in, fd_out, pidns=True, workdir="/tmp/job",
+        config = self._config(uid, fd_in, fd_out, pidns=True, private_tmp=True, workdir="/tmp/job",
                               font_cache=inside_caches)
         argv += ["--", self.python, "-I", "-B", _INSIDE_WORKER, config]
         return LaunchPlan(argv=argv, env={"PATH": _SANDBOX_ENV["PATH"]}, cwd="/", uid=uid)
@@ -236,7 +236,7 @@ class Launcher:
             "{ mount -t tmpfs -o size=1m,mode=1777 llmi-shm /dev/shm || true; } && "
             "mkdir -m 0755 /tmp/.llmi-mpl /tmp/.llmi-cache && cd /tmp && exec \"$@\""
         )
-        config = self._config(uid, fd_in, fd_out, pidns=True, workdir="/tmp/job",
+        config = self._config(uid, fd_in, fd_out, pidns=True, private_tmp=True, workdir="/tmp/job",
                               font_cache=font_cache_files())
         argv = [
             "unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",

@@ -259,6 +259,7 @@ class Zygote:
                 started = time.monotonic()
                 result, png = self.run_job(header)
                 result["id"] = header.get("id")
+                result["recycle"] = self._tmp_filling()
                 result["wall_s"] = round(time.monotonic() - started, 4)
                 write_frame(FD_OUT, result, png)
             elif header.get("type") == "ping":
@@ -382,6 +383,16 @@ class Zygote:
             return header, png
         return {"type": "result", "ok": False, "output": out_tail, **_describe_exit(status)}, b""
 
+    def _tmp_filling(self) -> bool:
+        """True when the private /tmp is over half full (files a job could not delete)."""
+        if not self.config.get("private_tmp"):
+            return False
+        try:
+            st = os.statvfs("/tmp")
+        except OSError:
+            return False
+        return st.f_blocks > 0 and st.f_bfree < st.f_blocks // 2
+
     def _clean_up(self, pid: int) -> None:
         """Kill whatever the job left running (daemons that left its process group too)."""
         _kill_group(pid)
@@ -412,6 +423,7 @@ class Zygote:
     # 3. the job itself (in the forked child)
     def child(self, job: dict, w_res: int, w_out: int) -> None:  # pragma: no cover
         os.setpgid(0, 0)
+        self.job_pid = os.getpid()
         if self.prctl is not None:
             self.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the zygote
         null = os.open(os.devnull, os.O_RDWR)
@@ -433,11 +445,12 @@ class Zygote:
         self._drop_privileges()
         self._set_limits(job)
         self._fresh_workdir()
-        gc.unfreeze()
         try:
             header, png = self.execute(job.get("code", ""), job)
         except BaseException as exc:  # the renderer itself failed (memory, a broken figure)
             header, png = _failure_from_exception(exc, job), b""
+        if os.getpid() != self.job_pid:
+            os._exit(0)  # a process the code forked got here: only the job's own answer counts
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -485,6 +498,19 @@ class Zygote:
         # weaker levels /tmp may be the host's).
         base = self.config.get("workdir") or "/tmp/job"
         shutil.rmtree(base, ignore_errors=True)
+        if self.config.get("private_tmp") and self.uid is not None:
+            # /tmp is this sandbox's own tmpfs and the uid is ours alone: what earlier jobs
+            # left there goes, so one job never sees another's files.
+            for entry in os.scandir("/tmp"):
+                try:
+                    if entry.stat(follow_symlinks=False).st_uid != self.uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
         os.makedirs(base, exist_ok=True)
         os.chdir(base)
         os.environ["TMPDIR"] = base
@@ -521,7 +547,11 @@ class Zygote:
             return {"ok": False, "kind": "syntax",
                     "message": f"the code is not valid Python: {exc.msg}{line}"}, b""
         try:
-            exec(compiled, namespace)
+            try:
+                exec(compiled, namespace)
+            finally:
+                if os.getpid() != self.job_pid:
+                    os._exit(0)  # a fork of the code must not render or answer
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 return {"ok": False, "kind": "exit",

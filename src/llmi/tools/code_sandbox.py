@@ -502,7 +502,8 @@ class CodeSandboxTool:
             raise SandboxError(
                 f"the code ran longer than the {limit:.3g} s time limit and was killed"
             ) from None
-        pool.release(worker, healthy=True)
+        # a worker whose private /tmp is filling up is replaced rather than reused
+        pool.release(worker, healthy=not header.get("recycle"))
         # 3. the answer
         return self._to_output(header, png, waited, time.monotonic() - started)
 

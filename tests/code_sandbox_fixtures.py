@@ -1,0 +1,93 @@
+"""Fixtures for the code tool's tests: a sandboxed tool, fake secrets, a loopback listener."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+from llmi.tools.code_sandbox import CodeSandboxTool
+
+FAKE_SECRETS = {
+    "SERP_API_KEY": "llmi-test-secret-serp-7f3a9c",
+    "OPENAI_API_KEY": "sk-llmi-test-secret-openai-91bc2e",
+    "ARK_API_KEY": "llmi-test-secret-ark-5d1e44",
+}
+
+
+@contextmanager
+def fake_secrets() -> Iterator[dict[str, str]]:
+    """The parent's environment holds API keys while the tool runs (restored afterwards)."""
+    saved = {k: os.environ.get(k) for k in FAKE_SECRETS}
+    os.environ.update(FAKE_SECRETS)
+    try:
+        yield FAKE_SECRETS
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class Listener:
+    """A TCP and a UDP socket on 127.0.0.1 (same port) that count whatever reaches them."""
+
+    def __init__(self) -> None:
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.port = self.tcp.getsockname()[1]
+        self.tcp.listen(16)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", self.port))
+        self.hits: list[str] = []
+        self._stop = False
+        for target in (self._accept, self._recv):
+            threading.Thread(target=target, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, addr = self.tcp.accept()
+            except OSError:
+                return
+            self.hits.append(f"tcp from {addr}")
+            conn.close()
+
+    def _recv(self) -> None:
+        while not self._stop:
+            try:
+                data, addr = self.udp.recvfrom(4096)
+            except OSError:
+                return
+            self.hits.append(f"udp {data[:20]!r} from {addr}")
+
+    def close(self) -> None:
+        self._stop = True
+        self.tcp.close()
+        self.udp.close()
+
+
+@pytest.fixture(scope="module")
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox_tool() -> Iterator[CodeSandboxTool]:
+    """A two-worker tool with short time limits, started while fake API keys are set."""
+    with fake_secrets():
+        tool = CodeSandboxTool(workers=2, timeout=3.0)
+        tool.warm_up()
+        yield tool
+    tool.close()
+
+
+GOOD_CHART = "x = np.linspace(0, 6.3, 50)\nplt.plot(x, np.sin(x))\nplt.title('sine')"

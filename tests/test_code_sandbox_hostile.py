@@ -1,0 +1,125 @@
+"""The hostile corpus (``tests/hostile/cases.py``) against the real sandbox.
+
+Each case must be contained: the image fails with a clear reason (or renders harmlessly), the
+parent's API keys never show, the loopback listener sees nothing, nothing is written outside,
+and the pool renders a good chart right afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from code_sandbox_fixtures import FAKE_SECRETS, GOOD_CHART, listener, sandbox_tool  # noqa: F401
+from hostile.cases import CASES, Case
+from llmi.errors import SandboxError
+from llmi.tags import ImageRequest
+from llmi.tools.base import ToolCall
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _call(code: str, timeout: float = 30.0) -> ToolCall:
+    return ToolCall(ImageRequest("code", "hostile", {"code": code}), timeout=timeout)
+
+
+def _render(tool, code: str):
+    """(output, error message) of one run."""
+    try:
+        return asyncio.run(tool.run(_call(code))), None
+    except SandboxError as exc:
+        return None, str(exc)
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+    base = tmp_path_factory.mktemp("outside")
+    secret = base / "secret.txt"
+    secret.write_text("llmi-test-secret-file-contents-0d6f")
+    return base
+
+
+def _params(cases):
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow else []) for c in cases]
+
+
+def test_corpus_is_big_enough():
+    assert len(CASES) >= 25
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", _params(CASES))
+def test_hostile_code_is_contained(case: Case, sandbox_tool, listener, outside):  # noqa: F811
+    if case.host_risk and sandbox_tool.sandbox_level == "rlimits" and os.geteuid() != 0:
+        pytest.skip("needs a PID namespace or a dedicated uid, which this host lacks")
+    code = (
+        case.code.replace("@PORT@", str(listener.port))
+        .replace("@SECRET_FILE@", str(outside / "secret.txt"))
+        .replace("@HOST_DIR@", str(outside))
+        .replace("@REPO@", str(REPO))
+    )
+    hits_before = len(listener.hits)
+    out, error = _render(sandbox_tool, code)
+
+    # 1. the outcome the case expects, with a clear reason
+    if case.expect == "fail":
+        assert out is None, f"expected a failed image, got {out.info}"
+        assert re.search(case.reason, error), error
+    elif case.expect == "ok":
+        assert error is None, error
+        assert out.image.format == "png" and out.image.width > 10
+    else:
+        assert out is not None or re.search(case.reason, error), error
+    # 2. no secret leaked into anything the caller sees
+    seen = (error or "") + repr(out.info if out else {})
+    for secret in [*FAKE_SECRETS.values(), "llmi-test-secret-file-contents"]:
+        assert secret not in seen
+    # 3. nothing reached the host's loopback, nothing was written outside
+    assert listener.hits[hits_before:] == []
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    # 4. the pool still serves good charts
+    good, error = _render(sandbox_tool, GOOD_CHART)
+    assert error is None, f"after {case.name!r}: {error}"
+    assert good.info["figures"] == 1
+
+
+def test_pool_keeps_its_size_after_the_corpus(sandbox_tool):  # noqa: F811
+    async def batch():
+        return await asyncio.gather(*(sandbox_tool.run(_call(GOOD_CHART)) for _ in range(4)))
+
+    outs = asyncio.run(batch())
+    assert [o.info["figures"] for o in outs] == [1] * 4
+    pool = sandbox_tool._pool
+    assert pool is not None and pool._count == pool.size == 2
+
+
+def test_no_daemon_survives_a_job(sandbox_tool):  # noqa: F811
+    if sandbox_tool.sandbox_level != "bwrap":
+        pytest.skip("counting processes needs the sandbox's own PID namespace")
+    leave = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\n    os._exit(0)\nplt.plot([1])"
+    count = (
+        "import os\n"
+        "alive = [p for p in os.listdir('/proc') if p.isdigit()\n"
+        "         and open(f'/proc/{p}/stat').read().split()[2] != 'Z']\n"
+        "raise RuntimeError(f'processes={len(alive)}')"
+    )
+    for _ in range(4):  # both workers, twice
+        out, error = _render(sandbox_tool, leave)
+        assert error is None, error
+        _, error = _render(sandbox_tool, count)
+        # bwrap's init, the worker, and the counting job itself
+        assert "processes=3" in error, error
+
+
+def test_jobs_do_not_see_each_others_files(sandbox_tool):  # noqa: F811
+    write = "open('/tmp/note.txt', 'w').write('from an earlier job')\nplt.plot([1])"
+    read = "print(open('/tmp/note.txt').read())\nplt.plot([1])"
+    for _ in range(3):
+        out, error = _render(sandbox_tool, write)
+        assert error is None, error
+        out, error = _render(sandbox_tool, read)
+        assert out is None and "FileNotFoundError" in error
