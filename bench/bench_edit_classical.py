@@ -71,7 +71,7 @@ def main() -> None:
         seg = Segmenter("mediapipe")
         mp = median_ms(lambda: apply_plan(img, plan, segmenter=seg), args.repeat)
         print(f"  {'background white (mediapipe)':32s} {mp:8.1f} ms   grabcut/mediapipe = {grabcut / mp:.1f}x")
-    except Exception as exc:  # noqa: BLE001 - mediapipe is optional
+    except Exception as exc:
         print(f"  mediapipe unavailable: {exc}")
     n = 2000
     t = time.perf_counter()

@@ -67,7 +67,7 @@ class ImagesApiServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 owner._record(self, None)
                 if owner.file_delay:
                     time.sleep(owner.file_delay)
@@ -77,7 +77,7 @@ class ImagesApiServer:
                 else:
                     self._send(200, data, "image/png")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 rec = owner._record(self, raw)

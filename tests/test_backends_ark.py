@@ -7,6 +7,7 @@ import base64
 import io
 
 import pytest
+from backend_fixtures import ImagesApiServer, Reply, api_fixture, png_bytes, port_fixture
 from PIL import Image
 
 from llmi.errors import BackendError, ConfigError, FetchError, ToolError, ToolTimeout
@@ -17,8 +18,6 @@ from llmi.tools import ToolCall, load_backend
 from llmi.tools._images_api import ContentRefused, default_seed
 from llmi.tools.diffusion_ark import SEEDREAM_MODEL, SeedreamDiffusion
 from llmi.tools.edit_ark import SEEDEDIT_MODEL, SeedEdit
-
-from backend_fixtures import ImagesApiServer, Reply, api_fixture, port_fixture, png_bytes  # noqa: F401
 
 LOOPBACK = FetchPolicy.allowing_loopback()
 

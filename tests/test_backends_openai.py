@@ -6,6 +6,7 @@ import asyncio
 import io
 
 import pytest
+from backend_fixtures import ImagesApiServer, Reply, api_fixture, port_fixture
 from PIL import Image
 
 from llmi.errors import BackendError, ConfigError, ToolError, ToolTimeout
@@ -16,8 +17,6 @@ from llmi.tools import ToolCall, load_backend
 from llmi.tools._images_api import ContentRefused, prepare_upload
 from llmi.tools.diffusion_openai import OpenAIDiffusion
 from llmi.tools.edit_openai import OpenAIEdit
-
-from backend_fixtures import ImagesApiServer, Reply, api_fixture, port_fixture  # noqa: F401
 
 LOOPBACK = FetchPolicy.allowing_loopback()
 

@@ -13,12 +13,31 @@ from llmi.errors import ToolError, UnsupportedEdit
 from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.tools import ToolCall, load_backend
+from llmi.tools._edit_ops import Segmenter
 from llmi.tools.edit_classical import (
-    Background, Blur, Brightness, Caption, Cartoon, ClassicalEdit, Contrast, Crop, CropSquare, Flip,
-    Grayscale, Invert, Resize, Rotate, Saturation, Sepia, Sharpen, Sketch, Stylize, Tint, apply_plan,
+    Background,
+    Blur,
+    Brightness,
+    Caption,
+    Cartoon,
+    ClassicalEdit,
+    Contrast,
+    Crop,
+    CropSquare,
+    Flip,
+    Grayscale,
+    Invert,
+    Resize,
+    Rotate,
+    Saturation,
+    Sepia,
+    Sharpen,
+    Sketch,
+    Stylize,
+    Tint,
+    apply_plan,
     plan_edit,
 )
-from llmi.tools._edit_ops import Segmenter
 
 BLUE = (30, 80, 220)
 
@@ -193,7 +212,7 @@ def test_tone_adjustments(photo: ImageData) -> None:
     assert edit(photo, "brighter").mean() > base.mean() + 10
     assert edit(photo, "darker").mean() < base.mean() - 10
     assert edit(photo, "more contrast").std() > base.std() * 1.1
-    hsv = lambda a: np.asarray(Image.fromarray(a.astype(np.uint8)).convert("HSV"))[..., 1].mean()  # noqa: E731
+    hsv = lambda a: np.asarray(Image.fromarray(a.astype(np.uint8)).convert("HSV"))[..., 1].mean()
     assert hsv(edit(photo, "more saturated")) > hsv(base) + 5
     assert hsv(edit(photo, "less saturated")) < hsv(base) - 5
     tinted = edit(photo, "add a blue tint").astype(int)

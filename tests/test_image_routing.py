@@ -15,7 +15,12 @@ from llmi.tools.diffusion_openai import OpenAIDiffusion
 from llmi.tools.edit_ark import SeedEdit
 from llmi.tools.edit_classical import ClassicalEdit
 from llmi.tools.edit_openai import OpenAIEdit
-from llmi.tools.image_routing import diffusion_choice, diffusion_from_env, edit_choice, edit_from_env
+from llmi.tools.image_routing import (
+    diffusion_choice,
+    diffusion_from_env,
+    edit_choice,
+    edit_from_env,
+)
 
 QWEN_I = {"QWEN_IMAGE_SERVER_URL": "http://127.0.0.1:8001,http://127.0.0.1:8002"}
 QWEN_E = {"QWEN_EDIT_SERVER_URL": "http://127.0.0.1:8101"}

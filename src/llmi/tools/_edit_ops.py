@@ -233,7 +233,7 @@ class Segmenter:
             import mediapipe as mp  # optional; see docs/image-backends.md for installing it
 
             selfie = mp.solutions.selfie_segmentation  # gone from releases after 0.10.21
-        except Exception:  # noqa: BLE001 - any import failure means "not available"
+        except Exception:
             if self.method == "mediapipe":
                 raise MissingDependency("mediapipe==0.10.21", "edit") from None
             return None

@@ -514,7 +514,7 @@ class ClassicalEdit:
                 ),
                 timeout=call.timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ToolTimeout(f"the classical edit took longer than {call.timeout:g} s") from None
         except ValueError as exc:  # an undecodable input image
             raise ToolError(f"cannot edit the input image: {exc}") from exc
