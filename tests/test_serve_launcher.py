@@ -1,0 +1,87 @@
+"""The multi-server launcher with two CPU "devices": real subprocesses, real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from llmi.errors import ConfigError
+from llmi.serve.client import ImageServerClient
+from llmi.serve.launcher import Launcher, ServerSpec, parse_gpus, urls_line
+from serve_fixtures import free_port, tiny_models, wait_for  # noqa: F401 - fixtures
+
+
+def test_parse_gpus_and_specs():
+    assert parse_gpus("0,1, 2") == ["0", "1", "2"]
+    for bad in ("", "0,0", "gpu1", "1,-2"):
+        with pytest.raises(ConfigError):
+            parse_gpus(bad)
+    specs = [ServerSpec(i, d, 8000 + i, "127.0.0.1") for i, d in enumerate(["3", "cpu"])]
+    assert urls_line(specs) == "http://127.0.0.1:8000,http://127.0.0.1:8001"
+    assert specs[0].env({})["CUDA_VISIBLE_DEVICES"] == "3" and specs[0].device == "cuda"
+    assert specs[1].env({})["CUDA_VISIBLE_DEVICES"] == "" and specs[1].device == "cpu"
+
+
+def test_cli_rejects_bad_gpus():
+    from llmi.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "image", "--model", "tiny", "--gpus", "0,0"])
+    assert result.exit_code != 0 and "twice" in result.output
+
+
+@pytest.mark.slow  # three server start-ups in subprocesses: ~35 s on a busy 2-core host
+def test_two_cpu_servers_balance_and_a_killed_one_is_restarted(tiny_models):
+    base = free_port()
+    while True:  # two consecutive free ports
+        try:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + 1))
+            break
+        except OSError:
+            base = free_port()
+    specs = [ServerSpec(i, "cpu", base + i, "127.0.0.1") for i in range(2)]
+    messages: list[str] = []
+    launcher = Launcher(
+        specs,
+        ["--mode", "generation", "--model", str(tiny_models["generation"]), "--threads", "1",
+         "--no-access-log", "--log-level", "warning"],
+        ready_timeout=180,
+        max_restarts=1,
+        stop_grace=10,
+        say=messages.append,
+    )  # fmt: skip
+    try:
+        assert launcher.start(), messages
+        urls = [s.url() for s in specs]
+
+        async def burst():
+            async with ImageServerClient(urls, max_concurrency_per_server=1) as c:
+                small = {"height": 16, "width": 16, "num_inference_steps": 1, "guidance_scale": 1.0}
+                return await asyncio.gather(*(c.generate_result("x", seed=i, **small) for i in range(6)))
+
+        results = asyncio.run(burst())
+        assert {r.server for r in results} == set(urls)
+        infos = [httpx.get(u + "/info").json() for u in urls]
+        assert all(i["counters"]["completed"] >= 1 for i in infos)
+        assert sum(i["counters"]["completed"] for i in infos) == 6
+        assert {i["cuda_visible_devices"] for i in infos} == {""}
+
+        victim = launcher.children[1]
+        old_pid = victim.proc.pid
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: any("exited with code -9" in m for m in launcher.check()), timeout=30, interval=0.1)
+        assert victim.proc.pid != old_pid and victim.restarts == 1
+        wait_for(lambda: bool(launcher.check()) and victim.ready, timeout=180, interval=0.2)
+        assert httpx.get(urls[1] + "/ready").status_code == 200
+        assert httpx.get(urls[1] + "/info").json()["pid"] == victim.proc.pid
+    finally:
+        launcher.stop()
+    assert all(c.proc.poll() is not None for c in launcher.children)
+    assert any("all servers stopped" in m for m in messages)
