@@ -38,6 +38,11 @@ python -m pip install -q "torch==2.13.0"  # the CPU build; a GPU machine can ins
 extras="all"
 [ "$with_tests" = 1 ] && extras="all,test"
 python -m pip install -q -e ".[$extras]"
+# Person segmentation for the offline editor's background changes. mediapipe 0.10.21 is the last
+# release that bundles the model; it declares numpy<2 but works with numpy 2, hence --no-deps.
+python -m pip install -q --no-deps "mediapipe==0.10.21" \
+    && python -m pip install -q "protobuf>=4.25.3,<5" absl-py attrs flatbuffers \
+    || echo "note: mediapipe unavailable; background edits use OpenCV GrabCut" >&2
 
 # 3. The offline image library (indexes the system's clip art once; later runs are incremental).
 llmi library add --defaults || echo "warning: the default image library could not be built" >&2

@@ -149,11 +149,12 @@ class Document:
 
         return document_to_dict(self, image_paths)
 
-    def save(self, out_dir: str | Path, formats: Iterable[str] = ("html", "md", "json")) -> dict[str, Path]:
-        """Write the document in each format into ``out_dir``; returns format -> path."""
-        from .renderers import save
+    def save(self, out_dir: str | Path, formats: str | Iterable[str] = ("html", "md", "json")) -> dict[str, Path]:
+        """Write the document in each format (``"html,md"`` or a list) into ``out_dir``;
+        returns format -> path."""
+        from .renderers import normalise_formats, save
 
-        return save(self, Path(out_dir), tuple(formats))
+        return save(self, Path(out_dir), normalise_formats(formats))
 
 
 def merge_text(parts: Sequence[Segment]) -> tuple[Segment, ...]:

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
-FORMATS = ("html", "md", "json")
-
 
 def parse_formats(value: str) -> tuple[str, ...]:
-    formats = tuple(f.strip().lower() for f in value.split(",") if f.strip())
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise click.BadParameter(f"choose from {', '.join(FORMATS)} (comma-separated), not {value!r}")
-    return formats
+    from ..errors import ConfigError
+    from ..renderers import normalise_formats
+
+    try:
+        return normalise_formats(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def default_out_dir(stem: str) -> Path:
