@@ -585,3 +585,27 @@ def test_requests_hash_by_value() -> None:
     a = ImageRequest("edit", "d", {"img_index": 1, "prompt": "p"})
     b = ImageRequest("edit", "d", {"prompt": "p", "img_index": 1})
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+
+
+def test_broken_code_full_of_dict_literals() -> None:
+    line = "d = {'a': 'b', 'code': 'd'}"
+    body = (
+        "{'source': 'code', 'description': 'd', 'params': {'code': '"
+        + (line + "\\n") * 300
+        + "plt.plot([1])'}}"
+    )
+    assert req(body).code == (line + "\n") * 300 + "plt.plot([1])"
+
+
+def test_pathological_bodies_fail_cleanly() -> None:
+    with pytest.raises(TagSyntaxError) as info:
+        parse_tag("{'a': " * 3000 + "1" + "}" * 3000)
+    assert info.value.reason.startswith(
+        "cannot read the tag as a Python or JSON dict: the dict is nested too deeply"
+    )
+    with pytest.raises(TagSyntaxError):
+        parse_tag(
+            "{'source': 'code', 'description': 'd', 'params': {'code': '" + "\\" * 10001 + "'}}"
+        )
+    parsed = parse("<imgen>" * 5000 + GOOD)
+    assert len(parsed.tags) == 1 and parsed.tags[0].ok and len(parsed.warnings) == 5000

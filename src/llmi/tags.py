@@ -366,7 +366,7 @@ def _read(body: str, position: int) -> tuple[ImageRequest, bool]:
 
 # The fast reader: exactly literal_eval's (and json.loads's) result for the shape models write,
 # in one regex match: the keys in LLM-I's order, strings with at most \n \t \\ \' \" escapes.
-_S = r"""'(?:[^'\\\r\n\x00]|\\[nt\\'"])*'|"(?:[^"\\\r\n\x00]|\\[nt\\'"])*\""""
+_S = r"""'(?:[^'\\\r\n\x00]++|\\[nt\\'"])*+'|"(?:[^"\\\r\n\x00]++|\\[nt\\'"])*+\""""
 _V = rf"""{_S}|-?(?:0|[1-9][0-9]*)(?![\w.])|(?:True|False|None|true|false|null)(?!\w)"""
 _CANONICAL = re.compile(
     rf"""\s*\{{\s*(['"])source\1\s*:\s*({_S})\s*,\s*(['"])description\3\s*:\s*({_S})\s*,"""
@@ -431,9 +431,11 @@ def _json(body: str) -> Any:
 
 @dataclass(frozen=True)
 class _Raw:
-    """A string as written between its quotes, decoded once the whole dict has been read."""
+    """A string as written between its quotes (``src[start:end]``), decoded once the whole dict
+    has been read (not per candidate: a long code string may have thousands of candidates)."""
 
-    text: str
+    start: int
+    end: int
     raw: bool  # an r'' string: no escapes
 
 
@@ -442,8 +444,11 @@ _KEY = re.compile(r"""(?:'([^'\\\n]*)'|"([^"\\\n]*)"|([A-Za-z_]\w*))""")
 _STR_OPEN = re.compile(r"""([rRuU]?)('''|\"\"\"|'|")""")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?(?![\w.])")
 _NAME = re.compile(r"(True|False|None|true|false|null)(?!\w)")
-# after a string that closes a value: '}', a ',' and the next key (or '}'), or the end
-_AFTER_VALUE = re.compile(r"""\s*(?:\}|,\s*(?:\}|['"]?[A-Za-z_]\w*['"]?\s*:)|\Z)""")
+# After a string that closes a value: '}', a ',' and the next key of the schema (or '}'), or the
+# end. Only the schema's keys: chart code is full of dict literals ({'x': ..., 'y': ...}).
+_AFTER_VALUE = re.compile(
+    r"""\s*(?:\}|,\s*(?:\}|(['"]?)(?:source|description|params|query|prompt|code|img_index)\1\s*:)|\Z)"""
+)
 
 
 class _GiveUp(Exception):
@@ -459,7 +464,7 @@ class _Reader:
     Failures are remembered furthest-first, for the error message.
     """
 
-    MAX_TRIES = 4000
+    MAX_TRIES = 10_000
     MAX_DEPTH = 8
     MAX_KEYS = 64
 
@@ -562,13 +567,13 @@ class _Reader:
                 continue
             end = j + len(quote)
             if not self.lenient:
-                yield _Raw(src[start:j], raw), end
+                yield _Raw(start, j, raw), end
                 return
             if _AFTER_VALUE.match(src, end):
                 self.tries += 1
                 if self.tries > self.MAX_TRIES:
                     raise _GiveUp
-                yield _Raw(src[start:j], raw), end
+                yield _Raw(start, j, raw), end
         self.fail(m.start(), "this string is never closed")
 
 
@@ -576,7 +581,7 @@ def _recover(body: str, position: int, written: str, offset: int) -> ImageReques
     """The lenient reader's request, or the most useful error for a body no reader could read."""
     obj = _Reader(body, lenient=True).read()
     if obj is not _NOTHING:
-        obj = _decode_tree(obj, None)
+        obj = _decode_tree(obj, None, body)
         try:
             return validate(obj, position)
         except TagValidationError:
@@ -586,7 +591,7 @@ def _recover(body: str, position: int, written: str, offset: int) -> ImageReques
     strict = _Reader(body, lenient=False)
     obj = strict.read()
     if obj is not _NOTHING:
-        return validate(_decode_tree(obj, None), position)
+        return validate(_decode_tree(obj, None, body), position)
     at = offset + max(strict.err_at, 0)  # an offset in the body as written, fence included
     line = written.count("\n", 0, at) + 1
     column = at - (written.rfind("\n", 0, at) + 1) + 1
@@ -640,13 +645,17 @@ def _decode(text: str) -> str:
     """Python (and JSON) string escapes; unknown escapes stay as written, like Python's."""
     if "\\" not in text:
         return text
-    out = _ESCAPE.sub(_unescape, text)
-    if re.search("[\ud800-\udfff]", out):  # JSON writes astral characters as surrogate pairs
-        try:
-            out = out.encode("utf-16", "surrogatepass").decode("utf-16")
-        except UnicodeDecodeError:
-            pass
-    return out
+    return _join_surrogates(_ESCAPE.sub(_unescape, text))
+
+
+def _join_surrogates(text: str) -> str:
+    """JSON writes astral characters as surrogate pairs; join them (lone ones stay)."""
+    if _SURROGATE.search(text) is None:
+        return text
+    try:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        return text
 
 
 def _decode_code(text: str) -> str:
@@ -656,61 +665,68 @@ def _decode_code(text: str) -> str:
     if "\\n" not in text and "\\r" not in text:
         return plain
     pieces: list[str] = []
-    escaped_breaks: dict[int, str] = {}  # offset in the decoded code -> the escape as written
-    pos = 0
+    breaks: dict[int, str] = {}  # offset in the decoded code -> the escape as written
+    pos = length = 0
     for m in _ESCAPE.finditer(text):
-        pieces.append(text[pos : m.start()])
         ch = _unescape(m)
+        pieces += (text[pos : m.start()], ch)
+        length += m.start() - pos
         if ch in ("\n", "\r"):
-            escaped_breaks[sum(map(len, pieces))] = m.group()
-        pieces.append(ch)
+            breaks[length] = m.group()
+        length += len(ch)
         pos = m.end()
     pieces.append(text[pos:])
     decoded = "".join(pieces)
-    keep = _breaks_inside_strings(decoded, escaped_breaks)
+    keep = _breaks_inside_strings(decoded, breaks)
     if not keep:
         return plain
-    aware = "".join(escaped_breaks[i] if i in keep else c for i, c in enumerate(decoded))
+    out, last = [], 0
+    for i in sorted(keep):
+        out += (decoded[last:i], breaks[i])
+        last = i + 1
+    out.append(decoded[last:])
+    aware = _join_surrogates("".join(out))
     # Prefer whichever reading compiles; the aware one when both or neither do.
     if not _compiles(aware) and _compiles(plain):
         return plain
     return aware
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_EV_TOP = re.compile(r"""'''|\"\"\"|['"#]""")
+_EV_COMMENT = re.compile(r"[\n\r]")
+_EV_ONE = {q: re.compile(rf"[{q}\\\n\r]") for q in "'\""}
+_EV_THREE = {q * 3: re.compile(rf"{q * 3}|\\") for q in "'\""}
+
+
 def _breaks_inside_strings(code: str, breaks: dict[int, str]) -> set[int]:
     """Which of ``breaks`` fall inside a one-line string literal of ``code``."""
     inside: set[int] = set()
     state = ""  # "", "#", a quote, or a triple quote
-    i, n = 0, len(code)
-    while i < n:
-        c = code[i]
+    i = 0
+    while True:
         if not state:
-            if c == "#":
-                state = "#"
-            elif c in "'\"":
-                state = c * 3 if code.startswith(c * 3, i) else c
-                i += len(state)
-                continue
+            m = _EV_TOP.search(code, i)
         elif state == "#":
-            if c == "\n":
-                state = ""
-        elif c == "\\":
-            i += 2
-            continue
-        elif len(state) == 3:
-            if code.startswith(state, i):
-                state = ""
-                i += 3
-                continue
-        elif c == state:
+            m = _EV_COMMENT.search(code, i)
+        elif len(state) == 1:
+            m = _EV_ONE[state].search(code, i)
+        else:
+            m = _EV_THREE[state].search(code, i)
+        if m is None:
+            return inside
+        token, at, i = m.group(), m.start(), m.end()
+        if token == "\\":
+            i = at + 2  # an escaped character inside the code's string
+        elif not state:
+            state = token
+        elif state == "#" or token == state:
             state = ""
-        elif c in "\n\r":
-            if i in breaks:
-                inside.add(i)
+        elif token in "\n\r":
+            if at in breaks:
+                inside.add(at)
             else:
                 state = ""  # a real line break ends a broken literal; resynchronise
-        i += 1
-    return inside
 
 
 def _compiles(code: str) -> bool:
@@ -723,13 +739,14 @@ def _compiles(code: str) -> bool:
         return False
 
 
-def _decode_tree(obj: Any, key: Any) -> Any:
+def _decode_tree(obj: Any, key: Any, src: str) -> Any:
     if isinstance(obj, dict):
-        return {k: _decode_tree(v, k) for k, v in obj.items()}
+        return {k: _decode_tree(v, k, src) for k, v in obj.items()}
     if isinstance(obj, _Raw):
+        text = src[obj.start : obj.end]
         if obj.raw:
-            return obj.text
-        return _decode_code(obj.text) if key == "code" else _decode(obj.text)
+            return text
+        return _decode_code(text) if key == "code" else _decode(text)
     return obj
 
 
