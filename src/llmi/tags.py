@@ -534,6 +534,9 @@ class _Reader:
             self.fail(pos, "expected a key in quotes, such as 'source', or '}'")
             return
         key = next(g for g in key_m.groups() if g is not None)
+        if key in acc:  # in a valid literal the last one wins; here it means a wrong split
+            self.fail(pos, f"the key {key!r} appears twice")
+            return
         colon = _WS.match(src, key_m.end()).end()
         if colon >= n or src[colon] != ":":
             self.fail(colon, f"expected ':' after the key {key!r}")
