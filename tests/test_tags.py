@@ -609,3 +609,11 @@ def test_pathological_bodies_fail_cleanly() -> None:
         )
     parsed = parse("<imgen>" * 5000 + GOOD)
     assert len(parsed.tags) == 1 and parsed.tags[0].ok and len(parsed.warnings) == 5000
+
+
+def test_extra_closing_braces_are_tolerated() -> None:
+    parsed = parse(
+        "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}}</imgen>"
+    )
+    assert parsed.tags[0].request == ImageRequest("search", "d", {"query": "owl"})
+    assert [w.kind for w in parsed.warnings] == ["recovered"]

@@ -417,8 +417,15 @@ def _python(body: str) -> Any:
     if "\\" not in body:
         return ast.literal_eval(body.strip())
     with _warnings.catch_warnings():  # "invalid escape sequence" in model-written regexes
-        _warnings.simplefilter("ignore")
+        _quiet_escape_warnings()
         return ast.literal_eval(body.strip())
+
+
+def _quiet_escape_warnings() -> None:
+    # Only these categories: catch_warnings is not thread-safe, and a race between two threads
+    # should at worst leave escape warnings silenced, not every warning.
+    _warnings.simplefilter("ignore", SyntaxWarning)
+    _warnings.simplefilter("ignore", DeprecationWarning)
 
 
 def _json(body: str) -> Any:
@@ -440,6 +447,7 @@ class _Raw:
 
 
 _WS = re.compile(r"\s*")
+_EXTRA_BRACES = re.compile(r"[\s}]*")  # a model that miscounted its closing braces
 _KEY = re.compile(r"""(?:'([^'\\\n]*)'|"([^"\\\n]*)"|([A-Za-z_]\w*))""")
 _STR_OPEN = re.compile(r"""([rRuU]?)('''|\"\"\"|'|")""")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?(?![\w.])")
@@ -476,7 +484,8 @@ class _Reader:
     def read(self) -> Any:
         try:
             for obj, end in self.value(0, 0):
-                if end >= self.n or self.src[end:].isspace():
+                rest = self.src[end:]
+                if not rest or rest.isspace() or (self.lenient and _EXTRA_BRACES.fullmatch(rest)):
                     return obj
                 self.fail(_WS.match(self.src, end).end(), "unexpected text after the closing '}'")
         except (_GiveUp, RecursionError):
@@ -735,7 +744,7 @@ def _breaks_inside_strings(code: str, breaks: dict[int, str]) -> set[int]:
 def _compiles(code: str) -> bool:
     try:
         with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
+            _quiet_escape_warnings()
             compile(code, "<tag>", "exec", dont_inherit=True)
         return True
     except Exception:  # noqa: BLE001 - any failure means "does not compile"
