@@ -48,6 +48,7 @@ CODE_FILENAME = "<chart code>"
 PRELOAD = (
     "math", "random", "datetime", "collections", "itertools", "functools", "statistics",
     "string", "textwrap", "decimal", "fractions", "calendar", "colorsys", "csv", "re",
+    "json", "time", "copy", "operator", "encodings.idna", "socket", "threading",
     "matplotlib.dates", "matplotlib.ticker", "matplotlib.patches", "matplotlib.colors",
     "matplotlib.cm", "matplotlib.gridspec", "matplotlib.lines", "matplotlib.font_manager",
     "mpl_toolkits.mplot3d", "PIL.Image",
@@ -339,7 +340,7 @@ class Zygote:
                         if printed > max_output:
                             failure = {
                                 "kind": "output",
-                                "message": f"the code printed more than {max_output} bytes "
+                                "message": f"the code printed more than {_size(max_output)} "
                                 "and was stopped",
                             }
                 if failure:
@@ -589,6 +590,10 @@ class Zygote:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n} bytes"
 
 
 def _read_some(fd: int) -> bytes | None:

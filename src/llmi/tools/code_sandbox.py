@@ -408,7 +408,9 @@ class CodeSandboxTool:
 
     def render(self, code: str, timeout: float | None = None) -> ToolOutput:
         """Synchronous convenience: run ``code`` and return its chart (for scripts and tests)."""
-        return self._run_blocking(code, timeout if timeout is not None else self.timeout, None)
+        limit = timeout if timeout is not None else self.timeout
+        # the first call may wait for the workers to start; the code itself gets ``limit``
+        return self._run_blocking(code, limit + self.startup_timeout, None, limit)
 
     def warm_up(self, wait: bool = True, timeout: float | None = None) -> None:
         """Start the workers now instead of on the first ``run``."""
@@ -461,18 +463,52 @@ class CodeSandboxTool:
                                    self.max_jobs_per_worker)
             return self._pool
 
-    def _run_blocking(self, code: str, call_timeout: float, cancel: threading.Event | None) -> ToolOutput:
+    def _run_blocking(
+        self,
+        code: str,
+        call_timeout: float,
+        cancel: threading.Event | None,
+        job_timeout: float | None = None,
+    ) -> ToolOutput:
         started = time.monotonic()
         call_deadline = started + max(float(call_timeout), 0.1)
         pool = self._get_pool()
-        # 1. an idle worker (starting them if this is the first call)
-        worker = pool.acquire(call_deadline)
-        waited = time.monotonic() - started
-        # 2. the job, with the time that is left
-        limit = min(self.timeout, call_deadline - time.monotonic())
-        if limit < 0.05:
-            pool.release(worker, healthy=True)
-            raise ToolTimeout("the call's time ran out while waiting for a sandbox worker")
+        for attempt in (1, 2):
+            # 1. an idle worker (starting them if this is the first call)
+            worker = pool.acquire(call_deadline)
+            waited = time.monotonic() - started
+            # 2. the job, with the time that is left
+            limit = min(job_timeout or self.timeout, call_deadline - time.monotonic())
+            if limit < 0.05:
+                pool.release(worker, healthy=True)
+                raise ToolTimeout("the call's time ran out while waiting for a sandbox worker")
+            try:
+                header, png = self._send(worker, code, limit, cancel)
+            except _WorkerGone as exc:
+                pool.release(worker, healthy=False)
+                if cancel is not None and cancel.is_set():
+                    raise ToolTimeout("the chart was cancelled") from None
+                if "died" not in str(exc) and worker.alive():
+                    raise SandboxError(
+                        f"the code ran longer than the {limit:.3g} s time limit and was killed"
+                    ) from None
+                if attempt == 1:
+                    # A worker can die between jobs (killed from outside, host OOM): the job
+                    # gets one more try on a fresh worker.
+                    log.warning("sandbox worker died during a job; retrying on another")
+                    continue
+                raise SandboxError(
+                    "the sandbox worker died while running the code (it was replaced)"
+                ) from None
+            # a worker whose private /tmp is filling up is replaced rather than reused
+            pool.release(worker, healthy=not header.get("recycle"))
+            # 3. the answer
+            return self._to_output(header, png, waited)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(
+        self, worker: _Worker, code: str, limit: float, cancel: threading.Event | None
+    ) -> tuple[dict, bytes]:
         with self._lock:
             self._job_ids += 1
             job_id = self._job_ids
@@ -485,29 +521,12 @@ class CodeSandboxTool:
             "max_output": self.limits.max_output,
             "max_pixels": self.limits.max_pixels,
         }
-        healthy = False
-        try:
-            header, png = worker.run(job, time.monotonic() + limit + _GRACE, cancel)
-            healthy = header.get("type") == "result" and header.get("id") == job_id
-            if not healthy:
-                raise _WorkerGone("the worker answered out of turn")
-        except _WorkerGone as exc:
-            pool.release(worker, healthy=False)
-            if cancel is not None and cancel.is_set():
-                raise ToolTimeout("the chart was cancelled") from None
-            if not worker.alive() or "died" in str(exc):
-                raise SandboxError(
-                    "the sandbox worker died while running the code (it was replaced)"
-                ) from None
-            raise SandboxError(
-                f"the code ran longer than the {limit:.3g} s time limit and was killed"
-            ) from None
-        # a worker whose private /tmp is filling up is replaced rather than reused
-        pool.release(worker, healthy=not header.get("recycle"))
-        # 3. the answer
-        return self._to_output(header, png, waited, time.monotonic() - started)
+        header, png = worker.run(job, time.monotonic() + limit + _GRACE, cancel)
+        if header.get("type") != "result" or header.get("id") != job_id:
+            raise _WorkerGone("the worker answered out of turn")
+        return header, png
 
-    def _to_output(self, header: dict, png: bytes, waited: float, elapsed: float) -> ToolOutput:
+    def _to_output(self, header: dict, png: bytes, waited: float) -> ToolOutput:
         level = self.sandbox_level
         if not header.get("ok"):
             message = str(header.get("message") or "the code failed")
