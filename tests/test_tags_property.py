@@ -210,3 +210,52 @@ def test_fast_reader_agrees_with_literal_eval(
     assert fast == expected
     if quote == '"' and "\\'" not in body:
         assert fast == json.loads(body)
+
+
+# Chart code written the way LLM-I's prompt example writes it: line breaks as \n, every other
+# character (quotes included) left as is. Such a tag is usually not a valid literal; the lenient
+# reader must give back exactly the code, including a \n escape inside the code's own strings.
+CHART_LINES = [
+    "x = np.linspace(0, 10, 50)",
+    "plt.plot(x, np.sin(x), label='sin', color='#1f77b4')",
+    'plt.title("销售额（万元）")',
+    "df = pd.DataFrame({'year': [2020, 2021], 'sales': [3, 4]})",
+    "sns.barplot(data=df, x='year', y='sales')",
+    "# it's a comment with a quote",
+    "plt.xlabel('Month')  # month's axis",
+    "labels = ['A', 'B', 'C']",
+    "plt.text(0.5, 0.5, 'line one\\nline two')",
+    'plt.ylabel("two\\nlines")',
+    "for i in range(3):\n    plt.bar(i, i + 1)",
+    "s = f'{len(labels)} items'",
+    "d = {'code': 'x', 'prompt': 'y'}",
+    "t = '}'",
+    "u = '}}'",
+    'plt.legend(loc="upper left")',
+    "plt.axhline(y=0, color='k', linestyle='--')",
+    '"""a docstring"""',
+    "title = 'It\\'s here'",
+]
+
+
+@FAST
+@given(
+    st.lists(st.sampled_from(CHART_LINES), min_size=1, max_size=8),
+    st.sampled_from(["d", "the 'best' chart", "中文"]),
+)
+def test_llmi_style_code_is_recovered_exactly(lines: list[str], description: str) -> None:
+    import ast
+
+    code = "\n".join(lines)
+    written = code.replace("\n", "\\n")
+    body = (
+        f"{{'source': 'code', 'description': '{description}', 'params': {{'code': '{written}'}}}}"
+    )
+    try:
+        expected = ast.literal_eval(body)["params"]["code"]  # a valid literal keeps its meaning
+    except SyntaxError:
+        expected = code
+    got = parse_tag(body).code
+    assert got == expected
+    if expected == code:
+        compile(got, "<chart>", "exec")

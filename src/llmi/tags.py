@@ -473,6 +473,7 @@ class _Reader:
     """
 
     MAX_TRIES = 10_000
+    MAX_READINGS = 64
     MAX_DEPTH = 8
     MAX_KEYS = 64
 
@@ -481,19 +482,24 @@ class _Reader:
         self.tries = 0
         self.err_at, self.err = -1, "the tag cannot be read"
 
-    def read(self) -> Any:
+    def readings(self) -> Iterator[Any]:
+        """Every complete reading of the body, shortest strings first."""
         try:
             for obj, end in self.value(0, 0):
                 rest = self.src[end:]
                 if not rest or rest.isspace() or (self.lenient and _EXTRA_BRACES.fullmatch(rest)):
-                    return obj
-                self.fail(_WS.match(self.src, end).end(), "unexpected text after the closing '}'")
+                    yield obj
+                    if not self.lenient:
+                        return
+                else:
+                    self.fail(
+                        _WS.match(self.src, end).end(), "unexpected text after the closing '}'"
+                    )
         except (_GiveUp, RecursionError):
             self.err_at, self.err = (
                 0,
                 "the tag is too long or ambiguous to read; check its quotes and braces",
             )
-        return _NOTHING
 
     def fail(self, at: int, message: str) -> None:
         if at >= self.err_at:
@@ -591,18 +597,22 @@ class _Reader:
 
 def _recover(body: str, position: int, written: str, offset: int) -> ImageRequest:
     """The lenient reader's request, or the most useful error for a body no reader could read."""
-    obj = _Reader(body, lenient=True).read()
-    if obj is not _NOTHING:
-        obj = _decode_tree(obj, None, body)
+    first_error: TagValidationError | None = None
+    for n, reading in enumerate(_Reader(body, lenient=True).readings()):
+        obj = _decode_tree(reading, None, body)
         try:
             return validate(obj, position)
-        except TagValidationError:
-            # The lenient reading is a guess; trust its complaint only if it found the tag's shape.
-            if isinstance(obj, dict) and set(obj) == set(_TOP_KEYS):
-                raise
+        except TagValidationError as exc:
+            # A reading is a guess: a later one may split the strings elsewhere and fit the
+            # schema. Keep the first complaint, and trust it only if it found the tag's shape.
+            if first_error is None and isinstance(obj, dict) and set(obj) == set(_TOP_KEYS):
+                first_error = exc
+        if n >= _Reader.MAX_READINGS:
+            break
+    if first_error is not None:
+        raise first_error
     strict = _Reader(body, lenient=False)
-    obj = strict.read()
-    if obj is not _NOTHING:
+    for obj in strict.readings():
         return validate(_decode_tree(obj, None, body), position)
     at = offset + max(strict.err_at, 0)  # an offset in the body as written, fence included
     line = written.count("\n", 0, at) + 1
@@ -671,74 +681,69 @@ def _join_surrogates(text: str) -> str:
 
 
 def _decode_code(text: str) -> str:
-    """Decode a recovered code string, keeping ``\\n`` escapes that sit inside the code's own
-    one-line string literals (``print('a\\nb')``) as escapes rather than breaking the line."""
+    """Decode a recovered code string.
+
+    A model writing LLM-I's style escapes line breaks as ``\\n`` and leaves everything else as it
+    is, so escapes inside the code's own string literals (``print('a\\nb')``, ``'It\\'s'``)
+    belong to the code: they are kept as written and only escapes outside them are decoded.
+    If that reading does not compile but decoding every escape does, the latter is used.
+    """
     plain = _decode(text)
-    if "\\n" not in text and "\\r" not in text:
+    if "\\" not in text:
         return plain
-    pieces: list[str] = []
-    breaks: dict[int, str] = {}  # offset in the decoded code -> the escape as written
-    pos = length = 0
-    for m in _ESCAPE.finditer(text):
-        ch = _unescape(m)
-        pieces += (text[pos : m.start()], ch)
-        length += m.start() - pos
-        if ch in ("\n", "\r"):
-            breaks[length] = m.group()
-        length += len(ch)
-        pos = m.end()
-    pieces.append(text[pos:])
-    decoded = "".join(pieces)
-    keep = _breaks_inside_strings(decoded, breaks)
-    if not keep:
+    verbatim = _join_surrogates(_decode_outside_strings(text))
+    if verbatim == plain or (not _compiles(verbatim) and _compiles(plain)):
         return plain
-    out, last = [], 0
-    for i in sorted(keep):
-        out += (decoded[last:i], breaks[i])
-        last = i + 1
-    out.append(decoded[last:])
-    aware = _join_surrogates("".join(out))
-    # Prefer whichever reading compiles; the aware one when both or neither do.
-    if not _compiles(aware) and _compiles(plain):
-        return plain
-    return aware
+    return verbatim
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_EV_TOP = re.compile(r"""'''|\"\"\"|['"#]""")
-_EV_COMMENT = re.compile(r"[\n\r]")
+_EV_TOP = re.compile(r"""'''|\"\"\"|['"#\\]""")
+_EV_COMMENT = re.compile(r"[\n\r\\]")
 _EV_ONE = {q: re.compile(rf"[{q}\\\n\r]") for q in "'\""}
 _EV_THREE = {q * 3: re.compile(rf"{q * 3}|\\") for q in "'\""}
 
 
-def _breaks_inside_strings(code: str, breaks: dict[int, str]) -> set[int]:
-    """Which of ``breaks`` fall inside a one-line string literal of ``code``."""
-    inside: set[int] = set()
+def _decode_outside_strings(text: str) -> str:
+    """Decode escapes in ``text`` except inside the Python string literals it contains."""
+    out: list[str] = []
     state = ""  # "", "#", a quote, or a triple quote
     i = 0
     while True:
         if not state:
-            m = _EV_TOP.search(code, i)
+            m = _EV_TOP.search(text, i)
         elif state == "#":
-            m = _EV_COMMENT.search(code, i)
+            m = _EV_COMMENT.search(text, i)
         elif len(state) == 1:
-            m = _EV_ONE[state].search(code, i)
+            m = _EV_ONE[state].search(text, i)
         else:
-            m = _EV_THREE[state].search(code, i)
+            m = _EV_THREE[state].search(text, i)
         if m is None:
-            return inside
-        token, at, i = m.group(), m.start(), m.end()
+            out.append(text[i:])
+            return "".join(out)
+        token, at = m.group(), m.start()
         if token == "\\":
-            i = at + 2  # an escaped character inside the code's string
-        elif not state:
+            if state and state != "#":  # inside the code's string: keep the escape as written
+                out.append(text[i : at + 2])
+                i = at + 2
+                continue
+            escape = _ESCAPE.match(text, at)
+            if escape is None:
+                out.append(text[i : at + 1])
+                i = at + 1
+                continue
+            char = _unescape(escape)
+            out += (text[i:at], char)
+            i = escape.end()
+            if state == "#" and char in ("\n", "\r"):
+                state = ""
+            continue
+        out.append(text[i : m.end()])
+        i = m.end()
+        if not state:
             state = token
-        elif state == "#" or token == state:
+        else:  # the string or comment ends (a real line break also ends a broken string)
             state = ""
-        elif token in "\n\r":
-            if at in breaks:
-                inside.add(at)
-            else:
-                state = ""  # a real line break ends a broken literal; resynchronise
 
 
 def _compiles(code: str) -> bool:
