@@ -11,14 +11,14 @@ index, which ``edit.img_index`` counts).
 
 Reading a tag body goes through four readers, fastest and strictest first:
 
-1. a regex tokenizer for the common case (strings with at most ``\\n \\t \\\\ \\' \\"`` escapes,
-   integers, braces) whose result is exactly what ``ast.literal_eval`` would give;
+1. one regex match for the shape models write (keys in LLM-I's order, strings with at most
+   ``\\n \\t \\\\ \\' \\"`` escapes, integers), giving exactly what ``ast.literal_eval`` gives;
 2. ``ast.literal_eval`` (Python literal semantics, LLM-I's own format);
 3. ``json.loads`` (tried first when the dict's first key is double-quoted);
 4. a lenient backtracking reader for bodies that are not valid literals: strings may hold
-   unescaped inner quotes and real newlines, missing closing braces at the end are supplied,
-   and code strings get their ``\\n`` escapes turned into line breaks except inside the code's
-   own one-line string literals.
+   unescaped inner quotes and real newlines, missing or surplus closing braces are tolerated,
+   and in code strings only the escapes outside the code's own string literals are decoded
+   (LLM-I's prompt example writes line breaks as ``\\n`` and leaves quotes unescaped).
 
 The grammar and every message a user can see are listed in ``docs/tags.md``.
 """
