@@ -120,14 +120,15 @@ class LocalWriter:
     ) -> None:
         self.model = model
         self.sampling = sampling or Sampling()
-        self.grammar: str | None = tag_grammar() if grammar is True else (grammar or None)
+        #: True: ``tag_grammar()`` sized to the request's input images; a str: that GBNF; None: free
+        self.grammar: bool | str | None = grammar if grammar is True else (grammar or None)
         self.n_ctx = n_ctx
         # Half the cores, as llama.cpp suggests: on a busy machine, spinning threads that wait
         # for each other cost far more than the parallelism gains.
         self.n_threads = n_threads or max(1, min((os.cpu_count() or 2) // 2, 8))
         self.repeat_penalty = repeat_penalty
         self.extra_buffers = extra_buffers
-        self._grammar_obj: Any = None
+        self._grammars: dict[int, Any] = {}
 
     @property
     def name(self) -> str:
@@ -194,11 +195,6 @@ class LocalWriter:
                     raise WriterError(f"could not load the model {str(path)!r}: {exc}; is it a GGUF file?") from None
                 loaded = _Loaded(llama, threading.Lock())
                 _MODELS[key] = loaded
-        if self.grammar and self._grammar_obj is None:
-            try:
-                self._grammar_obj = _llama_cpp().LlamaGrammar.from_string(self.grammar, verbose=False)
-            except (ValueError, RuntimeError) as exc:
-                raise WriterError(f"the decoding grammar is not valid GBNF: {exc}") from None
         return loaded
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
@@ -220,7 +216,7 @@ class LocalWriter:
             top_p=s.top_p,
             max_tokens=max_tokens,
             stream=True,
-            grammar=self._grammar_obj,
+            grammar=self._grammar_for(messages),
             repeat_penalty=self.repeat_penalty,
         )
         if s.seed is not None:
@@ -232,6 +228,16 @@ class LocalWriter:
                     yield text
         except ValueError as exc:  # llama-cpp-python reports an overfull context this way
             raise WriterError(f"the model could not continue: {exc}; shorten the prompt or raise n_ctx") from None
+
+    def _grammar_for(self, messages: Sequence[Message]) -> Any:
+        if not self.grammar:
+            return None
+        n_inputs = sum(len(m.images) for m in messages if m.role == "user")
+        key = n_inputs if self.grammar is True else -1
+        if key not in self._grammars:
+            text = tag_grammar(n_inputs=n_inputs) if self.grammar is True else str(self.grammar)
+            self._grammars[key] = _llama_cpp().LlamaGrammar.from_string(text, verbose=False)
+        return self._grammars[key]
 
     def _check_fits(self, llama: Any, messages: Sequence[Message]) -> int:
         if not any(m.role == "user" and m.content.strip() for m in messages):
