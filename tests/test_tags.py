@@ -620,3 +620,13 @@ def test_extra_closing_braces_are_tolerated() -> None:
     )
     assert parsed.tags[0].request == ImageRequest("search", "d", {"query": "owl"})
     assert [w.kind for w in parsed.warnings] == ["recovered"]
+
+
+def test_tag_source_is_known_for_failed_tags_when_readable() -> None:
+    parsed = parse(
+        "<imgen>{'source': 'edit', 'description': 'd', 'params': {'img_index': True, 'prompt': 'p'}}</imgen>"
+        '<imgen>{"source": "search", "description": 1}</imgen>'
+        "<imgen>{'source': 'image', 'description': 'd', 'params': {}}</imgen>"
+        "<imgen>garbage</imgen>" + GOOD
+    )
+    assert [t.source for t in parsed.tags] == ["edit", "search", None, None, "search"]

@@ -147,6 +147,19 @@ class Tag:
     def position(self) -> int:
         return self.start + self.raw.find("<imgen>")
 
+    @property
+    def source(self) -> str | None:
+        """The tool this tag asked for, also for a failed tag whose ``'source'`` is readable
+        (LLM-I counts a failed tag under its source in the per-tool statistics).
+
+        >>> parse("<imgen>{'source': 'code', 'description': 'd', 'params': {}}</imgen>").tags[0].source
+        'code'
+        """
+        if self.request is not None:
+            return self.request.source
+        m = _DECLARED_SOURCE.search(self.raw)
+        return m.group(3) if m else None
+
 
 @dataclass(frozen=True)
 class ParseWarning:
@@ -186,6 +199,7 @@ class ParsedText:
 # parse: find the slots
 
 _MARK = re.compile(r"<(/?)imgen>")
+_DECLARED_SOURCE = re.compile(r"""(['"]?)source\1\s*:\s*(['"])(search|diffusion|code|edit)\2""")
 _OPEN_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[\w+.#-]*[ \t]*\Z")
 _CLOSE_FENCE = re.compile(r"\s*(`{3,}|~{3,})[ \t]*(?=\n|\Z)")
 _OPEN_LEN = len("<imgen>")
