@@ -66,7 +66,7 @@ class LoopbackServer:
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> LoopbackServer:  # noqa: PYI034
         self._thread.start()
         return self
 

@@ -1,0 +1,111 @@
+"""SVG to PNG for the library: fit the longer side to a target size, on white, cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from ..errors import MissingDependency, NotFound
+from ..image import ImageData
+
+__all__ = ["render_svg", "svg_size"]
+
+_SVG_TAG = re.compile(rb"<svg\b[^>]*>", re.DOTALL)
+_ATTR = re.compile(rb"""\s(width|height|viewBox)\s*=\s*["']([^"']*)["']""")
+_NUMBER = re.compile(rb"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?")
+_UNITS = {b"": 1.0, b"px": 1.0, b"pt": 4 / 3, b"pc": 16.0, b"mm": 96 / 25.4, b"cm": 96 / 2.54, b"in": 96.0}
+
+
+def svg_size(head: bytes) -> tuple[float, float] | None:
+    """The intrinsic (width, height) of an SVG from its root tag, in CSS pixels, if stated.
+
+    >>> svg_size(b'<svg width="10mm" height="20mm">')
+    (37.795275590551185, 75.59055118110237)
+    >>> svg_size(b'<svg viewBox="0 0 300 150" width="100%">')
+    (300.0, 150.0)
+    """
+    tag = _SVG_TAG.search(head)
+    if tag is None:
+        return None
+    attrs = {k: v.strip() for k, v in _ATTR.findall(tag.group(0))}
+
+    def length(raw: bytes | None) -> float | None:
+        if not raw or raw.endswith(b"%"):
+            return None
+        num = _NUMBER.match(raw)
+        if num is None:
+            return None
+        scale = _UNITS.get(raw[num.end():].strip().lower())
+        return float(num.group(0)) * scale if scale else None
+
+    width, height = length(attrs.get(b"width")), length(attrs.get(b"height"))
+    if width and height and width > 0 and height > 0:
+        return width, height
+    box = [float(n) for n in _NUMBER.findall(attrs.get(b"viewBox", b""))]
+    if len(box) == 4 and box[2] > 0 and box[3] > 0:
+        return box[2], box[3]
+    return None
+
+
+def _local_only(svg: Path):
+    """A fetcher for cairosvg that never touches the network: data: URLs and files beside the SVG."""
+    from urllib.parse import unquote, urlsplit
+
+    folder = svg.resolve().parent
+
+    def fetch(url: str, resource_type: str) -> bytes:
+        parts = urlsplit(url)
+        if parts.scheme == "data":
+            from urllib.request import urlopen
+
+            with urlopen(url) as fh:
+                return fh.read()
+        if parts.scheme in ("", "file"):
+            target = Path(unquote(parts.path)).resolve()
+            if target.is_relative_to(folder):
+                return target.read_bytes()
+        raise ValueError(f"external resource refused while rendering {svg.name}: {url[:80]}")
+
+    return fetch
+
+
+def render_svg(path: Path, size: int, cache_dir: Path | None, key: str = "") -> ImageData:
+    """``path`` rendered so its longer side is ``size`` pixels, on white; PNG bytes cached by key."""
+    cached = None
+    if cache_dir is not None:
+        digest = hashlib.sha1(f"{path}|{key}|{size}".encode()).hexdigest()
+        cached = cache_dir / digest[:2] / f"{digest}.png"
+        if cached.is_file():
+            try:
+                return ImageData.from_path(str(cached))
+            except ValueError:
+                cached.unlink(missing_ok=True)
+    try:
+        import cairosvg
+    except ImportError:
+        raise MissingDependency("cairosvg", "search") from None
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8192)
+        intrinsic = svg_size(head)
+        kwargs: dict[str, float] = {}
+        if intrinsic is not None:
+            kwargs["scale"] = size / max(intrinsic)
+        else:
+            kwargs["output_width"] = size
+        data = cairosvg.svg2png(
+            url=str(path), background_color="white", unsafe=False, url_fetcher=_local_only(path), **kwargs
+        )
+        image = ImageData.from_bytes(data)
+    except Exception as exc:
+        raise NotFound(f"library image {path} could not be rendered ({type(exc).__name__}: {exc})") from exc
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(image.data)
+        os.replace(tmp, cached)
+    return image

@@ -1,0 +1,82 @@
+"""Offline image search over the local image library (``llmi library add ...``).
+
+The query is embedded with MiniLM and matched against the library's captions; the best match
+must reach ``threshold`` (cosine similarity, 0.5 by default: on the Debian clip-art library,
+present concepts score about 0.6-0.9 and absent ones under about 0.4), else ``NotFound`` so the
+engine's fallback policy can act. SVGs are rendered to PNG (cached). The file path, caption,
+author and licence are recorded in the ``Credit``.
+
+>>> tool = LibrarySearch("/tmp/no-such-library")   # nothing is loaded here
+>>> (tool.source, tool.backend)
+('search', 'library')
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import ClassVar
+
+from ..errors import NotFound, ToolError, ToolNotConfigured, ToolTimeout
+from ..library import Library
+from .base import Credit, ToolCall, ToolOutput
+
+__all__ = ["LibrarySearch"]
+
+
+class LibrarySearch:
+    """Search the local library; ``library`` (or ``home``) picks which one."""
+
+    source: ClassVar[str] = "search"
+    backend: str = "library"
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        *,
+        library: Library | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        self.library = library or Library(home)
+        if threshold is not None:
+            self.library.threshold = threshold
+
+    async def run(self, call: ToolCall) -> ToolOutput:
+        query = call.request.text.strip()
+        if not query:
+            raise NotFound("empty search query")
+        try:
+            async with asyncio.timeout(call.timeout):
+                # embedding and rendering are CPU work: keep them off the event loop
+                hit, image = await asyncio.to_thread(self._find, query)
+        except TimeoutError:
+            raise ToolTimeout(f"library search for {query!r} took longer than {call.timeout:g} s") from None
+        item = hit.item
+        credit = Credit(
+            source="Local image library",
+            title=item.title,
+            page_url=None,
+            image_url=Path(item.path).as_uri(),
+            author=item.author,
+            licence=item.licence,
+            licence_url=item.licence_url,
+        )
+        info = {"query": query, "score": round(hit.score, 4), "caption": item.caption, "path": item.path}
+        return ToolOutput(image=image, credit=credit, info=info)
+
+    def _find(self, query: str):
+        if not self.library.exists():
+            raise ToolNotConfigured(
+                f"the local image library at {self.library.home} is empty: run "
+                "`llmi library add --defaults` (Debian clip art) or `llmi library add FOLDER`"
+            )
+        try:
+            hit = self.library.best(query)
+            return hit, self.library.image(hit.item)
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise ToolNotConfigured(f"the local image library could not be searched ({type(exc).__name__}: {exc})") from exc
+
+    async def aclose(self) -> None:
+        """Nothing is held between calls (the model stays loaded for the next one)."""
