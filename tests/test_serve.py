@@ -284,3 +284,36 @@ def test_info_reports_model_and_counters(gen_server):
     assert info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["limits"]["size_multiple"] == 16
     assert info["counters"]["completed"] >= 0 and "queue_depth" in info
+
+
+def test_stop_cancels_queued_jobs_and_interrupts_the_running_one(tiny_models):
+    from llmi.serve.pipelines import Cancelled, GenerateJob, PipelineRunner, load_pipeline
+    from llmi.serve.worker import InferenceWorker, ShuttingDown
+
+    loaded = load_pipeline(str(tiny_models["generation"]), "generation", device="cpu")
+    runner = PipelineRunner(loaded)
+    steps_seen = []
+    original = runner._on_step_end
+
+    def counting(pipe, step, timestep, kwargs):
+        steps_seen.append(step)
+        return original(pipe, step, timestep, kwargs)
+
+    runner._on_step_end = counting
+    worker = InferenceWorker(lambda: runner, lambda r, job: r.run(job), queue_size=4)
+    worker.start()
+    worker.ready.wait(30)
+    long_job = GenerateJob("a fox", None, 64, 64, 200, 1.0, 1, 0)
+    running = worker.submit("generate", long_job)
+    wait_for(lambda: worker.in_flight == 1 and steps_seen)
+    queued = [worker.submit("generate", long_job) for _ in range(2)]
+    worker.stop(grace=0.0, cancel=runner.cancel)
+    with pytest.raises(Cancelled):
+        running.result(timeout=30)
+    for future in queued:
+        with pytest.raises(ShuttingDown):
+            future.result(timeout=5)
+    assert len(steps_seen) < 200  # interrupted, not run to the end
+    assert worker.counters.cancelled == 3 and not worker.alive
+    with pytest.raises(ShuttingDown):
+        worker.submit("generate", long_job)

@@ -203,6 +203,9 @@ def load_pipeline(
 
     if model == TINY_MODEL_NAME:
         model = str(tiny_pipeline_path(mode))
+    if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+        raise ConfigError(f"no pipeline folder at {model!r} (give a diffusers folder or a Hub id)")
+    model = str(Path(model).expanduser()) if model.startswith("~") else model
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     path = Path(model)
