@@ -35,7 +35,7 @@ def test_cli_rejects_bad_gpus():
 
 
 @pytest.mark.slow  # three server start-ups in subprocesses: ~35 s on a busy 2-core host
-def test_two_cpu_servers_balance_and_a_killed_one_is_restarted(tiny_models):
+def test_two_cpu_servers_balance_and_crashed_or_hung_ones_are_restarted(tiny_models):
     base = free_port()
     while True:  # two consecutive free ports
         try:
@@ -56,6 +56,8 @@ def test_two_cpu_servers_balance_and_a_killed_one_is_restarted(tiny_models):
         max_restarts=1,
         stop_grace=10,
         say=messages.append,
+        health_interval=0.5,
+        health_failures=2,
     )  # fmt: skip
     try:
         assert launcher.start(), messages
@@ -73,14 +75,18 @@ def test_two_cpu_servers_balance_and_a_killed_one_is_restarted(tiny_models):
         assert sum(i["counters"]["completed"] for i in infos) == 6
         assert {i["cuda_visible_devices"] for i in infos} == {""}
 
-        victim = launcher.children[1]
-        old_pid = victim.proc.pid
-        os.kill(old_pid, signal.SIGKILL)
-        wait_for(lambda: any("exited with code -9" in m for m in launcher.check()), timeout=30, interval=0.1)
-        assert victim.proc.pid != old_pid and victim.restarts == 1
-        wait_for(lambda: bool(launcher.check()) and victim.ready, timeout=180, interval=0.2)
-        assert httpx.get(urls[1] + "/ready").status_code == 200
-        assert httpx.get(urls[1] + "/info").json()["pid"] == victim.proc.pid
+        # One server crashes, the other hangs (stopped: its /health never answers).
+        crashed, hung = launcher.children[1], launcher.children[0]
+        old_pids = (crashed.proc.pid, hung.proc.pid)
+        os.kill(crashed.proc.pid, signal.SIGKILL)
+        os.kill(hung.proc.pid, signal.SIGSTOP)
+        reports: list[str] = []
+        wait_for(lambda: reports.extend(launcher.check()) or (crashed.ready and hung.ready), timeout=240, interval=0.2)
+        assert any(f"{crashed.spec.label} exited with code -9; restarting" in r for r in reports), reports
+        assert any(f"{hung.spec.label} did not answer /health" in r for r in reports), reports
+        assert (crashed.proc.pid, hung.proc.pid) != old_pids and crashed.restarts == hung.restarts == 1
+        for url, child in zip(urls, launcher.children):
+            assert httpx.get(url + "/info").json()["pid"] == child.proc.pid
     finally:
         launcher.stop()
     assert all(c.proc.poll() is not None for c in launcher.children)

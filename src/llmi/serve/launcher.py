@@ -107,6 +107,8 @@ class _Child:
     ready: bool = False
     pump: threading.Thread | None = None
     exits: list[int] = field(default_factory=list)
+    missed_health: int = 0
+    next_health: float = 0.0
 
 
 class Launcher:
@@ -127,6 +129,8 @@ class Launcher:
         say: Callable[[str], None] | None = None,
         env: dict[str, str] | None = None,
         mode: str = "generation",
+        health_interval: float = 10.0,
+        health_failures: int = 3,
     ) -> None:
         if not specs:
             raise ConfigError("nothing to launch")
@@ -138,6 +142,11 @@ class Launcher:
         self.say = say or (lambda msg: print(f"[llmi launcher] {msg}", file=sys.stderr, flush=True))
         self.base_env = dict(os.environ if env is None else env)
         self.mode = mode
+        #: a ready server whose /health fails this many times in a row, ``health_interval``
+        #: seconds apart, is hung (its event loop never blocks on inference): it is killed and
+        #: restarted like a crashed one
+        self.health_interval = health_interval
+        self.health_failures = health_failures
         self._stop = threading.Event()
 
     @property
@@ -234,7 +243,20 @@ class Launcher:
                     child.ready = True
                     reports.append(f"{child.spec.label} ready again at {child.spec.url()}")
                     self.say(reports[-1])
-                continue
+                elif child.ready and self._hung(child):
+                    msg = (
+                        f"{child.spec.label} did not answer /health {child.missed_health} times "
+                        "in a row; killing it"
+                    )
+                    self.say(msg)
+                    reports.append(msg)
+                    child.proc.kill()
+                    child.proc.wait()
+                else:
+                    continue
+                code = child.proc.poll()
+                if code is None:
+                    continue
             child.exits.append(code)
             child.ready = False
             if child.restarts >= self.max_restarts:
@@ -244,11 +266,26 @@ class Launcher:
                 reports.append(msg)
                 continue
             child.restarts += 1
+            child.missed_health = 0
             msg = f"{child.spec.label} exited with code {code}; restarting ({child.restarts}/{self.max_restarts})"
             self.say(msg)
             reports.append(msg)
             self._spawn(child)
         return reports
+
+    def _hung(self, child: _Child) -> bool:
+        now = time.monotonic()
+        if now < child.next_health:
+            return False
+        child.next_health = now + self.health_interval
+        import httpx
+
+        try:
+            ok = httpx.get(child.spec.probe_url() + "/health", timeout=5.0, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        child.missed_health = 0 if ok else child.missed_health + 1
+        return child.missed_health >= self.health_failures
 
     @staticmethod
     def _probe(child: _Child) -> bool:
