@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import threading
 import time
 import weakref
@@ -163,9 +162,6 @@ class _LoopState:
 
     semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     inflight: dict[str, asyncio.Future] = field(default_factory=dict)
-
-
-_SOURCE_GUESS = re.compile(r"""["']source["']\s*:\s*["'](\w+)["']""")
 
 
 class Engine:
@@ -539,10 +535,7 @@ class _LoopThread:
 
 
 def _tool_of(tag: Tag) -> str | None:
-    if tag.request is not None:
-        return tag.request.source
-    m = _SOURCE_GUESS.search(tag.raw)
-    return m.group(1) if m and m.group(1) in SOURCES else None
+    return tag.source if tag.source in SOURCES else None
 
 
 def _remaining(deadline_at: float | None) -> float | None:
