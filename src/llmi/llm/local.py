@@ -221,6 +221,10 @@ class LocalWriter:
         )
         if s.seed is not None:
             kwargs["seed"] = s.seed
+            # Reusing the cached prompt evaluates its last token alone, and those logits differ
+            # in the last bits from a full-batch evaluation: enough to change a sampled token.
+            # A seeded request therefore starts from an empty cache, so it always repeats.
+            llama.reset()
         try:
             for chunk in llama.create_chat_completion(**kwargs):
                 text = chunk["choices"][0]["delta"].get("content")
