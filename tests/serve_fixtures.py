@@ -12,9 +12,9 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -64,7 +64,7 @@ class ThreadServer:
         )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def start(self, ready_timeout: float = 120.0) -> "ThreadServer":
+    def start(self, ready_timeout: float = 120.0) -> ThreadServer:
         self.thread.start()
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:

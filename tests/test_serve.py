@@ -11,7 +11,6 @@ import threading
 import httpx
 import pytest
 from PIL import Image
-
 from serve_fixtures import (  # noqa: F401 - fixtures
     ThreadServer,
     edit_server,
@@ -215,23 +214,26 @@ def test_100_concurrent_requests_none_lost_or_duplicated(gen_server):
     assert after["accepted"] - before["accepted"] == 100
 
 
-def test_health_answers_while_generation_is_in_flight(slow_server):
+def test_health_answers_while_generation_is_in_flight(gen_server):
+    # A real, long generation (128x128, 50 steps: seconds of CPU work on the worker thread).
     results = {}
+    busy_before = gen_server.worker.counters.busy_seconds
 
     def generate():
-        results["gen"] = post(slow_server, "/generate/", gen_body())
+        results["gen"] = post(gen_server, "/generate/", gen_body(height=128, width=128, num_inference_steps=50))
 
     worker = threading.Thread(target=generate)
     worker.start()
-    wait_for(lambda: slow_server.worker.in_flight == 1)
-    health = httpx.get(slow_server.url + "/health", timeout=10)
-    info = httpx.get(slow_server.url + "/info", timeout=10).json()
-    still_running = slow_server.worker.in_flight == 1 and "gen" not in results
+    wait_for(lambda: gen_server.worker.in_flight == 1)
+    health = httpx.get(gen_server.url + "/health", timeout=30)
+    info = httpx.get(gen_server.url + "/info", timeout=30).json()
+    still_running = gen_server.worker.in_flight == 1 and "gen" not in results
     worker.join()
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert info["in_flight"] == 1
     assert still_running  # /health and /info answered before the generation finished
     assert results["gen"].status_code == 200
+    assert gen_server.worker.counters.busy_seconds > busy_before
 
 
 def test_queue_full_is_503_with_retry_after(slow_server):

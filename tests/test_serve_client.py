@@ -9,11 +9,6 @@ import threading
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-
-from llmi.errors import BackendError, ConfigError, DependencyFailed, ToolNotConfigured, ToolTimeout
-from llmi.image import ImageData
-from llmi.serve.client import ImageServerClient, parse_urls
-from llmi.serve.imaging import to_upload_png
 from serve_fixtures import (  # noqa: F401 - fixtures
     edit_server,
     free_port,
@@ -23,6 +18,11 @@ from serve_fixtures import (  # noqa: F401 - fixtures
     tiny_models,
     wait_for,
 )
+
+from llmi.errors import BackendError, ConfigError, DependencyFailed, ToolNotConfigured, ToolTimeout
+from llmi.image import ImageData
+from llmi.serve.client import ImageServerClient, parse_urls
+from llmi.serve.imaging import to_upload_png
 
 SMALL = {"height": 16, "width": 16, "num_inference_steps": 2, "guidance_scale": 1.0}
 

@@ -9,11 +9,11 @@ import signal
 import httpx
 import pytest
 from click.testing import CliRunner
+from serve_fixtures import free_port, tiny_models, wait_for  # noqa: F401 - fixtures
 
 from llmi.errors import ConfigError
 from llmi.serve.client import ImageServerClient
 from llmi.serve.launcher import Launcher, ServerSpec, parse_gpus, urls_line
-from serve_fixtures import free_port, tiny_models, wait_for  # noqa: F401 - fixtures
 
 
 def test_parse_gpus_and_specs():

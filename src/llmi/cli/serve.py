@@ -157,9 +157,11 @@ def image(
             sys.exit(launcher.run())
 
         from ..serve.app import ServerConfig
+        from ..serve.launcher import die_with_launcher
         from ..serve.schemas import Limits
         from ..serve.server import run_server
 
+        die_with_launcher()
         config = ServerConfig(
             model=model,
             mode=mode,

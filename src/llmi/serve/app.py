@@ -190,7 +190,7 @@ def create_app(config: ServerConfig, *, worker: InferenceWorker | None = None):
             return error(503, str(exc), {"Retry-After": "5"})
         except ValueError as exc:  # the pipeline refused the parameters
             return error(422, str(exc))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if type(exc).__name__ == "OutOfMemoryError":
                 _free_cuda_cache()
                 return error(503, f"out of GPU memory: {exc}", {"Retry-After": "10"})

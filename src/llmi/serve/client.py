@@ -23,8 +23,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import BackendError, ConfigError, MissingDependency, ToolTimeout
 from ..image import ImageData
@@ -117,14 +118,14 @@ class ImageServerClient:
         self.max_cooldown = max_cooldown
         self._health = {url: _Health() for url in self.urls}
         self._health_lock = threading.Lock()
-        self._loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = (
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, var: str = "QWEN_IMAGE_SERVER_URL", **kwargs: Any
-    ) -> "ImageServerClient":
+    ) -> ImageServerClient:
         """A client for the URLs in ``env[var]`` (comma-separated)."""
         env = os.environ if env is None else env
         value = env.get(var, "")
@@ -158,7 +159,7 @@ class ImageServerClient:
         if state is not None:
             await state.http.aclose()
 
-    async def __aenter__(self) -> "ImageServerClient":
+    async def __aenter__(self) -> ImageServerClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -217,7 +218,7 @@ class ImageServerClient:
                 )
                 try:
                     await asyncio.wait_for(state.cond.wait(), timeout=max(0.01, wake - now))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _release(self, state: _LoopState, url: str) -> None:
@@ -337,7 +338,7 @@ class ImageServerClient:
 
         try:
             png = await asyncio.to_thread(to_upload_png, image.data)
-        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
+        except Exception as exc:
             raise BackendError(f"the image to edit cannot be read: {exc}", transient=False) from exc
         payload: dict[str, Any] = {
             "image_b64": base64.b64encode(png).decode("ascii"),

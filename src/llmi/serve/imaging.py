@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
 
-__all__ = ["InvalidImage", "ImageTooLarge", "decode_b64_image", "flatten_to_rgb", "to_upload_png"]
+__all__ = ["ImageTooLarge", "InvalidImage", "decode_b64_image", "flatten_to_rgb", "to_upload_png"]
 
 
 class InvalidImage(ValueError):
@@ -26,7 +26,7 @@ class ImageTooLarge(ValueError):
     """The upload decodes to more pixels or bytes than the server accepts."""
 
 
-def flatten_to_rgb(image: "PILImage.Image", background: tuple[int, int, int] = (255, 255, 255)):
+def flatten_to_rgb(image: PILImage.Image, background: tuple[int, int, int] = (255, 255, 255)):
     """``image`` as RGB, transparent parts composited onto ``background`` (white).
 
     >>> from PIL import Image
@@ -54,7 +54,7 @@ def flatten_to_rgb(image: "PILImage.Image", background: tuple[int, int, int] = (
     return image.convert("RGB")
 
 
-def decode_b64_image(text: str, *, max_pixels: int, max_bytes: int) -> "PILImage.Image":
+def decode_b64_image(text: str, *, max_pixels: int, max_bytes: int) -> PILImage.Image:
     """Decode a base64 (or ``data:`` URL) image to a flattened RGB PIL image.
 
     Raises :class:`InvalidImage` or :class:`ImageTooLarge`; never decodes more than

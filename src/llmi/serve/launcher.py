@@ -17,8 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from ..errors import ConfigError
 
@@ -54,6 +54,7 @@ class ServerSpec:
     def env(self, base: dict[str, str]) -> dict[str, str]:
         env = dict(base)
         env["CUDA_VISIBLE_DEVICES"] = "" if self.device_id == "cpu" else self.device_id
+        env[PARENT_ENV] = str(os.getpid())
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -88,14 +89,27 @@ def urls_line(specs: Sequence[ServerSpec]) -> str:
     return ",".join(s.url() for s in specs)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+PARENT_ENV = "LLMI_LAUNCHER_PID"
+
+
+def die_with_launcher() -> None:
+    """In a launched server: get SIGTERM when the launcher dies (Linux), even by SIGKILL.
+
+    The launcher sets ``LLMI_LAUNCHER_PID``; a server started by hand is unaffected. (Done in
+    the child itself rather than through ``preexec_fn``, which is unsafe beside threads.)
+    """
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the launcher's own cleanup still applies
-        pass
+    except OSError:
+        return  # no libc to ask: the launcher's own cleanup still applies
+    if str(os.getppid()) != parent:  # the launcher died before we got here
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -179,7 +193,6 @@ class Launcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         child.pump = threading.Thread(
             target=self._pump, args=(child.proc, spec.label), daemon=True

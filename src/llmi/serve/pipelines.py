@@ -27,11 +27,11 @@ from typing import Any
 from ..errors import ConfigError, MissingDependency
 
 __all__ = [
-    "GenerateJob",
+    "Cancelled",
     "EditJob",
+    "GenerateJob",
     "LoadedPipeline",
     "PipelineRunner",
-    "Cancelled",
     "load_pipeline",
     "resolve_device",
     "resolve_dtype",
@@ -197,7 +197,7 @@ def load_pipeline(
         import diffusers
     except ImportError:
         raise MissingDependency("diffusers", "serve") from None
-    torch = _torch()
+    _torch()
 
     from .testing import TINY_MODEL_NAME, tiny_pipeline_path
 

@@ -14,12 +14,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "GenerateRequest",
-    "EditRequest",
-    "ImagesResponse",
-    "ErrorResponse",
-    "Limits",
     "DEFAULT_GUIDANCE",
+    "EditRequest",
+    "ErrorResponse",
+    "GenerateRequest",
+    "ImagesResponse",
+    "Limits",
 ]
 
 #: Qwen-Image's recommended classifier-free guidance scale (its ``true_cfg_scale``)

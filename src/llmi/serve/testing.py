@@ -21,7 +21,7 @@ import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["build_tiny_pipeline", "tiny_pipeline_path", "TINY_MODEL_NAME"]
+__all__ = ["TINY_MODEL_NAME", "build_tiny_pipeline", "tiny_pipeline_path"]
 
 #: the ``--model`` value that means "build and serve a tiny random pipeline"
 TINY_MODEL_NAME = "tiny"

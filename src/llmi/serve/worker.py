@@ -13,10 +13,11 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["InferenceWorker", "QueueFull", "NotReady", "ShuttingDown", "Counters"]
+__all__ = ["Counters", "InferenceWorker", "NotReady", "QueueFull", "ShuttingDown"]
 
 log = logging.getLogger("llmi.serve")
 
@@ -170,7 +171,7 @@ class InferenceWorker:
         started = time.monotonic()
         try:
             self.runner = self._load()
-        except BaseException as exc:  # noqa: BLE001 - reported through /ready
+        except BaseException as exc:
             log.exception("pipeline failed to load")
             self.load_error = exc
             return

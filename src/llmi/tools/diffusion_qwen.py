@@ -13,12 +13,13 @@ a seed derived from the prompt so the same document renders the same picture twi
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..errors import ConfigError, ToolNotConfigured
 from .base import Credit, ToolCall, ToolOutput
 
-__all__ = ["QwenImageDiffusion", "prompt_seed", "parse_size"]
+__all__ = ["QwenImageDiffusion", "parse_size", "prompt_seed"]
 
 ENV_VAR = "QWEN_IMAGE_SERVER_URL"
 
@@ -78,7 +79,7 @@ class QwenImageDiffusion:
         self._client: Any = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "QwenImageDiffusion":
+    def from_env(cls, env: Mapping[str, str]) -> QwenImageDiffusion:
         """``QWEN_IMAGE_SERVER_URL`` (required, comma-separated); optional
         ``LLMI_QWEN_IMAGE_SIZE`` (``1024x1024``) and ``LLMI_QWEN_IMAGE_STEPS`` (25)."""
         urls = env.get(ENV_VAR, "")

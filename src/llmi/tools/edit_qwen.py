@@ -15,7 +15,8 @@ the input's aspect ratio, a seed derived from the instruction and the image.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..errors import DependencyFailed, ToolNotConfigured
 from .base import Credit, ToolCall, ToolOutput
@@ -54,7 +55,7 @@ class QwenImageEdit:
         self._client: Any = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "QwenImageEdit":
+    def from_env(cls, env: Mapping[str, str]) -> QwenImageEdit:
         """``QWEN_EDIT_SERVER_URL`` (required, comma-separated); optional
         ``LLMI_QWEN_EDIT_STEPS`` (50)."""
         urls = env.get(ENV_VAR, "")
