@@ -45,7 +45,7 @@ def assert_all_tags_ok(text: str, n_inputs: int = 0) -> int:
     return len(tags)
 
 
-@pytest.mark.parametrize("prompt,seed", [("Tell me about owls.", 1), ("Plot the squares of 1 to 5.", 2)])
+@pytest.mark.parametrize("prompt,seed", [("Plot the squares of 1 to 5.", 2)])
 def test_quick_grammar_tags_always_parse_and_text_streams(prompt: str, seed: int) -> None:
     w = LocalWriter(grammar=QUICK)
     text, pieces = write(w, prompt, seed, max_tokens=100)
