@@ -150,12 +150,15 @@ class LaunchPlan:
 class Launcher:
     """Builds worker commands for one sandbox level."""
 
-    def __init__(self, level: str, limits: Limits, python: str = sys.executable) -> None:
+    def __init__(
+        self, level: str, limits: Limits, python: str = sys.executable, prewarm: bool = True
+    ) -> None:
         if level not in LEVELS:
             raise ValueError(f"unknown sandbox level {level!r}; use one of {', '.join(LEVELS)}")
         self.level = level
         self.limits = limits
         self.python = python
+        self.prewarm = prewarm
         self.is_root = os.geteuid() == 0
 
     def _new_uid(self) -> int | None:
@@ -168,7 +171,9 @@ class Launcher:
 
     def _config(self, uid: int | None, fd_in: int, fd_out: int, **extra) -> str:
         debug = bool(os.environ.get("LLMI_SANDBOX_DEBUG"))  # workers keep stderr (to the log file)
-        return json.dumps({"uid": uid, "fd_in": fd_in, "fd_out": fd_out, "debug": debug, **extra})
+        return json.dumps({"uid": uid, "fd_in": fd_in, "fd_out": fd_out, "debug": debug,
+                           "limits": self.limits.job_fields(), "prewarm": self.prewarm,
+                           **extra})
 
     def _plan_bwrap(self, uid: int | None, fd_in: int, fd_out: int) -> LaunchPlan:
         argv = [

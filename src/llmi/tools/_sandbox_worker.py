@@ -126,6 +126,7 @@ class Zygote:
         self.cjk_font: str | None = None
         self.prctl = None
         self.base_vm_kb = 0
+        self.spare: tuple[int, int, int, int] | None = None
 
     # 1. imports and warm-up, once
     def prepare(self) -> None:
@@ -241,6 +242,7 @@ class Zygote:
 
     # 2. the serving loop
     def serve(self) -> None:
+        self._prefork()
         write_frame(
             FD_OUT,
             {
@@ -258,25 +260,28 @@ class Zygote:
             header, _ = frame
             if header.get("type") == "job":
                 started = time.monotonic()
-                result, png = self.run_job(header)
+                pid, result, png = self.run_job(header)
                 result["id"] = header.get("id")
                 result["recycle"] = self._tmp_filling()
                 result["wall_s"] = round(time.monotonic() - started, 4)
                 write_frame(FD_OUT, result, png)
+                # Off the critical path: clear what the job left, fork the next job's process.
+                self._clean_up(pid)
+                self._prefork()
             elif header.get("type") == "ping":
                 write_frame(FD_OUT, {"type": "pong", "id": header.get("id")})
 
-    def run_job(self, job: dict) -> tuple[dict, bytes]:
-        timeout = float(job.get("timeout", 20.0))
-        max_output = int(job.get("max_output", 1 << 20))
+    def _prefork(self) -> None:
+        """Fork (and set up) the process that will run the next job, before it arrives."""
+        r_job, w_job = os.pipe()
         r_res, w_res = os.pipe()
         r_out, w_out = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                os.close(r_res)
-                os.close(r_out)
-                self.child(job, w_res, w_out)
+                for fd in (w_job, r_res, r_out):
+                    os.close(fd)
+                self.child(r_job, w_res, w_out)
             except BaseException:
                 try:  # set-up failed before the code ran: say why on the output pipe
                     os.write(2, traceback.format_exc()[-2000:].encode("utf-8", "replace"))
@@ -284,18 +289,42 @@ class Zygote:
                     pass
             finally:
                 os._exit(70)
-        os.close(w_res)
-        os.close(w_out)
+        for fd in (r_job, w_res, w_out):
+            os.close(fd)
         try:
             os.setpgid(pid, pid)
         except OSError:
             pass
+        self.spare = (pid, w_job, r_res, r_out)
+
+    def run_job(self, job: dict) -> tuple[int, dict, bytes]:
+        timeout = float(job.get("timeout", 20.0))
+        max_output = int(job.get("max_output", 1 << 20))
+        message = {"code": job.get("code", ""), "timeout": timeout,
+                   "max_pixels": job.get("max_pixels")}
+        for attempt in range(2):
+            if self.spare is None:
+                self._prefork()
+            pid, w_job, r_res, r_out = self.spare
+            self.spare = None
+            try:
+                write_frame(w_job, message)
+                break
+            except OSError:  # the spare died while it waited: use a fresh one
+                _kill_group(pid)
+                os.waitpid(pid, 0)
+                os.close(r_res)
+                os.close(r_out)
+                if attempt:
+                    raise
+            finally:
+                os.close(w_job)
         try:
-            return self._supervise(pid, r_res, r_out, timeout, max_output)
+            result, png = self._supervise(pid, r_res, r_out, timeout, max_output)
+            return pid, result, png
         finally:
             os.close(r_res)
             os.close(r_out)
-            self._clean_up(pid)
 
     def _supervise(
         self, pid: int, r_res: int, r_out: int, timeout: float, max_output: int
@@ -422,7 +451,8 @@ class Zygote:
             _reap_all()
 
     # 3. the job itself (in the forked child)
-    def child(self, job: dict, w_res: int, w_out: int) -> None:  # pragma: no cover
+    def child(self, r_job: int, w_res: int, w_out: int) -> None:  # pragma: no cover
+        """The next job's process: set up now, then wait for the code and run it."""
         os.setpgid(0, 0)
         self.job_pid = os.getpid()
         if self.prctl is not None:
@@ -431,12 +461,12 @@ class Zygote:
         os.dup2(null, 0)
         os.dup2(w_out, 1)
         os.dup2(w_out, 2)
-        res_fd = 3
-        spare = os.dup(w_res)
-        if spare != res_fd:
-            os.dup2(spare, res_fd)
+        res_fd, job_fd = 3, 4
+        moved = [os.dup(w_res), os.dup(r_job)]
+        os.dup2(moved[0], res_fd)
+        os.dup2(moved[1], job_fd)
         # everything else goes, the parent's protocol pipes above all
-        os.closerange(res_fd + 1, 1 << 20)
+        os.closerange(job_fd + 1, 1 << 20)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True,
@@ -444,12 +474,23 @@ class Zygote:
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
                                       errors="replace")
         self._drop_privileges()
-        self._set_limits(job)
+        self._set_limits()
         self._fresh_workdir()
+        # Prewarm only when no job is already waiting (a busy pool wants the CPU for jobs).
+        if self.config.get("prewarm", True) and not select.select([job_fd], [], [], 0.03)[0]:
+            self._prewarm()
+        frame = read_frame(job_fd)
+        if frame is None:
+            os._exit(0)  # the worker is going away
+        os.close(job_fd)
+        job = frame[0]
+        cpu = int(float(job.get("timeout", 20.0))) + 2
+        _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
+        gc.disable()  # a short-lived process; the address-space limit still bounds it
         try:
             header, png = self.execute(job.get("code", ""), job)
         except BaseException as exc:  # the renderer itself failed (memory, a broken figure)
-            header, png = _failure_from_exception(exc, job), b""
+            header, png = _failure_from_exception(exc, self.config), b""
         if os.getpid() != self.job_pid:
             os._exit(0)  # a process the code forked got here: only the job's own answer counts
         try:
@@ -462,6 +503,19 @@ class Zygote:
         finally:
             os._exit(0)
 
+    def _prewarm(self) -> None:
+        """Touch the render path while idle, so the job does not pay for copy-on-write faults."""
+        plt = self.plt
+        try:
+            fig, ax = plt.subplots()
+            ax.plot([0, 1], [0, 1], label="x")
+            ax.set_title("t")
+            ax.legend()
+            self.orig_savefig(fig, io.BytesIO(), format="png", bbox_inches="tight")
+            plt.close(fig)
+        except Exception:
+            plt.close("all")
+
     def _drop_privileges(self) -> None:
         if self.uid is None or os.geteuid() != 0:
             return
@@ -469,30 +523,19 @@ class Zygote:
         os.setgid(self.uid)
         os.setuid(self.uid)
 
-    def _set_limits(self, job: dict) -> None:
-        limits = job.get("limits", {})
-        timeout = float(job.get("timeout", 20.0))
-        cpu = int(timeout) + 2
+    def _set_limits(self) -> None:
+        limits = self.config.get("limits", {})
         wanted = {
-            resource.RLIMIT_CPU: (cpu, cpu + 1),
-            resource.RLIMIT_CORE: (0, 0),
-            resource.RLIMIT_FSIZE: (limits.get("fsize"),) * 2,
-            resource.RLIMIT_NOFILE: (limits.get("nofile"),) * 2,
-            resource.RLIMIT_NPROC: (limits.get("nproc"),) * 2,
+            resource.RLIMIT_CORE: 0,
+            resource.RLIMIT_FSIZE: limits.get("fsize"),
+            resource.RLIMIT_NOFILE: limits.get("nofile"),
+            resource.RLIMIT_NPROC: limits.get("nproc"),
         }
         if limits.get("memory"):
-            vm = self.base_vm_kb * 1024 + int(limits["memory"])
-            wanted[resource.RLIMIT_AS] = (vm, vm)
-        for which, (soft, hard) in wanted.items():
-            if soft is None:
-                continue
-            _, cur_hard = resource.getrlimit(which)
-            if cur_hard != resource.RLIM_INFINITY:
-                soft, hard = min(soft, cur_hard), min(hard, cur_hard)
-            try:
-                resource.setrlimit(which, (soft, hard))
-            except (ValueError, OSError):
-                pass
+            wanted[resource.RLIMIT_AS] = self.base_vm_kb * 1024 + int(limits["memory"])
+        for which, value in wanted.items():
+            if value is not None:
+                _set_limit(which, value, value)
 
     def _fresh_workdir(self) -> None:
         # Only the job directory itself is recreated: never scan and delete elsewhere (at the
@@ -558,7 +601,7 @@ class Zygote:
                 return {"ok": False, "kind": "exit",
                         "message": f"the code called sys.exit({exc.code!r})"}, b""
         except BaseException as exc:
-            return _failure_from_exception(exc, job, code), b""
+            return _failure_from_exception(exc, self.config, code), b""
         import matplotlib._pylab_helpers as helpers
 
         figures = [m.canvas.figure for m in helpers.Gcf.get_all_fig_managers()]
@@ -571,7 +614,7 @@ class Zygote:
             return {"ok": False, "kind": "empty",
                     "message": f"the code drew nothing ({what}); plot something with plt, sns "
                     "or pandas"}, b""
-        max_pixels = int(job.get("max_pixels", 40_000_000))
+        max_pixels = int(job.get("max_pixels") or 40_000_000)
         pngs = []
         for fig in drawn:
             w, h = fig.get_size_inches() * fig.dpi
@@ -603,6 +646,16 @@ def _read_some(fd: int) -> bytes | None:
         return None
     except OSError:
         return b""
+
+
+def _set_limit(which: int, soft: int, hard: int) -> None:
+    _, cur_hard = resource.getrlimit(which)
+    if cur_hard != resource.RLIM_INFINITY:
+        soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+    try:
+        resource.setrlimit(which, (soft, hard))
+    except (ValueError, OSError):
+        pass
 
 
 def _kill_group(pid: int) -> None:
@@ -656,9 +709,9 @@ def _describe_exit(status: int) -> dict:
             "message": f"the code exited (status {code}) before the chart was rendered"}
 
 
-def _failure_from_exception(exc: BaseException, job: dict, code: str = "") -> dict:
+def _failure_from_exception(exc: BaseException, config: dict, code: str = "") -> dict:
     if isinstance(exc, MemoryError):
-        mb = int(job.get("limits", {}).get("memory") or 0) >> 20
+        mb = int(config.get("limits", {}).get("memory") or 0) >> 20
         limit = f" (limit {mb} MB)" if mb else ""
         return {"ok": False, "kind": "memory", "message": f"the code ran out of memory{limit}"}
     if isinstance(exc, RecursionError):

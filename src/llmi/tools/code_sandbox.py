@@ -282,7 +282,8 @@ class _Pool:
                     raise SandboxError("the code tool was closed")
                 self._fill()
                 while self._idle:
-                    worker = self._idle.pop()
+                    # the worker idle longest: its next job process has had time to prewarm
+                    worker = self._idle.pop(0)
                     if worker.alive():
                         return worker
                     self._count -= 1  # died while idle
@@ -340,6 +341,9 @@ class CodeSandboxTool:
         per-job resource limits (``Limits(memory=..., fsize=..., nproc=..., ...)``).
     max_jobs_per_worker:
         a worker is retired and replaced after this many jobs.
+    prewarm:
+        the process forked for the next job draws a throw-away chart while it waits, so the
+        job does not pay for first-touch page copies (lower latency, a little more CPU).
     """
 
     source: ClassVar[str] = "code"
@@ -355,6 +359,7 @@ class CodeSandboxTool:
         max_jobs_per_worker: int = 500,
         startup_timeout: float = 90.0,
         python: str | None = None,
+        prewarm: bool = True,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -369,6 +374,7 @@ class CodeSandboxTool:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.startup_timeout = startup_timeout
         self.python = python or sys.executable
+        self.prewarm = prewarm
         self._lock = threading.Lock()
         self._pool: _Pool | None = None
         self._level: str | None = None
@@ -458,7 +464,7 @@ class CodeSandboxTool:
             if self._closed:
                 raise SandboxError("the code tool was closed")
             if self._pool is None:
-                launcher = Launcher(self.sandbox_level, self.limits, self.python)
+                launcher = Launcher(self.sandbox_level, self.limits, self.python, self.prewarm)
                 self._pool = _Pool(launcher, self.workers, self.startup_timeout,
                                    self.max_jobs_per_worker)
             return self._pool
