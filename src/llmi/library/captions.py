@@ -39,10 +39,7 @@ _NOISE = frozenset(
      "drawing", "illustration", "cartoon", "picture", "symbol", "line art", "black and white", "pd",
      "hash", "action", "actions", "theme", "icons", ""}
 )
-_LICENCES = {
-    "publicdomain": ("Public domain", "https://creativecommons.org/publicdomain/zero/1.0/"),
-    "zero": ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
-}
+_CC = re.compile(r"creativecommons\.org/licenses/([a-z-]+)/(\d\.\d)", re.IGNORECASE)
 _TRANSLATION = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?(@\w+)?\.utf8=")
 _DIGITS = re.compile(r"(?<![a-z])\d+(?![a-z])")
 _SEP = re.compile(r"[_\-.+]+")
@@ -112,6 +109,27 @@ def read_caption(path: Path, root: Path | None = None) -> Caption:
         licence_url=licence_url,
         origin=origin,
     )
+
+
+def licence_name(url: str) -> tuple[str, str]:
+    """A short licence name for a licence URL (as SVG metadata states it), and the URL.
+
+    >>> licence_name("http://creativecommons.org/licenses/by-sa/3.0/")
+    ('CC BY-SA 3.0', 'http://creativecommons.org/licenses/by-sa/3.0/')
+    >>> licence_name("http://web.resource.org/cc/PublicDomain")[0]
+    'Public domain'
+    """
+    low = url.lower()
+    if "publicdomain/zero" in low:
+        return "CC0 1.0", url
+    if "publicdomain" in low:
+        return "Public domain", url
+    cc = _CC.search(url)
+    if cc:
+        return f"CC {cc.group(1).upper()} {cc.group(2)}", url
+    if "gpl" in low:
+        return ("LGPL" if "lgpl" in low else "GPL") + (" 2.0" if "2.0" in low else ""), url
+    return url, url
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -203,11 +221,7 @@ def _svg_metadata(path: Path) -> tuple[str, str, list[str], str | None, str | No
         if el.tag.endswith("}license"):
             resource = el.get("{" + _NS["rdf"] + "}resource") or ""
             if resource:
-                licence_url = resource
-                key = resource.rstrip("/").rsplit("/", 1)[-1].lower()
-                licence = _LICENCES.get(key, (resource, None))[0]
-                if key in _LICENCES:
-                    licence_url = _LICENCES[key][1]
+                licence, licence_url = licence_name(resource)
             break
     return title, description, keywords, author, licence, licence_url
 

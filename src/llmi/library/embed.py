@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DIMENSIONS", "Embedder", "minilm_path"]
 
 DIMENSIONS = 384
+_MODELS: dict[str, object] = {}
+_LOAD_LOCK = threading.Lock()
 MODEL_NAME = "all-MiniLM-L6-v2"
 
 
@@ -42,15 +44,18 @@ class Embedder:
         self.model_path = Path(model_path) if model_path else None
         self.batch_size = batch_size
         self._model = None
-        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return self.model_path.name if self.model_path else MODEL_NAME
 
     def _load(self):
-        with self._lock:
+        with _LOAD_LOCK:
             if self._model is None:
+                key = str(self.model_path or "")
+                if key in _MODELS:  # one copy per process, however many libraries are open
+                    self._model = _MODELS[key]
+                    return self._model
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -61,7 +66,7 @@ class Embedder:
                     raise MissingDependency("sentence-transformers", "search") from None
                 hf_logging.disable_progress_bar()  # "Loading weights" bars on every start
                 path = self.model_path or minilm_path()
-                self._model = SentenceTransformer(str(path), device="cpu")
+                self._model = _MODELS[key] = SentenceTransformer(str(path), device="cpu")
             return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -50,6 +52,15 @@ def svg_size(head: bytes) -> tuple[float, float] | None:
     return None
 
 
+@functools.cache
+def _empty_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGBA", (1, 1), (0, 0, 0, 0)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def _local_only(svg: Path):
     """A fetcher for cairosvg that never touches the network: data: URLs and files beside the SVG."""
     from urllib.parse import unquote, urlsplit
@@ -67,7 +78,8 @@ def _local_only(svg: Path):
             target = Path(unquote(parts.path)).resolve()
             if target.is_relative_to(folder):
                 return target.read_bytes()
-        raise ValueError(f"external resource refused while rendering {svg.name}: {url[:80]}")
+        # refused: an empty pixel in its place, so the rest of the drawing still renders
+        return _empty_png()
 
     return fetch
 
@@ -84,7 +96,7 @@ def render_svg(path: Path, size: int, cache_dir: Path | None, key: str = "") -> 
             except ValueError:
                 cached.unlink(missing_ok=True)
     try:
-        import cairosvg
+        import cairosvg.surface
     except ImportError:
         raise MissingDependency("cairosvg", "search") from None
     try:
@@ -96,7 +108,8 @@ def render_svg(path: Path, size: int, cache_dir: Path | None, key: str = "") -> 
             kwargs["scale"] = size / max(intrinsic)
         else:
             kwargs["output_width"] = size
-        data = cairosvg.svg2png(
+        # PNGSurface.convert passes url_fetcher on to the parser (svg2png does not take it)
+        data = cairosvg.surface.PNGSurface.convert(
             url=str(path), background_color="white", unsafe=False, url_fetcher=_local_only(path), **kwargs
         )
         image = ImageData.from_bytes(data)
