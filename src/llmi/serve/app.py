@@ -86,8 +86,18 @@ def _run_job(config: ServerConfig):
     return run
 
 
-def create_app(config: ServerConfig, *, worker: InferenceWorker | None = None):
-    """The FastAPI application serving ``config``; the pipeline loads when the app starts."""
+def create_app(
+    config: ServerConfig | str, *, worker: InferenceWorker | None = None, **options: Any
+):
+    """The FastAPI application serving ``config``; the pipeline loads when the app starts.
+
+    ``config`` may also be a model path, with :class:`ServerConfig` fields as keywords:
+    ``create_app("Qwen/Qwen-Image-Edit", mode="edit", device="cuda")``.
+    """
+    if isinstance(config, str):
+        config = ServerConfig(model=config, **options)
+    elif options:
+        config = replace(config, **options)
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
