@@ -193,6 +193,9 @@ class Launcher:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Own session: a terminal's Ctrl-C reaches only the launcher, which then sends each
+            # server exactly one SIGTERM (a second signal would make uvicorn skip draining).
+            start_new_session=True,
         )
         child.pump = threading.Thread(
             target=self._pump, args=(child.proc, spec.label), daemon=True
