@@ -91,3 +91,38 @@ def test_two_cpu_servers_balance_and_crashed_or_hung_ones_are_restarted(tiny_mod
         launcher.stop()
     assert all(c.proc.poll() is not None for c in launcher.children)
     assert any("all servers stopped" in m for m in messages)
+
+
+@pytest.mark.slow  # two server start-ups in subprocesses
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_cli_launcher_prints_urls_and_stops_everything(tiny_models, stop_signal):
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmi.cli", "serve", "image", "--model", str(tiny_models["generation"]),
+         "--gpus", "cpu,cpu", "--port", str(port), "--threads", "1", "--no-access-log",
+         "--log-level", "warning", "--shutdown-grace", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("export QWEN_IMAGE_SERVER_URL="), line
+        urls = line.split("=", 1)[1].split("#")[0].strip().split(",")
+        assert len(urls) == 2
+        pids = [httpx.get(u.replace("localhost", "127.0.0.1") + "/info").json()["pid"] for u in urls]
+        proc.send_signal(stop_signal)
+        code = proc.wait(timeout=60)
+        assert code in (0, 130)
+        time.sleep(0.2)
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
