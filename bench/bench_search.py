@@ -133,7 +133,7 @@ def _serve(routes: dict[str, tuple[float, int, bytes, str]]) -> ThreadingHTTPSer
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             delay, status, body, ctype = routes.get(self.path, (0.0, 404, b"", "text/plain"))
             time.sleep(delay)
             try:
@@ -182,7 +182,7 @@ def bench_fetch(repeats: int) -> None:
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            image, url = asyncio.run(fetcher.first_valid(urls, concurrency=concurrency))
+            _image, url = asyncio.run(fetcher.first_valid(urls, concurrency=concurrency))
             times.append(time.perf_counter() - t0)
             assert url.endswith("/6-valid"), url
         results[label] = statistics.median(times)
