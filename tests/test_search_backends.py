@@ -184,3 +184,34 @@ def test_wikimedia_no_results_and_api_errors(server):
     broken = WikimediaSearch(api_url=server.url("/w/error.php"), fetcher=loopback_fetcher())
     with pytest.raises(BackendError, match="badvalue"):
         asyncio.run(broken.run(call("red kangaroo")))
+
+
+# -- through the engine: the backend and the reasons are recorded on the image ------------------
+
+
+def test_engine_records_backend_credit_and_refusal_reasons(server):
+    from llmi.engine import Engine
+
+    hostile = {"images_results": [
+        {"position": 1, "title": "private", "link": "https://a.example/1", "original": "http://10.0.0.1/secret.png"},
+        {"position": 2, "title": "html", "link": "https://a.example/2", "original": server.url("/img/page.jpg")},
+        {"position": 3, "title": "metadata", "link": "https://a.example/3", "original": "http://169.254.169.254/latest/"},
+    ]}
+    server.route("/img/page.jpg", server.bytes_route(b"<!DOCTYPE html><html></html>", "image/jpeg"))
+    server.route("/serp/hostile.json", server.json_route(hostile))
+    server.route("/serp/engine-ok.json", server.json_route(recorded("serpapi_google_images.json", server)))
+    good = SerpApiSearch("k", base_url=server.url("/serp/engine-ok.json"), fetcher=loopback_fetcher())
+    bad = SerpApiSearch("k", base_url=server.url("/serp/hostile.json"), fetcher=loopback_fetcher())
+    tag = "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'red kangaroo'}}</imgen>"
+
+    ok = Engine({"search": good}).run(f"Look:{tag}")
+    image = [s for s in ok.segments if s.type == "image"][0]
+    assert image.ok and image.backend == "serpapi"
+    assert image.credit.page_url == "https://kids.example.org/animals/red-kangaroo"
+
+    failed = Engine({"search": bad}).run(f"Look:{tag}")
+    image = [s for s in failed.segments if s.type == "image"][0]
+    assert not image.ok and image.backend == "serpapi" and image.error_type == "NotFound"
+    assert "non-public address 10.0.0.1 refused (private)" in image.error
+    assert "looks like HTML" in image.error
+    assert "169.254.169.254 refused (link-local)" in image.error

@@ -95,6 +95,8 @@ class FetchPolicy:
     def __post_init__(self) -> None:
         if isinstance(self.allow_hosts, str):
             object.__setattr__(self, "allow_hosts", (self.allow_hosts,))
+        else:
+            object.__setattr__(self, "allow_hosts", tuple(self.allow_hosts))
         networks, names = [], set()
         for entry in self.allow_hosts:
             try:
