@@ -205,12 +205,12 @@ def test_engine_records_backend_credit_and_refusal_reasons(server):
     tag = "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'red kangaroo'}}</imgen>"
 
     ok = Engine({"search": good}).run(f"Look:{tag}")
-    image = [s for s in ok.segments if s.type == "image"][0]
+    image = next(s for s in ok.segments if s.type == "image")
     assert image.ok and image.backend == "serpapi"
     assert image.credit.page_url == "https://kids.example.org/animals/red-kangaroo"
 
     failed = Engine({"search": bad}).run(f"Look:{tag}")
-    image = [s for s in failed.segments if s.type == "image"][0]
+    image = next(s for s in failed.segments if s.type == "image")
     assert not image.ok and image.backend == "serpapi" and image.error_type == "NotFound"
     assert "non-public address 10.0.0.1 refused (private)" in image.error
     assert "looks like HTML" in image.error
