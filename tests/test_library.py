@@ -106,6 +106,18 @@ def test_captions_from_every_source(tmp_path):
     assert "autobus" not in bus.text  # translations skipped
     assert read_caption(root / "animals" / "img_0042.png", root).title == "A lighthouse on a rocky coast"
     assert read_caption(root / "food" / "dsc1234.jpg", root).title == "A bowl of ramen noodles with egg"
+    xmp = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title><rdf:Alt>'
+        '<rdf:li xml:lang="x-default">A windmill in a tulip field</rdf:li></rdf:Alt></dc:title>'
+        "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    Image.new("RGB", (8, 8)).save(root / "p1.png", "PNG", pnginfo=info)
+    assert read_caption(root / "p1.png", root).title == "A windmill in a tulip field"
     balloon = read_caption(root / "transport" / "hot_air_balloon.png", root)
     assert balloon.origin == "filename" and balloon.text.startswith("hot air balloon") and "transport" in balloon.text
 

@@ -312,9 +312,12 @@ class Library:
                 rows = db.execute("SELECT id, vector FROM items ORDER BY id").fetchall()
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
                 matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, DIMENSIONS)
-                tmp = self.home / "vectors.tmp.npz"
-                np.savez(tmp, ids=ids, vectors=matrix, generation=np.array(generation))
-                os.replace(tmp, snapshot)
+                try:  # only a fast path: a read-only library works without it
+                    tmp = self.home / f"vectors.{os.getpid()}.tmp.npz"
+                    np.savez(tmp, ids=ids, vectors=matrix, generation=np.array(generation))
+                    os.replace(tmp, snapshot)
+                except OSError:
+                    pass
             self._ids, self._matrix, self._generation = ids, matrix, generation
             return ids, matrix
 
