@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
@@ -10,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from llmi.tools.code_sandbox import CodeSandboxTool
+from llmi.tools.code_sandbox import CodeSandboxTool, Limits
 
 FAKE_SECRETS = {
     "SERP_API_KEY": "llmi-test-secret-serp-7f3a9c",
@@ -80,14 +81,28 @@ def listener() -> Iterator[Listener]:
     server.close()
 
 
-@pytest.fixture(scope="module")
-def sandbox_tool() -> Iterator[CodeSandboxTool]:
-    """A two-worker tool with short time limits, started while fake API keys are set."""
+_shared: CodeSandboxTool | None = None
+
+
+@pytest.fixture(autouse=True)
+def _secrets_in_environment() -> Iterator[None]:
+    """Every code-tool test runs with API keys in the parent's environment."""
     with fake_secrets():
-        tool = CodeSandboxTool(workers=2, timeout=3.0)
-        tool.warm_up()
-        yield tool
-    tool.close()
+        yield
+
+
+@pytest.fixture
+def sandbox_tool(_secrets_in_environment) -> CodeSandboxTool:
+    """One two-worker tool with short limits, shared by every code-tool test module.
+
+    Started inside a test (so with the fake keys set), closed when the interpreter exits.
+    """
+    global _shared
+    if _shared is None:
+        _shared = CodeSandboxTool(workers=2, timeout=3.0, limits=Limits(memory=512 << 20))
+        atexit.register(_shared.close)
+        _shared.warm_up()
+    return _shared
 
 
 GOOD_CHART = "x = np.linspace(0, 6.3, 50)\nplt.plot(x, np.sin(x))\nplt.title('sine')"

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from code_sandbox_fixtures import FAKE_SECRETS, GOOD_CHART, listener, sandbox_tool  # noqa: F401
+from code_sandbox_fixtures import (  # noqa: F401
+    FAKE_SECRETS,
+    GOOD_CHART,
+    _secrets_in_environment,
+    listener,
+    sandbox_tool,
+)
 from hostile.cases import CASES, Case
 from llmi.errors import SandboxError
 from llmi.tags import ImageRequest

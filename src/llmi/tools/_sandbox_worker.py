@@ -562,20 +562,29 @@ class Zygote:
     def execute(self, code: str, job: dict) -> tuple[dict, bytes]:
         plt, Figure = self.plt, self.Figure
         kept: list = []
+        save = self.orig_savefig
 
-        def keep_figure(fig, *args, **kwargs):  # savefig: remember the figure, write nothing
+        def keep_figure(fig, fname=None, *args, **kwargs):
+            # LLM-I's contract says no savefig; a model may still call it. The figure is kept
+            # for the chart; a file-like target (BytesIO) gets the bytes it asked for, a path
+            # gets nothing written.
             if fig not in kept:
                 kept.append(fig)
-
-        def show(*args, **kwargs):
+            if fname is not None and hasattr(fname, "write"):
+                return save(fig, fname, *args, **kwargs)
             return None
 
         def pyplot_savefig(*args, **kwargs):
-            keep_figure(plt.gcf())
+            return keep_figure(plt.gcf(), *args, **kwargs)
+
+        def ignore(*args, **kwargs):  # show(), and backend switches (there is no display)
+            return None
 
         Figure.savefig = keep_figure
         plt.savefig = pyplot_savefig
-        plt.show = show
+        plt.show = ignore
+        plt.switch_backend = ignore
+        sys.modules["matplotlib"].use = ignore
         namespace = {
             "__name__": "__main__",
             "__builtins__": __builtins__,

@@ -48,6 +48,7 @@ log = logging.getLogger("llmi.tools.code_sandbox")
 
 _MAX_JSON = 1 << 20
 _MAX_BINARY = 64 << 20
+_MAX_CODE = 256 << 10
 _GRACE = 5.0  # seconds the parent waits past a job's time limit before killing the worker
 _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[str, str], str | None] = {}
@@ -290,7 +291,9 @@ class _Pool:
                     self.replaced += 1
                     threading.Thread(target=worker.kill, daemon=True).start()
                     self._fill()
-                if self._start_error is not None and self._starting == 0:
+                # No worker alive and starting them fails: say why instead of waiting out the
+                # deadline (starts go on being retried, with a back-off).
+                if self._start_error is not None and self._count == self._starting:
                     err, self._start_error = self._start_error, None
                     raise err
                 left = deadline - time.monotonic()
@@ -394,6 +397,8 @@ class CodeSandboxTool:
         code = call.request.params.get("code")
         if not isinstance(code, str) or not code.strip():
             raise SandboxError("the code tag has no code to run")
+        if len(code.encode("utf-8", "replace")) > _MAX_CODE:
+            raise SandboxError(f"the code is longer than {_MAX_CODE >> 10} KB; charts need far less")
         cancel = threading.Event()
         try:
             return await asyncio.to_thread(self._run_blocking, code, call.timeout, cancel)
