@@ -5,7 +5,8 @@
    cores by itself), the same burst of requests.
 2. Liveness under load: ``GET /health`` latency while generations run, llmi's server
    (inference on a worker thread) vs the blocking design (inference inside the ``async``
-   handler, on the event loop — how a naive FastAPI server is written), both in this process.
+   handler, on the event loop — how a naive FastAPI server is written), each server in its
+   own process, loaded by two clients generating back to back.
 
     python bench/bench_server.py            # ~1-2 minutes on 2 cores
     python bench/bench_server.py --quick    # fewer requests
@@ -110,28 +111,41 @@ def blocking_app(runner):
     return app
 
 
-def serve_in_thread(app):
-    import uvicorn
+def start_server_process(args: list[str], port: int):
+    """A server in its own process (its own GIL, as deployed); returns a stop function."""
+    import subprocess
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    proc = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
     while True:
+        if proc.poll() is not None:
+            sys.exit(f"server {args} exited with {proc.returncode}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+            ok = httpx.get(url + "/health", timeout=1).status_code == 200
+            if ok and httpx.get(url + "/ready", timeout=1).status_code in (200, 404):
                 break
         except httpx.HTTPError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.1)
 
     def stop():
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+        proc.terminate()
+        proc.wait(timeout=60)
 
     return url, stop
+
+
+def serve_blocking(model: str, port: int) -> None:
+    """``--serve-blocking``: run the baseline server (this process) until terminated."""
+    import uvicorn
+
+    from llmi.serve.pipelines import PipelineRunner, load_pipeline, set_threads
+
+    set_threads(1)
+    runner = PipelineRunner(load_pipeline(model, "generation", device="cpu"))
+    uvicorn.run(blocking_app(runner), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def health_under_load(url: str, body: dict, probes: int) -> list[float]:
@@ -161,27 +175,22 @@ def health_under_load(url: str, body: dict, probes: int) -> list[float]:
 
 
 def liveness(model: str, probes: int, size: int, steps: int) -> None:
-    import logging
-
-    from llmi.serve.app import ServerConfig, create_app
-    from llmi.serve.pipelines import PipelineRunner, load_pipeline, set_threads
-
-    logging.getLogger("llmi.serve").setLevel(logging.WARNING)
-    set_threads(1)
     body = {"prompt": "a fox", "height": size, "width": size, "num_inference_steps": steps,
             "guidance_scale": 1.0, "seed": 1}  # fmt: skip
-
-    url, stop = serve_in_thread(create_app(ServerConfig(model=model, device="cpu", threads=1)))
-    while httpx.get(url + "/ready").status_code != 200:
-        time.sleep(0.05)
+    port = free_ports(1)
+    url, stop = start_server_process(
+        ["-m", "llmi.serve", "image", "--model", model, "--device", "cpu", "--threads", "1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        port,
+    )  # fmt: skip
     t0 = time.perf_counter()
     httpx.post(url + "/generate/", json=body, timeout=120)
     gen_ms = 1000 * (time.perf_counter() - t0)
     ours = health_under_load(url, body, probes)
     stop()
 
-    runner = PipelineRunner(load_pipeline(model, "generation", device="cpu"))
-    url, stop = serve_in_thread(blocking_app(runner))
+    port = free_ports(1)
+    url, stop = start_server_process([__file__, "--serve-blocking", str(port), "--model", model], port)
     base = health_under_load(url, body, probes)
     stop()
 
@@ -202,11 +211,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the tiny one)")
+    parser.add_argument("--serve-blocking", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     from llmi.serve.testing import tiny_pipeline_path
 
-    model = str(tiny_pipeline_path("generation"))
+    model = args.model or str(tiny_pipeline_path("generation"))
+    if args.serve_blocking:
+        serve_blocking(model, args.serve_blocking)
+        return
     requests = 24 if args.quick else 60
     import os
 

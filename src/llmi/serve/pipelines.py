@@ -203,6 +203,8 @@ def load_pipeline(
 
     if model == TINY_MODEL_NAME:
         model = str(tiny_pipeline_path(mode))
+        if mode == "edit" and not edit_max_pixels:
+            edit_max_pixels = 64 * 64  # noise at any size: keep the demo instant on a CPU
     if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
         raise ConfigError(f"no pipeline folder at {model!r} (give a diffusers folder or a Hub id)")
     model = str(Path(model).expanduser()) if model.startswith("~") else model
