@@ -180,10 +180,12 @@ def image(
             cpu_offload=cpu_offload,
             debug_job_delay=debug_job_delay,
         )
-        sys.exit(
-            run_server(
+        try:
+            code = run_server(
                 config, host=host, port=port, log_level=log_level, access_log=not no_access_log
             )
-        )
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it drained on
+            code = 130
+        sys.exit(code)
     except LlmiError as exc:
         raise click.ClickException(str(exc)) from exc

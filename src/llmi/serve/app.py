@@ -252,7 +252,7 @@ def create_app(
             "in_flight": worker.in_flight,
             "counters": {**worker.counters.snapshot(), "invalid_requests": state["invalid"]},
             "limits": asdict(lim),
-            "edit_max_pixels": config.edit_max_pixels,
+            "edit_max_pixels": loaded.edit_max_pixels if loaded else config.edit_max_pixels,
             "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "uptime_s": round(time.time() - started, 1),

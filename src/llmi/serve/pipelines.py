@@ -80,6 +80,7 @@ class LoadedPipeline:
     dtype: str
     pipeline_class: str
     size_multiple: int
+    edit_max_pixels: int | None = None
 
 
 def _torch():
@@ -240,6 +241,7 @@ def load_pipeline(
         dtype=str(torch_dtype).removeprefix("torch."),
         pipeline_class=type(pipe).__name__,
         size_multiple=int(multiple),
+        edit_max_pixels=edit_max_pixels,
     )
 
 
