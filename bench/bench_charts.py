@@ -18,7 +18,6 @@ Targets (issue 2): llmi throughput >= 8x cold; llmi median latency <= 1.5x warm.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import os
 import statistics
@@ -84,7 +83,7 @@ def warm_renderer():
 
     def one(code: str) -> float:
         t = time.perf_counter()
-        exec(code, {"plt": plt, "np": np, "pd": pd, "sns": sns})
+        exec(code, {"plt": plt, "np": np, "pd": pd, "sns": sns})  # noqa: S102 - the baseline
         plt.gcf().savefig(io.BytesIO(), format="png", bbox_inches="tight")
         plt.close("all")
         return time.perf_counter() - t
@@ -130,8 +129,13 @@ def llmi(codes: list[str], workers: int, rounds: int) -> dict:
         level = tool.sandbox_level
     finally:
         engine.close()
-    return {"startup": startup, "latencies": latencies, "warm": warm_latencies, "wall": wall,
-            "level": level}
+    return {
+        "startup": startup,
+        "latencies": latencies,
+        "warm": warm_latencies,
+        "wall": wall,
+        "level": level,
+    }
 
 
 def main() -> None:
@@ -150,19 +154,29 @@ def main() -> None:
     cold_rate = len(cold_codes) / cold_wall
     llmi_rate = n / result["wall"]
     med = statistics.median
-    print(f"charts: {n}  cores: {os.cpu_count()}  workers: {args.workers}  sandbox: {result['level']}")
-    print(f"cold python -c per chart ({len(cold_codes)} charts, {args.workers} at a time): "
-          f"{cold_rate:.2f} charts/s, median {med(cold_lat) * 1000:.0f} ms/chart")
-    print(f"warm in-process:  median {med(warm_lat) * 1000:.0f} ms/chart "
-          f"({1 / med(warm_lat):.1f} charts/s on one core)")
-    print(f"llmi engine + sandbox pool: {llmi_rate:.2f} charts/s (batch of {n} in "
-          f"{result['wall']:.2f} s), median {med(result['latencies']) * 1000:.0f} ms/chart "
-          f"(pool start-up {result['startup']:.1f} s, once)")
+    print(
+        f"charts: {n}  cores: {os.cpu_count()}  workers: {args.workers}  sandbox: {result['level']}"
+    )
+    print(
+        f"cold python -c per chart ({len(cold_codes)} charts, {args.workers} at a time): "
+        f"{cold_rate:.2f} charts/s, median {med(cold_lat) * 1000:.0f} ms/chart"
+    )
+    print(
+        f"warm in-process:  median {med(warm_lat) * 1000:.0f} ms/chart "
+        f"({1 / med(warm_lat):.1f} charts/s on one core)"
+    )
+    print(
+        f"llmi engine + sandbox pool: {llmi_rate:.2f} charts/s (batch of {n} in "
+        f"{result['wall']:.2f} s), median {med(result['latencies']) * 1000:.0f} ms/chart "
+        f"(pool start-up {result['startup']:.1f} s, once)"
+    )
     ratio = llmi_rate / cold_rate
     lat_ratio = med(result["latencies"]) / med(warm_lat)
     print(f"throughput vs cold: {ratio:.1f}x (target >= 8x) {'OK' if ratio >= 8 else 'MISSED'}")
-    print(f"median latency vs warm: {lat_ratio:.2f}x (target <= 1.5x) "
-          f"{'OK' if lat_ratio <= 1.5 else 'MISSED'}")
+    print(
+        f"median latency vs warm: {lat_ratio:.2f}x (target <= 1.5x) "
+        f"{'OK' if lat_ratio <= 1.5 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

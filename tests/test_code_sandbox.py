@@ -11,13 +11,13 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from code_sandbox_fixtures import (  # noqa: F401
     FAKE_SECRETS,
     GOOD_CHART,
     _secrets_in_environment,
     sandbox_tool,
 )
+
 from llmi.errors import SandboxError
 from llmi.tags import ImageRequest
 from llmi.tools.base import Tool, ToolCall
@@ -82,7 +82,7 @@ def test_plt_pd_sns_np_are_predefined(sandbox_tool):  # noqa: F811
 def test_llmi_prompt_sine_example_renders(sandbox_tool):  # noqa: F811
     code = (
         "x = np.linspace(0, 4 * np.pi, 200)\ny = np.sin(x)\nplt.figure(figsize=(10, 4))\n"
-        "plt.plot(x, y)\nplt.title(\"Sine Wave from 0 to 4pi\")\nplt.xlabel(\"Angle [rad]\")\n"
+        'plt.plot(x, y)\nplt.title("Sine Wave from 0 to 4pi")\nplt.xlabel("Angle [rad]")\n'
         "plt.ylabel(\"sin(x)\")\nplt.grid(True)\nplt.axhline(y=0, color='k', linestyle='--')"
     )
     out = render(sandbox_tool, code)
@@ -132,7 +132,11 @@ def test_several_figures_are_stacked(sandbox_tool):  # noqa: F811
 
 @pytest.mark.parametrize(
     "code",
-    ["x = 1", "plt.figure()", "fig, ax = plt.subplots()\nax.set_title('only a title')\nax.set_xlim(0, 1)"],
+    [
+        "x = 1",
+        "plt.figure()",
+        "fig, ax = plt.subplots()\nax.set_title('only a title')\nax.set_xlim(0, 1)",
+    ],
     ids=["no figure", "empty figure", "axes without data"],
 )
 def test_a_chart_with_nothing_drawn_fails(sandbox_tool, code):  # noqa: F811

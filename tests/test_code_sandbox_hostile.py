@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from code_sandbox_fixtures import (  # noqa: F401
     FAKE_SECRETS,
     GOOD_CHART,
@@ -22,6 +21,7 @@ from code_sandbox_fixtures import (  # noqa: F401
     sandbox_tool,
 )
 from hostile.cases import CASES, Case
+
 from llmi.errors import SandboxError
 from llmi.tags import ImageRequest
 from llmi.tools.base import ToolCall
@@ -114,7 +114,7 @@ def test_no_daemon_survives_a_job(sandbox_tool):  # noqa: F811
         "raise RuntimeError(f'processes={len(alive)}')"
     )
     for _ in range(4):  # both workers, twice
-        out, error = _render(sandbox_tool, leave)
+        _, error = _render(sandbox_tool, leave)
         assert error is None, error
         _, error = _render(sandbox_tool, count)
         # bwrap's init, the worker, and the counting job itself

@@ -30,6 +30,7 @@ class Case:
     host_risk: bool = False
 
 
+# fmt: off
 CASES: tuple[Case, ...] = (
     # --- network ----------------------------------------------------------------------------
     Case("socket to the internet", "import socket\ns = socket.create_connection(('1.1.1.1', 80), timeout=2)\nplt.plot([1])",
@@ -121,7 +122,7 @@ CASES: tuple[Case, ...] = (
     Case("os._exit", "import os\nos._exit(0)",
          "fail", r"exited"),
     Case("delete matplotlib", "import sys\nfor name in [m for m in sys.modules if m.startswith('matplotlib')]:\n    del sys.modules[name]\nplt.plot([1, 2])",
-         "any", r"the code raised \w+Error"),  # half-reimported modules may not mix
+         "any", r"the code raised \w+Error|time limit", slow=True),  # re-imports: slow, may not mix
     Case("break the import system", "import builtins\nbuiltins.__import__ = None\nplt.plot([1, 2])",
          "any", r"TypeError"),
     Case("write on the protocol pipes", "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\xff' * 64)\n    except OSError:\n        pass\nplt.plot([1])",
@@ -131,3 +132,4 @@ CASES: tuple[Case, ...] = (
     Case("poison the next job", "import matplotlib, numpy\nnumpy.pi = 3\nmatplotlib.rcParams['lines.linewidth'] = 80\nplt.plot = None\nopen('/tmp/planted.py', 'w').write('x')\nimport builtins\nbuiltins.print = None\nplt.figure().gca().bar([1], [1])",
          "ok"),
 )
+# fmt: on

@@ -31,18 +31,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["LEVELS", "LaunchPlan", "Launcher", "probe_level"]
 
 log = logging.getLogger("llmi.tools.code_sandbox")
 
 LEVELS = ("bwrap", "unshare", "rlimits")
-WORKER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_worker.py")
-_INSIDE_WORKER = "/.llmi/worker.py"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER_PATH = os.path.join(_HERE, "_sandbox_worker.py")
+RENDER_PATH = os.path.join(_HERE, "_sandbox_render.py")  # imported by the worker
+_INSIDE_WORKER = "/.llmi/_sandbox_worker.py"
+_INSIDE_RENDER = "/.llmi/_sandbox_render.py"
 _INSIDE_FONT_CACHE = "/.llmi/fontcache"
 _PACKAGES = ("numpy", "pandas", "matplotlib", "seaborn", "PIL")
-_ETC = ("/etc/fonts", "/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives", "/etc/ssl/certs")
+_ETC = ("/etc/fonts", "/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
 _SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -80,7 +83,9 @@ def interpreter_dirs(python: str = sys.executable) -> list[str]:
     import sysconfig
 
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-    paths += [sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    paths += [
+        sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")
+    ]
     try:
         paths += site.getsitepackages()
     except AttributeError:  # pragma: no cover - old virtualenv
@@ -110,7 +115,11 @@ def font_cache_files() -> list[str]:
 
 def user_font_dirs() -> list[str]:
     home = os.path.expanduser("~")
-    dirs = [os.path.join(home, ".local/share/fonts"), os.path.join(home, ".fonts"), "/usr/local/share/fonts"]
+    dirs = [
+        os.path.join(home, ".local/share/fonts"),
+        os.path.join(home, ".fonts"),
+        "/usr/local/share/fonts",
+    ]
     return [d for d in dirs if os.path.isdir(d)]
 
 
@@ -127,7 +136,12 @@ class Limits:
     max_pixels: int = 40_000_000
 
     def job_fields(self) -> dict:
-        return {"memory": self.memory, "fsize": self.fsize, "nofile": self.nofile, "nproc": self.nproc}
+        return {
+            "memory": self.memory,
+            "fsize": self.fsize,
+            "nofile": self.nofile,
+            "nproc": self.nproc,
+        }
 
 
 @dataclass
@@ -139,8 +153,6 @@ class LaunchPlan:
     cwd: str | None
     uid: int | None
     private_dir: str | None = None
-    fds: tuple[int, int] = (3, 4)
-    extra: dict = field(default_factory=dict)
 
     def cleanup(self) -> None:
         if self.private_dir:
@@ -171,9 +183,17 @@ class Launcher:
 
     def _config(self, uid: int | None, fd_in: int, fd_out: int, **extra) -> str:
         debug = bool(os.environ.get("LLMI_SANDBOX_DEBUG"))  # workers keep stderr (to the log file)
-        return json.dumps({"uid": uid, "fd_in": fd_in, "fd_out": fd_out, "debug": debug,
-                           "limits": self.limits.job_fields(), "prewarm": self.prewarm,
-                           **extra})
+        return json.dumps(
+            {
+                "uid": uid,
+                "fd_in": fd_in,
+                "fd_out": fd_out,
+                "debug": debug,
+                "limits": self.limits.job_fields(),
+                "prewarm": self.prewarm,
+                **extra,
+            }
+        )
 
     def _plan_bwrap(self, uid: int | None, fd_in: int, fd_out: int) -> LaunchPlan:
         argv = [
@@ -189,7 +209,7 @@ class Launcher:
             elif os.path.isdir(top):
                 argv += ["--ro-bind", top, top]
         binds = [(p, p) for p in interpreter_dirs(self.python) + user_font_dirs()]
-        binds.append((WORKER_PATH, _INSIDE_WORKER))
+        binds += [(WORKER_PATH, _INSIDE_WORKER), (RENDER_PATH, _INSIDE_RENDER)]
         inside_caches = []
         for i, path in enumerate(font_cache_files()):
             dest = f"{_INSIDE_FONT_CACHE}/{i}/{os.path.basename(path)}"
@@ -198,8 +218,7 @@ class Launcher:
         # bwrap would create the missing parents of a mount point with mode 0700, which the
         # job's uid could not traverse: create them first, world-readable and empty.
         parents = {
-            os.path.dirname(dest)
-            for _, dest in binds + [(p, p) for p in _ETC if os.path.exists(p)]
+            os.path.dirname(dest) for _, dest in binds + [(p, p) for p in _ETC if os.path.exists(p)]
         }
         ancestors = set()
         for d in parents:
@@ -224,12 +243,24 @@ class Launcher:
         if self.is_root:
             # The worker stays root only to fork jobs that drop to ``uid`` and to kill them.
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
-        env = dict(_SANDBOX_ENV, HOME="/tmp", MPLCONFIGDIR="/tmp/.llmi-mpl",
-                   XDG_CACHE_HOME="/tmp/.llmi-cache", TMPDIR="/tmp")
+        env = dict(
+            _SANDBOX_ENV,
+            HOME="/tmp",
+            MPLCONFIGDIR="/tmp/.llmi-mpl",
+            XDG_CACHE_HOME="/tmp/.llmi-cache",
+            TMPDIR="/tmp",
+        )
         for key, value in env.items():
             argv += ["--setenv", key, value]
-        config = self._config(uid, fd_in, fd_out, pidns=True, private_tmp=True, workdir="/tmp/job",
-                              font_cache=inside_caches)
+        config = self._config(
+            uid,
+            fd_in,
+            fd_out,
+            pidns=True,
+            private_tmp=True,
+            workdir="/tmp/job",
+            font_cache=inside_caches,
+        )
         argv += ["--", self.python, "-I", "-B", _INSIDE_WORKER, config]
         return LaunchPlan(argv=argv, env={"PATH": _SANDBOX_ENV["PATH"]}, cwd="/", uid=uid)
 
@@ -239,18 +270,30 @@ class Launcher:
             f"mount -t tmpfs -o size={size},mode=1777 llmi-tmp /tmp && "
             "{ mount -t tmpfs -o size=1m,mode=1777 llmi-vartmp /var/tmp || true; } && "
             "{ mount -t tmpfs -o size=1m,mode=1777 llmi-shm /dev/shm || true; } && "
-            "mkdir -m 0755 /tmp/.llmi-mpl /tmp/.llmi-cache && cd /tmp && exec \"$@\""
+            'mkdir -m 0755 /tmp/.llmi-mpl /tmp/.llmi-cache && cd /tmp && exec "$@"'
         )
-        config = self._config(uid, fd_in, fd_out, pidns=True, private_tmp=True, workdir="/tmp/job",
-                              font_cache=font_cache_files())
+        config = self._config(
+            uid,
+            fd_in,
+            fd_out,
+            pidns=True,
+            private_tmp=True,
+            workdir="/tmp/job",
+            font_cache=font_cache_files(),
+        )
         argv = [
             "unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
             "--ipc", "--uts", "--mount", "--propagation", "private",
             "/bin/sh", "-c", mounts, "sh",
             self.python, "-I", "-B", WORKER_PATH, config,
         ]  # fmt: skip
-        env = dict(_SANDBOX_ENV, HOME="/tmp", MPLCONFIGDIR="/tmp/.llmi-mpl",
-                   XDG_CACHE_HOME="/tmp/.llmi-cache", TMPDIR="/tmp")
+        env = dict(
+            _SANDBOX_ENV,
+            HOME="/tmp",
+            MPLCONFIGDIR="/tmp/.llmi-mpl",
+            XDG_CACHE_HOME="/tmp/.llmi-cache",
+            TMPDIR="/tmp",
+        )
         return LaunchPlan(argv=argv, env=env, cwd="/", uid=uid)
 
     def _plan_rlimits(self, uid: int | None, fd_in: int, fd_out: int) -> LaunchPlan:
@@ -262,10 +305,17 @@ class Launcher:
         if uid is not None:
             os.chown(private, uid, uid)
         os.chmod(private, 0o700 if uid is None else 0o755)
-        config = self._config(uid, fd_in, fd_out, pidns=False,
-                              workdir=os.path.join(private, "job"), font_cache=font_cache_files())
-        env = dict(_SANDBOX_ENV, HOME=private, MPLCONFIGDIR=mpl, XDG_CACHE_HOME=cache,
-                   TMPDIR=private)
+        config = self._config(
+            uid,
+            fd_in,
+            fd_out,
+            pidns=False,
+            workdir=os.path.join(private, "job"),
+            font_cache=font_cache_files(),
+        )
+        env = dict(
+            _SANDBOX_ENV, HOME=private, MPLCONFIGDIR=mpl, XDG_CACHE_HOME=cache, TMPDIR=private
+        )
         argv = [self.python, "-I", "-B", WORKER_PATH, config]
         return LaunchPlan(argv=argv, env=env, cwd=private, uid=uid, private_dir=private)
 
@@ -284,7 +334,7 @@ def probe_level(level: str, python: str = sys.executable, timeout: float = 20.0)
     try:
         proc = subprocess.run(
             argv, env=plan.env, cwd=plan.cwd, stdin=subprocess.DEVNULL,
-            capture_output=True, timeout=timeout,
+            capture_output=True, timeout=timeout, check=False,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{tool} failed: {exc}"

@@ -30,41 +30,21 @@ import gc
 import io
 import json
 import os
-import shutil
 import resource
 import select
+import shutil
 import signal
 import struct
 import sys
 import time
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script, with -I
+from _sandbox_render import Renderer
+
 FD_IN, FD_OUT = 3, 4  # replaced from the config at start-up
 MAX_JSON = 1 << 20
 MAX_BINARY = 64 << 20
-CODE_FILENAME = "<chart code>"
-# Imported up front: cheap, often used by chart code, and (at the weaker sandbox levels) a job
-# that dropped privileges may be unable to read the interpreter's files to import them later.
-PRELOAD = (
-    "math", "random", "datetime", "collections", "itertools", "functools", "statistics",
-    "string", "textwrap", "decimal", "fractions", "calendar", "colorsys", "csv", "re",
-    "json", "time", "copy", "operator", "encodings.idna", "socket", "threading",
-    "matplotlib.dates", "matplotlib.ticker", "matplotlib.patches", "matplotlib.colors",
-    "matplotlib.cm", "matplotlib.gridspec", "matplotlib.lines", "matplotlib.font_manager",
-    "mpl_toolkits.mplot3d", "PIL.Image",
-)  # fmt: skip
-CJK_FAMILIES = (
-    "Noto Sans CJK SC",
-    "Noto Sans CJK JP",
-    "Noto Sans CJK TC",
-    "Noto Sans CJK KR",
-    "Source Han Sans SC",
-    "WenQuanYi Zen Hei",
-    "WenQuanYi Micro Hei",
-    "Droid Sans Fallback",
-    "AR PL UMing CN",
-    "AR PL UKai CN",
-)
 
 
 # --- framing ------------------------------------------------------------------------------
@@ -123,7 +103,7 @@ class Zygote:
         self.uid = config.get("uid")  # drop to this uid in each job (None: stay as we are)
         self.pidns = bool(config.get("pidns"))  # we run in our own PID namespace
         self.pid1 = os.getpid() == 1  # we reap orphans ourselves
-        self.cjk_font: str | None = None
+        self.renderer: Renderer | None = None
         self.prctl = None
         self.base_vm_kb = 0
         self.spare: tuple[int, int, int, int] | None = None
@@ -138,31 +118,9 @@ class Zygote:
             self.prctl = ctypes.CDLL(None, use_errno=True).prctl
         except (ImportError, OSError, AttributeError):
             self.prctl = None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import numpy as np
-        import pandas as pd
-        import matplotlib.pyplot as plt
-        import seaborn as sns
-        from matplotlib.figure import Figure
-        import logging
-        import warnings
-
-        logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
-        self.np, self.pd, self.plt, self.sns, self.Figure = np, pd, plt, sns, Figure
-        self.orig_savefig = Figure.savefig
-        import importlib
-
-        for name in PRELOAD:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
-        self._install_cjk_fallback()
-        self._warm_up()
-        plt.close("all")
+        memory = int(self.config.get("limits", {}).get("memory") or 0)
+        self.renderer = Renderer(memory_limit=memory)
+        self.renderer.prepare()
         self.base_vm_kb = _vm_size_kb()
         gc.collect()
         gc.freeze()  # keep the forked children from copying the zygote's heap pages
@@ -181,65 +139,6 @@ class Zygote:
             except OSError:
                 pass
 
-    def _install_cjk_fallback(self) -> None:
-        import matplotlib
-        from matplotlib import font_manager as fm
-
-        found = None
-        for family in CJK_FAMILIES:
-            try:
-                path = fm.fontManager.findfont(
-                    fm.FontProperties(family=family), fallback_to_default=False
-                )
-            except ValueError:
-                continue
-            found = (family, path)
-            break
-        if found is None:
-            return
-        family, path = found
-        self.cjk_font = family
-        for key in ("font.sans-serif", "font.serif", "font.monospace"):
-            names = list(matplotlib.rcParams[key])
-            if family not in names:
-                matplotlib.rcParams[key] = names + [family]
-        # Per-glyph fallback to the CJK font whatever families the code (or sns.set_theme,
-        # or a missing 'SimHei') asks for: matplotlib renders each glyph from the first font
-        # in this list that has it.
-        original = fm.FontManager._find_fonts_by_props
-        cjk_path = path
-
-        def find_fonts_with_cjk(self, prop, *args, **kwargs):
-            paths = original(self, prop, *args, **kwargs)
-            if kwargs.get("fontext", args[0] if args else "ttf") != "ttf":
-                return paths
-            if cjk_path not in paths:
-                paths = [*paths, cjk_path]
-            return paths
-
-        fm.FontManager._find_fonts_by_props = find_fonts_with_cjk
-
-    def _warm_up(self) -> None:
-        np, pd, plt, sns = self.np, self.pd, self.plt, self.sns
-        x = np.linspace(0, 1, 20)
-        fig, axes = plt.subplots(2, 3, figsize=(6, 4))
-        axes[0, 0].plot(x, np.sin(x), label="sin 正弦")
-        axes[0, 0].legend()
-        axes[0, 0].set_title("warm-up 预热")
-        axes[0, 1].bar(["a", "b"], [1, 2])
-        axes[0, 2].scatter(x, x)
-        axes[1, 0].hist(x)
-        axes[1, 1].pie([1, 2])
-        axes[1, 2].imshow(np.eye(3))
-        df = pd.DataFrame({"k": ["a", "b", "a"], "v": [1.0, 2.0, 3.0]})
-        sns.barplot(data=df, x="k", y="v", ax=axes[0, 1])
-        sns.lineplot(data=df, x="v", y="v", ax=axes[0, 2])
-        sns.heatmap(np.eye(2), ax=axes[1, 2], annot=True)
-        df.plot(y="v", ax=axes[1, 0])
-        fig.tight_layout()
-        self.orig_savefig(fig, io.BytesIO(), format="png", bbox_inches="tight")
-        from PIL import Image  # noqa: F401  (used to stack several figures)
-
     # 2. the serving loop
     def serve(self) -> None:
         self._prefork()
@@ -248,7 +147,7 @@ class Zygote:
             {
                 "type": "ready",
                 "pid": os.getpid(),
-                "cjk_font": self.cjk_font,
+                "cjk_font": self.renderer.cjk_font,
                 "python": sys.version.split()[0],
                 "uid": os.getuid(),
             },
@@ -300,8 +199,11 @@ class Zygote:
     def run_job(self, job: dict) -> tuple[int, dict, bytes]:
         timeout = float(job.get("timeout", 20.0))
         max_output = int(job.get("max_output", 1 << 20))
-        message = {"code": job.get("code", ""), "timeout": timeout,
-                   "max_pixels": job.get("max_pixels")}
+        message = {
+            "code": job.get("code", ""),
+            "timeout": timeout,
+            "max_pixels": job.get("max_pixels"),
+        }
         for attempt in range(2):
             if self.spare is None:
                 self._prefork()
@@ -376,8 +278,8 @@ class Zygote:
                     break
                 if pidfd in ready:
                     # The child is gone: what it wrote is already in the pipes.
-                    for fd in list(open_fds):
-                        while (chunk := _read_some(fd)):
+                    for fd in open_fds:
+                        while chunk := _read_some(fd):
                             if fd == r_res:
                                 res += chunk
                             else:
@@ -399,15 +301,25 @@ class Zygote:
                 header, png = parse_frame(bytes(res))
             except (ValueError, json.JSONDecodeError):
                 return (
-                    {"type": "result", "ok": False, "kind": "protocol",
-                     "message": "the job sent a malformed result", "output": out_tail},
+                    {
+                        "type": "result",
+                        "ok": False,
+                        "kind": "protocol",
+                        "message": "the job sent a malformed result",
+                        "output": out_tail,
+                    },
                     b"",
                 )
             header.update(type="result", output=out_tail)
             if header.get("ok") and (not png.startswith(b"\x89PNG") or len(png) < 32):
                 return (
-                    {"type": "result", "ok": False, "kind": "protocol",
-                     "message": "the job sent something that is not a PNG", "output": out_tail},
+                    {
+                        "type": "result",
+                        "ok": False,
+                        "kind": "protocol",
+                        "message": "the job sent something that is not a PNG",
+                        "output": out_tail,
+                    },
                     b"",
                 )
             return header, png
@@ -469,16 +381,18 @@ class Zygote:
         os.closerange(job_fd + 1, 1 << 20)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True,
-                                      errors="replace")
-        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True,
-                                      errors="replace")
+        sys.stdout = io.TextIOWrapper(
+            io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace"
+        )
+        sys.stderr = io.TextIOWrapper(
+            io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace"
+        )
         self._drop_privileges()
         self._set_limits()
         self._fresh_workdir()
         # Prewarm only when no job is already waiting (a busy pool wants the CPU for jobs).
         if self.config.get("prewarm", True) and not select.select([job_fd], [], [], 0.03)[0]:
-            self._prewarm()
+            self.renderer.prewarm()
         frame = read_frame(job_fd)
         if frame is None:
             os._exit(0)  # the worker is going away
@@ -488,9 +402,9 @@ class Zygote:
         _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1)
         gc.disable()  # a short-lived process; the address-space limit still bounds it
         try:
-            header, png = self.execute(job.get("code", ""), job)
-        except BaseException as exc:  # the renderer itself failed (memory, a broken figure)
-            header, png = _failure_from_exception(exc, self.config), b""
+            header, png = self.renderer.run(job.get("code", ""), job, self.job_pid)
+        except BaseException as exc:  # noqa: BLE001 - rendering failed (memory, a broken figure)
+            header, png = self.renderer.failure(exc), b""
         if os.getpid() != self.job_pid:
             os._exit(0)  # a process the code forked got here: only the job's own answer counts
         try:
@@ -502,19 +416,6 @@ class Zygote:
             write_frame(res_fd, header, png)
         finally:
             os._exit(0)
-
-    def _prewarm(self) -> None:
-        """Touch the render path while idle, so the job does not pay for copy-on-write faults."""
-        plt = self.plt
-        try:
-            fig, ax = plt.subplots()
-            ax.plot([0, 1], [0, 1], label="x")
-            ax.set_title("t")
-            ax.legend()
-            self.orig_savefig(fig, io.BytesIO(), format="png", bbox_inches="tight")
-            plt.close(fig)
-        except Exception:
-            plt.close("all")
 
     def _drop_privileges(self) -> None:
         if self.uid is None or os.geteuid() != 0:
@@ -558,87 +459,6 @@ class Zygote:
         os.makedirs(base, exist_ok=True)
         os.chdir(base)
         os.environ["TMPDIR"] = base
-
-    def execute(self, code: str, job: dict) -> tuple[dict, bytes]:
-        plt, Figure = self.plt, self.Figure
-        kept: list = []
-        save = self.orig_savefig
-
-        def keep_figure(fig, fname=None, *args, **kwargs):
-            # LLM-I's contract says no savefig; a model may still call it. The figure is kept
-            # for the chart; a file-like target (BytesIO) gets the bytes it asked for, a path
-            # gets nothing written.
-            if fig not in kept:
-                kept.append(fig)
-            if fname is not None and hasattr(fname, "write"):
-                return save(fig, fname, *args, **kwargs)
-            return None
-
-        def pyplot_savefig(*args, **kwargs):
-            return keep_figure(plt.gcf(), *args, **kwargs)
-
-        def ignore(*args, **kwargs):  # show(), and backend switches (there is no display)
-            return None
-
-        Figure.savefig = keep_figure
-        plt.savefig = pyplot_savefig
-        plt.show = ignore
-        plt.switch_backend = ignore
-        sys.modules["matplotlib"].use = ignore
-        namespace = {
-            "__name__": "__main__",
-            "__builtins__": __builtins__,
-            "plt": plt,
-            "pd": self.pd,
-            "sns": self.sns,
-            "np": self.np,
-        }
-        try:
-            compiled = compile(code, CODE_FILENAME, "exec")
-        except SyntaxError as exc:
-            line = f" (line {exc.lineno}: {(exc.text or '').strip()[:120]})" if exc.lineno else ""
-            return {"ok": False, "kind": "syntax",
-                    "message": f"the code is not valid Python: {exc.msg}{line}"}, b""
-        try:
-            try:
-                exec(compiled, namespace)
-            finally:
-                if os.getpid() != self.job_pid:
-                    os._exit(0)  # a fork of the code must not render or answer
-        except SystemExit as exc:
-            if exc.code not in (None, 0):
-                return {"ok": False, "kind": "exit",
-                        "message": f"the code called sys.exit({exc.code!r})"}, b""
-        except BaseException as exc:
-            return _failure_from_exception(exc, self.config, code), b""
-        import matplotlib._pylab_helpers as helpers
-
-        figures = [m.canvas.figure for m in helpers.Gcf.get_all_fig_managers()]
-        for fig in kept:
-            if fig not in figures:
-                figures.append(fig)
-        drawn = [fig for fig in figures if _has_content(fig)]
-        if not drawn:
-            what = "no figure was created" if not figures else "no figure has anything drawn on it"
-            return {"ok": False, "kind": "empty",
-                    "message": f"the code drew nothing ({what}); plot something with plt, sns "
-                    "or pandas"}, b""
-        max_pixels = int(job.get("max_pixels") or 40_000_000)
-        pngs = []
-        for fig in drawn:
-            w, h = fig.get_size_inches() * fig.dpi
-            if w * h > max_pixels or w <= 0 or h <= 0:
-                return {"ok": False, "kind": "too_large",
-                        "message": f"a figure is too large to render ({int(w)}x{int(h)} pixels; "
-                        f"the limit is {max_pixels // 1_000_000} megapixels)"}, b""
-            buf = io.BytesIO()
-            self.orig_savefig(fig, buf, format="png", bbox_inches="tight")
-            pngs.append(buf.getvalue())
-        png, width, height = _stack(pngs) if len(pngs) > 1 else (pngs[0], *_png_size(pngs[0]))
-        if width * height > max_pixels:
-            return {"ok": False, "kind": "too_large",
-                    "message": f"the figures are too large together ({width}x{height} pixels)"}, b""
-        return {"ok": True, "figures": len(pngs), "width": width, "height": height}, png
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -714,64 +534,10 @@ def _describe_exit(status: int) -> dict:
         extra = f": {reason}" if reason else ""
         return {"kind": kind, "message": f"the code was killed by {name}{extra}"}
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-    return {"kind": "exit",
-            "message": f"the code exited (status {code}) before the chart was rendered"}
-
-
-def _failure_from_exception(exc: BaseException, config: dict, code: str = "") -> dict:
-    if isinstance(exc, MemoryError):
-        mb = int(config.get("limits", {}).get("memory") or 0) >> 20
-        limit = f" (limit {mb} MB)" if mb else ""
-        return {"ok": False, "kind": "memory", "message": f"the code ran out of memory{limit}"}
-    if isinstance(exc, RecursionError):
-        pass
-    line = ""
-    lineno = None
-    for frame, no in traceback.walk_tb(exc.__traceback__):
-        if frame.f_code.co_filename == CODE_FILENAME:
-            lineno = no
-    if lineno is not None:
-        lines = code.splitlines()
-        text = lines[lineno - 1].strip()[:120] if 0 < lineno <= len(lines) else ""
-        line = f" (line {lineno}: {text})" if text else f" (line {lineno})"
-    message = str(exc)
-    if len(message) > 500:
-        message = message[:500] + "..."
-    name = type(exc).__name__
-    return {"ok": False, "kind": "exception", "exception": name,
-            "message": f"the code raised {name}: {message}{line}"}
-
-
-def _has_content(fig) -> bool:
-    if fig.texts or fig.images or fig.lines or fig.patches or fig.legends or fig.artists:
-        return True
-    for ax in fig.axes:
-        if ax.has_data() or ax.texts or ax.tables or ax.artists or ax.images:
-            return True
-        if getattr(ax, "collections", None) or getattr(ax, "patches", None):
-            return True
-    return False
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    return struct.unpack(">II", png[16:24])
-
-
-def _stack(pngs: list[bytes]) -> tuple[bytes, int, int]:
-    from PIL import Image
-
-    images = [Image.open(io.BytesIO(p)).convert("RGBA") for p in pngs]
-    gap = 10
-    width = max(im.width for im in images)
-    height = sum(im.height for im in images) + gap * (len(images) - 1)
-    sheet = Image.new("RGBA", (width, height), (255, 255, 255, 255))
-    y = 0
-    for im in images:
-        sheet.paste(im, ((width - im.width) // 2, y), im)
-        y += im.height + gap
-    out = io.BytesIO()
-    sheet.save(out, format="PNG")
-    return out.getvalue(), width, height
+    return {
+        "kind": "exit",
+        "message": f"the code exited (status {code}) before the chart was rendered",
+    }
 
 
 def main() -> None:
@@ -780,13 +546,21 @@ def main() -> None:
     FD_IN, FD_OUT = int(config.get("fd_in", FD_IN)), int(config.get("fd_out", FD_OUT))
     for name in ("SIGINT", "SIGTERM", "SIGPIPE", "SIGHUP"):
         # the parent ends us with SIGKILL or by closing the job pipe
-        signal.signal(getattr(signal, name), signal.SIG_IGN if name != "SIGTERM" else signal.SIG_DFL)
+        signal.signal(
+            getattr(signal, name), signal.SIG_IGN if name != "SIGTERM" else signal.SIG_DFL
+        )
     zygote = Zygote(config)
     try:
         zygote.prepare()
     except BaseException as exc:
-        write_frame(FD_OUT, {"type": "failed", "message": f"{type(exc).__name__}: {exc}",
-                             "traceback": traceback.format_exc()[-2000:]})
+        write_frame(
+            FD_OUT,
+            {
+                "type": "failed",
+                "message": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-2000:],
+            },
+        )
         raise SystemExit(1)
     # After start-up nothing of ours should write to the inherited stderr.
     null = os.open(os.devnull, os.O_RDWR)

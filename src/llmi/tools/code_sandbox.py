@@ -1,8 +1,11 @@
 """The ``code`` tool: chart code from a model, run in a pool of sandboxed Python workers.
 
->>> tool = CodeSandboxTool(workers=2, timeout=20)          # nothing starts yet
->>> # out = await tool.run(ToolCall(ImageRequest("code", "sine", {"code": "plt.plot([1, 2])"})))
->>> # out.image.format == "png"; out.info["figures"] == 1; tool.sandbox_level == "bwrap"
+>>> tool = CodeSandboxTool(workers=2, timeout=20)  # nothing starts until the first run
+>>> (tool.source, tool.backend)
+('code', 'sandbox')
+
+``await tool.run(ToolCall(ImageRequest("code", "sine", {"code": "plt.plot([1, 2])"})))`` gives a
+``ToolOutput`` whose image is a PNG and whose ``info`` holds ``figures`` and ``sandbox_level``.
 
 How it works (details in ``docs/sandbox.md``):
 
@@ -23,306 +26,25 @@ The pool lives in threads with blocking pipes, so ``run`` works from any event l
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import queue
-import select
-import signal
-import struct
-import subprocess
-import tempfile
 import threading
 import time
-from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from ..errors import SandboxError, ToolTimeout
 from ..image import ImageData
+from ._sandbox_launch import LEVELS, Launcher, Limits, probe_level
+from ._sandbox_pool import Pool, Worker, WorkerGone
 from .base import ToolCall, ToolOutput
-from ._sandbox_launch import LEVELS, Launcher, LaunchPlan, Limits, probe_level
 
 __all__ = ["CodeSandboxTool", "Limits"]
 
 log = logging.getLogger("llmi.tools.code_sandbox")
 
-_MAX_JSON = 1 << 20
-_MAX_BINARY = 64 << 20
 _MAX_CODE = 256 << 10
 _GRACE = 5.0  # seconds the parent waits past a job's time limit before killing the worker
 _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[str, str], str | None] = {}
-
-
-class _WorkerGone(Exception):
-    """The worker stopped answering or broke the protocol; it must be replaced."""
-
-
-# --- one worker, seen from the parent -----------------------------------------------------
-
-
-class _Worker:
-    def __init__(self, launcher: Launcher, startup_timeout: float) -> None:
-        self.jobs = 0
-        self.info: dict[str, Any] = {}
-        job_r, self._job_w = os.pipe()
-        self._res_r, res_w = os.pipe()
-        self._stderr = tempfile.TemporaryFile()
-        self.plan: LaunchPlan = launcher.plan(job_r, res_w)
-        try:
-            self.proc = _spawn(
-                self.plan.argv,
-                env=self.plan.env,
-                cwd=self.plan.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                pass_fds=(job_r, res_w),
-                start_new_session=True,  # one process group to kill
-            )
-        except OSError as exc:
-            self._close_fds()
-            self.plan.cleanup()
-            raise SandboxError(f"could not start a sandbox worker: {exc}") from exc
-        finally:
-            os.close(job_r)
-            os.close(res_w)
-        try:
-            header, _ = self._read_frame(time.monotonic() + startup_timeout, None)
-        except _WorkerGone as exc:
-            detail = self._stderr_tail() or str(exc)
-            self.kill()
-            raise SandboxError(f"a sandbox worker failed to start: {detail}") from None
-        if header.get("type") != "ready":
-            self.kill()
-            raise SandboxError(f"a sandbox worker failed to start: {header.get('message')}")
-        self.info = header
-
-    def run(self, job: dict, deadline: float, cancel: threading.Event | None) -> tuple[dict, bytes]:
-        self.jobs += 1
-        self._write_frame(job)
-        return self._read_frame(deadline, cancel)
-
-    def _write_frame(self, header: dict) -> None:
-        data = json.dumps(header).encode()
-        buf = struct.pack(">II", len(data), 0) + data
-        try:
-            view = memoryview(buf)
-            while view:
-                view = view[os.write(self._job_w, view) :]
-        except OSError as exc:
-            raise _WorkerGone(f"the worker stopped reading jobs ({exc})") from None
-
-    def _read_exact(self, n: int, deadline: float, cancel: threading.Event | None) -> bytes:
-        chunks = []
-        while n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _WorkerGone("the worker did not answer in time")
-            if cancel is not None and cancel.is_set():
-                raise _WorkerGone("the call was cancelled")
-            ready, _, _ = select.select([self._res_r], [], [], min(left, 0.25))
-            if not ready:
-                continue
-            chunk = os.read(self._res_r, min(n, 1 << 20))
-            if not chunk:
-                raise _WorkerGone("the worker died")
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
-
-    def _read_frame(self, deadline: float, cancel: threading.Event | None) -> tuple[dict, bytes]:
-        jlen, blen = struct.unpack(">II", self._read_exact(8, deadline, cancel))
-        if jlen > _MAX_JSON or blen > _MAX_BINARY:
-            raise _WorkerGone("the worker sent an oversized frame")
-        try:
-            header = json.loads(self._read_exact(jlen, deadline, cancel))
-        except ValueError:
-            raise _WorkerGone("the worker sent a malformed frame") from None
-        payload = self._read_exact(blen, deadline, cancel) if blen else b""
-        if not isinstance(header, dict):
-            raise _WorkerGone("the worker sent a malformed frame")
-        return header, payload
-
-    def _stderr_tail(self) -> str:
-        try:
-            self._stderr.seek(0)
-            text = self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
-        except (OSError, ValueError):
-            return ""
-        return text.splitlines()[-1] if text else ""
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """Kill the worker's whole sandbox (its process group; namespaces die with it)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        if self.plan.uid is not None and self.plan.extra.get("sweep_uid", True):
-            _kill_uid(self.plan.uid)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
-            log.error("sandbox worker %s did not die", self.proc.pid)
-        self._close_fds()
-        self.plan.cleanup()
-
-    def _close_fds(self) -> None:
-        for fd in (self._job_w, self._res_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._stderr.close()
-
-
-_spawn_queue: "queue.SimpleQueue[tuple[Future, tuple, dict]]" = queue.SimpleQueue()
-_spawner_lock = threading.Lock()
-_spawner: threading.Thread | None = None
-
-
-def _spawner_loop() -> None:
-    while True:
-        future, args, kwargs = _spawn_queue.get()
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(subprocess.Popen(*args, **kwargs))
-            except BaseException as exc:  # handed to the caller
-                future.set_exception(exc)
-
-
-def _spawn(*args: Any, **kwargs: Any) -> subprocess.Popen:
-    """``Popen`` from one thread that lives as long as the process.
-
-    bwrap's ``--die-with-parent`` (like any ``PR_SET_PDEATHSIG``) fires when the *thread* that
-    forked it exits, so workers must not be started from short-lived threads.
-    """
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None or not _spawner.is_alive():
-            _spawner = threading.Thread(target=_spawner_loop, name="llmi-sandbox-spawner", daemon=True)
-            _spawner.start()
-    future: Future = Future()
-    _spawn_queue.put((future, args, kwargs))
-    return future.result()
-
-
-def _kill_uid(uid: int) -> None:
-    """Kill every process of a job uid (jobs that escaped the worker's process group)."""
-    try:
-        subprocess.run(
-            ["kill", "-KILL", "-1"], user=uid, group=uid, extra_groups=[],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            timeout=5, env={"PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-
-
-# --- the pool -----------------------------------------------------------------------------
-
-
-class _Pool:
-    """Keeps ``size`` workers started; hands idle ones out and replaces broken ones."""
-
-    def __init__(self, launcher: Launcher, size: int, startup_timeout: float, max_jobs: int):
-        self.launcher = launcher
-        self.size = size
-        self.startup_timeout = startup_timeout
-        self.max_jobs = max_jobs
-        self._cond = threading.Condition()
-        self._idle: list[_Worker] = []
-        self._count = 0  # idle + busy + starting
-        self._starting = 0
-        self._closed = False
-        self._start_error: SandboxError | None = None
-        self._failures = 0
-        self.started = 0
-        self.replaced = 0
-
-    def _fill(self) -> None:
-        """Start workers until the pool is full again (caller holds the lock)."""
-        while self._count < self.size and not self._closed:
-            self._count += 1
-            self._starting += 1
-            threading.Thread(target=self._start_one, name="llmi-sandbox-start", daemon=True).start()
-
-    def _start_one(self) -> None:
-        if self._failures:
-            time.sleep(min(0.2 * 2 ** min(self._failures, 5), 5.0))  # a broken host: back off
-        try:
-            worker = _Worker(self.launcher, self.startup_timeout)
-        except SandboxError as exc:
-            with self._cond:
-                self._count -= 1
-                self._starting -= 1
-                self._start_error = exc
-                self._failures += 1
-                self._cond.notify_all()
-            log.error("%s", exc)
-            return
-        with self._cond:
-            self._starting -= 1
-            self.started += 1
-            self._failures = 0
-            self._start_error = None
-            if self._closed:
-                worker.kill()
-                self._count -= 1
-                return
-            self._idle.append(worker)
-            self._cond.notify_all()
-
-    def acquire(self, deadline: float) -> _Worker:
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise SandboxError("the code tool was closed")
-                self._fill()
-                while self._idle:
-                    # the worker idle longest: its next job process has had time to prewarm
-                    worker = self._idle.pop(0)
-                    if worker.alive():
-                        return worker
-                    self._count -= 1  # died while idle
-                    self.replaced += 1
-                    threading.Thread(target=worker.kill, daemon=True).start()
-                    self._fill()
-                # No worker alive and starting them fails: say why instead of waiting out the
-                # deadline (starts go on being retried, with a back-off).
-                if self._start_error is not None and self._count == self._starting:
-                    err, self._start_error = self._start_error, None
-                    raise err
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ToolTimeout("no sandbox worker became free in time")
-                self._cond.wait(min(left, 1.0))
-
-    def release(self, worker: _Worker, healthy: bool) -> None:
-        if healthy and worker.jobs >= self.max_jobs:
-            healthy = False
-        with self._cond:
-            if healthy and not self._closed and worker.alive():
-                self._idle.append(worker)
-                self._cond.notify_all()
-                return
-            self._count -= 1
-            if not self._closed:
-                self.replaced += 1
-            self._fill()  # the replacement starts before the old one is even dead
-        worker.kill()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._count -= len(idle)
-            self._cond.notify_all()
-        for worker in idle:
-            worker.kill()
 
 
 # --- the tool -----------------------------------------------------------------------------
@@ -379,7 +101,7 @@ class CodeSandboxTool:
         self.python = python or sys.executable
         self.prewarm = prewarm
         self._lock = threading.Lock()
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
         self._level: str | None = None
         self._closed = False
         self._job_ids = 0
@@ -398,7 +120,9 @@ class CodeSandboxTool:
         if not isinstance(code, str) or not code.strip():
             raise SandboxError("the code tag has no code to run")
         if len(code.encode("utf-8", "replace")) > _MAX_CODE:
-            raise SandboxError(f"the code is longer than {_MAX_CODE >> 10} KB; charts need far less")
+            raise SandboxError(
+                f"the code is longer than {_MAX_CODE >> 10} KB; charts need far less"
+            )
         cancel = threading.Event()
         try:
             return await asyncio.to_thread(self._run_blocking, code, call.timeout, cancel)
@@ -438,7 +162,11 @@ class CodeSandboxTool:
     @property
     def stats(self) -> dict[str, int]:
         pool = self._pool
-        return {"started": pool.started, "replaced": pool.replaced} if pool else {"started": 0, "replaced": 0}
+        return (
+            {"started": pool.started, "replaced": pool.replaced}
+            if pool
+            else {"started": 0, "replaced": 0}
+        )
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -464,14 +192,15 @@ class CodeSandboxTool:
             reasons.append(f"{level}: {why}")
         raise SandboxError("no usable code sandbox: " + "; ".join(reasons))
 
-    def _get_pool(self) -> _Pool:
+    def _get_pool(self) -> Pool:
         with self._lock:
             if self._closed:
                 raise SandboxError("the code tool was closed")
             if self._pool is None:
                 launcher = Launcher(self.sandbox_level, self.limits, self.python, self.prewarm)
-                self._pool = _Pool(launcher, self.workers, self.startup_timeout,
-                                   self.max_jobs_per_worker)
+                self._pool = Pool(
+                    launcher, self.workers, self.startup_timeout, self.max_jobs_per_worker
+                )
             return self._pool
 
     def _run_blocking(
@@ -495,7 +224,7 @@ class CodeSandboxTool:
                 raise ToolTimeout("the call's time ran out while waiting for a sandbox worker")
             try:
                 header, png = self._send(worker, code, limit, cancel)
-            except _WorkerGone as exc:
+            except WorkerGone as exc:
                 pool.release(worker, healthy=False)
                 if cancel is not None and cancel.is_set():
                     raise ToolTimeout("the chart was cancelled") from None
@@ -518,7 +247,7 @@ class CodeSandboxTool:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(
-        self, worker: _Worker, code: str, limit: float, cancel: threading.Event | None
+        self, worker: Worker, code: str, limit: float, cancel: threading.Event | None
     ) -> tuple[dict, bytes]:
         with self._lock:
             self._job_ids += 1
@@ -534,7 +263,7 @@ class CodeSandboxTool:
         }
         header, png = worker.run(job, time.monotonic() + limit + _GRACE, cancel)
         if header.get("type") != "result" or header.get("id") != job_id:
-            raise _WorkerGone("the worker answered out of turn")
+            raise WorkerGone("the worker answered out of turn")
         return header, png
 
     def _to_output(self, header: dict, png: bytes, waited: float) -> ToolOutput:
