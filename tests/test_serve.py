@@ -319,3 +319,16 @@ def test_stop_cancels_queued_jobs_and_interrupts_the_running_one(tiny_models):
     assert worker.counters.cancelled == 3 and not worker.alive
     with pytest.raises(ShuttingDown):
         worker.submit("generate", long_job)
+
+
+def test_queued_job_of_a_client_that_gave_up_is_dropped(slow_server):
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    running = pool.submit(post, slow_server, "/generate/", gen_body(seed=1))
+    wait_for(lambda: slow_server.worker.in_flight == 1)
+    with pytest.raises(httpx.ReadTimeout):  # queued behind the running job, then gives up
+        httpx.post(slow_server.url + "/generate/", json=gen_body(seed=2), timeout=0.3)
+    assert running.result().status_code == 200
+    wait_for(lambda: slow_server.worker.counters.cancelled == 1)
+    counters = slow_server.info()["counters"]
+    assert counters["completed"] == 1 and counters["accepted"] == 2
+    pool.shutdown()

@@ -36,6 +36,11 @@ from .pipelines import Cancelled, EditJob, GenerateJob
 from .schemas import EditRequest, GenerateRequest, Limits
 from .worker import InferenceWorker, NotReady, QueueFull, ShuttingDown
 
+try:  # at module level so FastAPI can resolve the handlers' annotations
+    from fastapi import Request
+except ImportError:  # pragma: no cover - create_app raises MissingDependency
+    Request = Any  # type: ignore[assignment,misc]
+
 __all__ = ["ServerConfig", "create_app"]
 
 log = logging.getLogger("llmi.serve")
@@ -99,7 +104,7 @@ def create_app(
     elif options:
         config = replace(config, **options)
     try:
-        from fastapi import FastAPI, Request
+        from fastapi import FastAPI
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse
     except ImportError:
@@ -131,7 +136,7 @@ def create_app(
     app.add_middleware(_BodyLimit, max_bytes=config.limits.max_body_bytes)
 
     def error(status: int, detail: Any, headers: dict[str, str] | None = None):
-        if 400 <= status < 500 and status != 429:
+        if 400 <= status < 500 and status not in (429, 499):
             state["invalid"] += 1
         return JSONResponse({"status": "error", "detail": detail}, status_code=status, headers=headers)
 
@@ -186,7 +191,7 @@ def create_app(
             return error(503, "pipeline is still loading", {"Retry-After": "5"})
         return None
 
-    async def run(kind: str, job: GenerateJob | EditJob):
+    async def run(kind: str, job: GenerateJob | EditJob, request: Request):
         try:
             future = worker.submit(kind, job)
         except QueueFull as exc:
@@ -194,8 +199,18 @@ def create_app(
         except (NotReady, ShuttingDown) as exc:
             return error(503, str(exc), {"Retry-After": "5"})
         t0 = time.monotonic()
+        waiter = asyncio.wrap_future(future)
+        # A client that gives up (a timeout, Ctrl-C) closes its connection: drop its job if
+        # it is still queued rather than spend the GPU on an answer nobody reads.
+        watching = True
+        while watching and not waiter.done():
+            await asyncio.wait({waiter}, timeout=0.25)
+            if not waiter.done() and await request.is_disconnected():
+                watching = False
+                if future.cancel():
+                    return error(499, "client disconnected before its job started")
         try:
-            images = await asyncio.wrap_future(future)
+            images = await waiter
         except (Cancelled, ShuttingDown) as exc:
             return error(503, str(exc), {"Retry-After": "5"})
         except ValueError as exc:  # the pipeline refused the parameters
@@ -258,7 +273,7 @@ def create_app(
             "uptime_s": round(time.time() - started, 1),
         }
 
-    async def generate(req: GenerateRequest):
+    async def generate(req: GenerateRequest, request: Request):
         if (refusal := refuse_unless_ready("generation")) is not None:
             return refusal
         if problems := check_common(req, limits()):
@@ -273,9 +288,9 @@ def create_app(
             num_images_per_prompt=req.num_images_per_prompt,
             seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
         )
-        return await run("generate", job)
+        return await run("generate", job, request)
 
-    async def edit(req: EditRequest):
+    async def edit(req: EditRequest, request: Request):
         if (refusal := refuse_unless_ready("edit")) is not None:
             return refusal
         lim = limits()
@@ -303,7 +318,7 @@ def create_app(
             height=req.height,
             width=req.width,
         )
-        return await run("edit", job)
+        return await run("edit", job, request)
 
     # LLM-I's clients post to the slashed paths; accept both rather than redirect a POST.
     for path in ("/generate/", "/generate"):
