@@ -129,3 +129,40 @@ def test_jobs_do_not_see_each_others_files(sandbox_tool):  # noqa: F811
         assert error is None, error
         out, error = _render(sandbox_tool, read)
         assert out is None and "FileNotFoundError" in error
+
+
+# The weaker levels (hosts without bubblewrap) still contain the worst of the corpus.
+DEGRADED = {
+    "print the environment",
+    "raise with the keys",
+    "read /etc/shadow",
+    "read root's files",
+    "fork bomb",
+    "memory bomb",
+    "endless output",
+    "leave a daemon behind",
+    "signal the parent",
+    "poison the next job",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["unshare", "rlimits"])
+def test_degraded_levels_contain_the_worst_cases(level, listener):  # noqa: F811
+    if os.geteuid() != 0:
+        pytest.skip("without root these levels share the caller's uid; not run here")
+    from llmi.tools.code_sandbox import CodeSandboxTool
+
+    tool = CodeSandboxTool(workers=1, sandbox=level, timeout=5.0)
+    try:
+        for case in (c for c in CASES if c.name in DEGRADED):
+            code = case.code.replace("@PORT@", str(listener.port))
+            out, error = _render(tool, code)
+            if case.expect == "fail":
+                assert out is None and re.search(case.reason, error), (case.name, error)
+            seen = (error or "") + repr(out.info if out else {})
+            assert not any(secret in seen for secret in FAKE_SECRETS.values()), case.name
+            good, error = _render(tool, GOOD_CHART)
+            assert error is None, (case.name, error)
+    finally:
+        tool.close()

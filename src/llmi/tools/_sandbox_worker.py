@@ -197,6 +197,8 @@ class Zygote:
         self.spare = (pid, w_job, r_res, r_out)
 
     def run_job(self, job: dict) -> tuple[int, dict, bytes]:
+        if self.pid1:
+            _reap_all()  # orphans killed after the last job, now dead
         timeout = float(job.get("timeout", 20.0))
         max_output = int(job.get("max_output", 1 << 20))
         message = {

@@ -186,7 +186,8 @@ class CodeSandboxTool:
                         "code sandbox DEGRADED to %r (%s): %s", level, missing,
                         "no network isolation, the file system is visible"
                         if level == "rlimits"
-                        else "the host file system is visible read-only to the job's uid",
+                        else "the host file system is visible to the job (as an unprivileged uid"
+                        " when llmi runs as root)",
                     )  # fmt: skip
                 return level
             reasons.append(f"{level}: {why}")
