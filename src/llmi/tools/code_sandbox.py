@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from typing import Any, ClassVar
@@ -90,8 +91,6 @@ class CodeSandboxTool:
             raise ValueError("workers must be at least 1")
         if sandbox != "auto" and sandbox not in LEVELS:
             raise ValueError(f"sandbox must be 'auto' or one of {', '.join(LEVELS)}")
-        import sys
-
         self.workers = workers
         self.timeout = float(timeout)
         self.limits = limits or Limits()
