@@ -288,7 +288,7 @@ def test_engine_renders_code_tags_and_carries_on_after_hostile_ones(sandbox_tool
 # --- weaker sandbox levels ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("level", ["unshare", "rlimits"])
+@pytest.mark.parametrize("level", [pytest.param("unshare", marks=pytest.mark.slow), "rlimits"])
 def test_degraded_levels_still_scrub_secrets_and_say_so(level, caplog):
     if level == "unshare" and (shutil.which("unshare") is None or os.geteuid() != 0):
         pytest.skip("unshare needs root here")
