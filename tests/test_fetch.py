@@ -304,3 +304,48 @@ def test_first_valid_bounds_concurrency(server, loopback):
     image, url = asyncio.run(loopback.first_valid(urls, concurrency=2))
     assert url.endswith("/ok.png") and image.width == 500
     assert counts["served"] == 6 and counts["max"] == 2
+
+
+# -- TLS: the connection goes to the vetted IP, SNI and the certificate check use the name ---------
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test"],
+        check=True, capture_output=True,
+    )
+    seen_sni: list[str | None] = []
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server_ctx.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
+    with LoopbackServer() as srv:
+        srv.httpd.socket = server_ctx.wrap_socket(srv.httpd.socket, server_side=True)
+        srv.route("/ok.png", srv.bytes_route(GOOD_PNG))
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        yield srv, client_ctx, seen_sni
+
+
+def test_https_pins_ip_and_checks_certificate_against_the_name(tls_server):
+    srv, client_ctx, seen_sni = tls_server
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    policy = FetchPolicy(allow_hosts=("images.test", "impostor.test"))
+    fetcher = SafeFetcher(policy, resolver=resolver, ssl_context=client_ctx)
+    image = fetch(fetcher, f"https://images.test:{srv.port}/ok.png")
+    assert image.data == GOOD_PNG
+    assert seen_sni[-1] == "images.test"
+    # same IP, but the certificate is not for this name: refused
+    reason = refused(fetcher, f"https://impostor.test:{srv.port}/ok.png")
+    assert "certificate" in reason.lower() or "hostname" in reason.lower()

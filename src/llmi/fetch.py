@@ -175,13 +175,20 @@ class SafeFetcher:
     Nothing loop-bound is kept between calls: each ``fetch`` opens and closes its own HTTP
     client (the TLS context, which is loop-free, is shared).
 
-    ``resolver`` replaces DNS (tests map made-up names to 127.0.0.1 with it).
+    ``resolver`` replaces DNS (tests map made-up names to 127.0.0.1 with it); ``ssl_context``
+    replaces the system trust store (a private CA, or a test certificate).
     """
 
-    def __init__(self, policy: FetchPolicy | None = None, *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        policy: FetchPolicy | None = None,
+        *,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.policy = policy or FetchPolicy()
         self._resolver: Resolver = resolver or _system_resolver
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: ssl.SSLContext | None = ssl_context
 
     # -- public -------------------------------------------------------------------------------
 
