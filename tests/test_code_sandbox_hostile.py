@@ -142,8 +142,7 @@ DEGRADED = {
     "endless output",
     "leave a daemon behind",
     "signal the parent",
-    "poison the next job",
-}
+}  # not the cases writing to /tmp: at the rlimits level that is the host's /tmp
 
 
 @pytest.mark.slow
