@@ -95,7 +95,7 @@ def test_command_errors_are_one_line_exit_2(args: list[str], message: str, tmp_p
 
 def test_command_reports_unreachable_endpoint(tmp_path) -> None:
     code, out = invoke("owls", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--model-name", "m",
-                       "--out", str(tmp_path / "o"))
+                       "--retries", "0", "--out", str(tmp_path / "o"))
     assert code == 2 and "cannot reach the writer endpoint" in out and "Traceback" not in out
 
 
@@ -120,7 +120,7 @@ def _llmi(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_llmi_generate_offline_default_writes_html_md_json(tmp_path) -> None:
     pytest.importorskip("llama_cpp")
-    proc = _llmi("generate", "Tell me about red foxes.", "--seed", "1", "--max-tokens", "100", cwd=tmp_path)
+    proc = _llmi("generate", "Tell me about red foxes.", "--seed", "1", "--max-tokens", "60", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     docs = list((tmp_path / "out").iterdir())  # the default: a new folder under ./out/
     assert len(docs) == 1

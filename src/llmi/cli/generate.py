@@ -41,6 +41,8 @@ def _fail(message: str) -> None:
               help="Embedded writer: let the model write freely (for checkpoints trained on the tag format).")
 @click.option("--timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait for the endpoint at each step.")
+@click.option("--retries", type=click.IntRange(0, 10), default=3, show_default=True,
+              help="Retries of the endpoint after connection errors, 429 and 5xx answers.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write into (default: out/<prompt>-<time>/).")
 @click.option("--format", "formats", default="html,md,json", show_default=True,
@@ -50,7 +52,7 @@ def _fail(message: str) -> None:
 def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ...], model: str | None,
              base_url: str | None, api_key: str | None, model_name: str | None, temperature: float,
              top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool,
-             timeout: float, out_dir: Path | None, formats: tuple[str, ...], deadline: float, quiet: bool) -> None:
+             timeout: float, retries: int, out_dir: Path | None, formats: tuple[str, ...], deadline: float, quiet: bool) -> None:
     """Write an illustrated document for PROMPT.
 
     The writer model answers with prose and <imgen> tags; the tools make the pictures and the
@@ -73,7 +75,7 @@ def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ..
         paths = _run(console, text, images=images, model=model, base_url=base_url,
                      api_key=api_key or os.environ.get("LLMI_API_KEY") or os.environ.get("OPENAI_API_KEY"),
                      model_name=model_name, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                     seed=seed, system_prompt=system_prompt, grammar=not no_grammar, timeout=timeout,
+                     seed=seed, system_prompt=system_prompt, grammar=not no_grammar, timeout=timeout, retries=retries,
                      out_dir=out_dir, formats=formats, deadline=deadline)
     except LlmiError as exc:
         _fail(str(exc))
@@ -100,7 +102,7 @@ def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
 
 
 def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, temperature, top_p,
-         max_tokens, seed, system_prompt, grammar, timeout, out_dir, formats, deadline):
+         max_tokens, seed, system_prompt, grammar, timeout, retries, out_dir, formats, deadline):
     import asyncio
 
     from ..api import agenerate
@@ -113,7 +115,7 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     system = load_system_prompt(system_prompt)
     writer = make_writer(base_url=base_url, model=model, model_name=model_name, api_key=api_key,
-                         sampling=sampling, timeout=timeout, grammar=grammar)
+                         sampling=sampling, timeout=timeout, retries=retries, grammar=grammar)
     out_dir = out_dir or default_out_dir(prompt.strip()[:40])
 
     # 2. write (streaming to the terminal), then run the tools with a progress display

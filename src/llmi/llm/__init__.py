@@ -44,6 +44,7 @@ def make_writer(
     api_key: str | None = None,
     sampling: Sampling | None = None,
     timeout: float = 120.0,
+    retries: int = 3,
     grammar: bool = True,
     n_ctx: int = 4096,
 ) -> Writer:
@@ -61,7 +62,8 @@ def make_writer(
             raise ConfigError("--model names a local GGUF file; for an endpoint use --model-name")
         from .openai_compat import OpenAIWriter
 
-        return OpenAIWriter(base_url, model=model_name, api_key=api_key, sampling=sampling, timeout=timeout)
+        return OpenAIWriter(base_url, model=model_name, api_key=api_key, sampling=sampling, timeout=timeout,
+                            retries=retries)
     if model_name:
         raise ConfigError("--model-name needs --base-url (an OpenAI-compatible endpoint)")
     from .local import LocalWriter

@@ -11,9 +11,11 @@ used by one generation at a time (a lock), from a worker thread so the event loo
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import random
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Sequence
 
@@ -25,8 +27,6 @@ __all__ = ["LocalWriter", "default_model_path", "open_llama", "resolve_model"]
 
 #: tokens kept free for the answer when checking that a prompt fits the context
 _MIN_ANSWER_TOKENS = 64
-#: the chat template adds a few tokens of markup around each message
-_TOKENS_PER_MESSAGE = 8
 
 
 def default_model_path() -> Path:
@@ -84,8 +84,66 @@ def _from_hub(repo: str, filename: str) -> Path:
 
 @dataclass
 class _Loaded:
+    """A loaded model, the lock that serialises its use, and per-token lookups."""
+
     llama: Any
     lock: threading.Lock
+    _pieces: dict[int, bytes] = field(default_factory=dict)
+    _formatter: Any = None
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (cached: the vocabulary does not change)."""
+        data = self._pieces.get(token)
+        if data is None:
+            low = _llama_cpp().llama_cpp
+            buf = ctypes.create_string_buffer(64)
+            n = low.llama_token_to_piece(self.llama._model.vocab, token, buf, 64, 0, False)
+            if n < 0:  # a longer piece: ask again with room for it
+                buf = ctypes.create_string_buffer(-n)
+                n = low.llama_token_to_piece(self.llama._model.vocab, token, buf, -n, 0, False)
+            data = self._pieces[token] = buf.raw[: max(n, 0)]
+        return data
+
+    def is_eog(self, token: int) -> bool:
+        return bool(_llama_cpp().llama_cpp.llama_vocab_is_eog(self.llama._model.vocab, token))
+
+    def format(self, messages: Sequence[Message]) -> tuple[str, bool]:
+        """The prompt text per the model's own chat template (ChatML if it has none), and
+        whether the template already added the BOS token."""
+        if self._formatter is None:
+            template = self.llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                self._formatter = False
+            else:
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+                def text(token: int) -> str:
+                    return "" if token < 0 else self.llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+                self._formatter = Jinja2ChatFormatter(
+                    template=template, eos_token=text(self.llama.token_eos()), bos_token=text(self.llama.token_bos())
+                )
+        turns = [{"role": m.role, "content": m.content} for m in messages]
+        if self._formatter is False:
+            body = "".join(f"<|im_start|>{t['role']}\n{t['content']}<|im_end|>\n" for t in turns)
+            return body + "<|im_start|>assistant\n", False
+        result = self._formatter(messages=turns)
+        return result.prompt, bool(result.added_special)
+
+
+def _prompt_tokens(loaded: _Loaded, messages: Sequence[Message]) -> list[int]:
+    text, has_bos = loaded.format(messages)
+    return loaded.llama.tokenize(text.encode("utf-8"), add_bos=not has_bos, special=True)
+
+
+def _split_utf8(data: bytes) -> tuple[str, bytes]:
+    """Decode what is complete; keep the bytes of a character still being spelled out."""
+    try:
+        return data.decode("utf-8"), b""
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return data[: exc.start].decode("utf-8", "replace"), data[exc.start :]
+        return data.decode("utf-8", "replace"), b""
 
 
 _MODELS: dict[tuple[str, int, int, bool], _Loaded] = {}
@@ -158,7 +216,7 @@ class LocalWriter:
         def produce() -> None:
             try:
                 with loaded.lock:
-                    for piece in self._generate(loaded.llama, messages, s):
+                    for piece in self._generate(loaded, messages, s):
                         if stop.is_set():
                             break
                         post(("text", piece))
@@ -198,40 +256,60 @@ class LocalWriter:
         return loaded
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
-        """Tokens the conversation takes in the model's context (an upper estimate)."""
-        llama = self.load().llama
-        return sum(
-            len(llama.tokenize(m.content.encode("utf-8"), add_bos=False, special=False)) + _TOKENS_PER_MESSAGE
-            for m in messages
-        )
+        """Tokens the conversation takes in the model's context, chat markup included."""
+        loaded = self.load()
+        return len(_prompt_tokens(loaded, messages))
 
     # -- stages ------------------------------------------------------------------------------
 
-    def _generate(self, llama: Any, messages: Sequence[Message], s: Sampling) -> Iterator[str]:
-        prompt_tokens = self._check_fits(llama, messages)
-        max_tokens = min(s.max_tokens, llama.n_ctx() - prompt_tokens)
-        kwargs: dict[str, Any] = dict(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=max_tokens,
-            stream=True,
-            grammar=self._grammar_for(messages),
-            repeat_penalty=self.repeat_penalty,
-        )
+    def _generate(self, loaded: _Loaded, messages: Sequence[Message], s: Sampling) -> Iterator[str]:
+        """Tokens straight from ``Llama.generate``, decoded incrementally.
+
+        llama-cpp-python's chat-completion stream re-decodes the whole answer at every token to
+        look for stop strings; here each token's bytes are looked up once and only an
+        unfinished UTF-8 character is held back.
+        """
+        llama = loaded.llama
+        if not any(m.role == "user" and m.content.strip() for m in messages):
+            raise WriterError("the prompt is empty; give the writer something to write about")
+        prompt = _prompt_tokens(loaded, messages)
+        room = llama.n_ctx() - _MIN_ANSWER_TOKENS
+        if len(prompt) > room:
+            raise WriterError(
+                f"the prompt takes {len(prompt)} tokens but the model's context holds {llama.n_ctx()} "
+                f"(with {_MIN_ANSWER_TOKENS} kept for the answer); shorten the prompt"
+                + (" or the system prompt" if any(m.role == "system" for m in messages) else "")
+            )
+        max_tokens = min(s.max_tokens, llama.n_ctx() - len(prompt))
         if s.seed is not None:
-            kwargs["seed"] = s.seed
+            llama.set_seed(s.seed)
             # Reusing the cached prompt evaluates its last token alone, and those logits differ
             # in the last bits from a full-batch evaluation: enough to change a sampled token.
             # A seeded request therefore starts from an empty cache, so it always repeats.
             llama.reset()
+        else:
+            llama.set_seed(random.randrange(2**31))
+        tokens = llama.generate(
+            prompt, temp=s.temperature, top_p=s.top_p, top_k=40, min_p=0.05,
+            repeat_penalty=self.repeat_penalty, grammar=self._grammar_for(messages),
+        )
+        pending = b""
         try:
-            for chunk in llama.create_chat_completion(**kwargs):
-                text = chunk["choices"][0]["delta"].get("content")
+            for count, token in enumerate(tokens, 1):
+                if loaded.is_eog(token):
+                    break
+                pending += loaded.piece(token)
+                text, pending = _split_utf8(pending)
                 if text:
                     yield text
-        except ValueError as exc:  # llama-cpp-python reports an overfull context this way
+                if count >= max_tokens:
+                    break
+        except (ValueError, RuntimeError) as exc:  # llama.cpp failing to decode (context full, ...)
             raise WriterError(f"the model could not continue: {exc}; shorten the prompt or raise n_ctx") from None
+        finally:
+            tokens.close()
+        if pending:
+            yield pending.decode("utf-8", "replace")
 
     def _grammar_for(self, messages: Sequence[Message]) -> Any:
         if not self.grammar:
@@ -242,22 +320,6 @@ class LocalWriter:
             text = tag_grammar(n_inputs=n_inputs) if self.grammar is True else str(self.grammar)
             self._grammars[key] = _llama_cpp().LlamaGrammar.from_string(text, verbose=False)
         return self._grammars[key]
-
-    def _check_fits(self, llama: Any, messages: Sequence[Message]) -> int:
-        if not any(m.role == "user" and m.content.strip() for m in messages):
-            raise WriterError("the prompt is empty; give the writer something to write about")
-        used = sum(
-            len(llama.tokenize(m.content.encode("utf-8"), add_bos=False, special=False)) + _TOKENS_PER_MESSAGE
-            for m in messages
-        )
-        room = llama.n_ctx() - _MIN_ANSWER_TOKENS
-        if used > room:
-            raise WriterError(
-                f"the prompt takes {used} tokens but the model's context holds {llama.n_ctx()} "
-                f"(with {_MIN_ANSWER_TOKENS} kept for the answer); shorten the prompt"
-                + (" or the system prompt" if any(m.role == "system" for m in messages) else "")
-            )
-        return used
 
 
 def open_llama(path: str | os.PathLike[str], *, n_ctx: int, n_threads: int, extra_buffers: bool = False,
