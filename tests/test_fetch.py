@@ -62,6 +62,18 @@ def _trickle(h: BaseHTTPRequestHandler) -> None:
         time.sleep(1.0)
 
 
+def _gzip_bomb(h: BaseHTTPRequestHandler) -> None:
+    import gzip
+
+    body = gzip.compress(GOOD_PNG[:100] + b"\x00" * 50_000_000, compresslevel=9)  # ~50 kB on the wire
+    h.send_response(200)
+    h.send_header("Content-Type", "image/png")
+    h.send_header("Content-Encoding", "gzip")
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
 def _host_checked(expected: list[str]) -> object:
     def fn(h: BaseHTTPRequestHandler) -> None:
         ok = h.headers.get("Host") == expected[0]
@@ -88,6 +100,7 @@ def server():
         srv.route("/lying.jpg", _lying_length)
         srv.route("/bomb.png", _bomb)
         srv.route("/trickle.png", _trickle)
+        srv.route("/gzip-bomb.png", _gzip_bomb)
         srv.route("/to-private", srv.redirect_route("http://10.0.0.1/secret.png"))
         srv.route("/to-metadata", srv.redirect_route("http://169.254.169.254/latest/meta-data/"))
         srv.route("/to-loopback", srv.redirect_route(srv.url("/ok.png")))
@@ -232,6 +245,11 @@ def test_declared_two_gigabytes_refused_before_reading(server, loopback):
 def test_endless_stream_cut_at_byte_cap(server):
     fetcher = SafeFetcher(FetchPolicy.allowing_loopback(max_bytes=2_000_000))
     assert "exceeded the 2,000,000-byte limit" in refused(fetcher, server.url("/endless.png"))
+
+
+def test_gzip_bomb_cut_at_decoded_byte_cap(server):
+    fetcher = SafeFetcher(FetchPolicy.allowing_loopback(max_bytes=2_000_000))
+    assert "exceeded the 2,000,000-byte limit" in refused(fetcher, server.url("/gzip-bomb.png"))
 
 
 def test_pixel_bomb_refused_from_header(server):
