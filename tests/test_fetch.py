@@ -367,3 +367,17 @@ def test_https_pins_ip_and_checks_certificate_against_the_name(tls_server):
     # same IP, but the certificate is not for this name: refused
     reason = refused(fetcher, f"https://impostor.test:{srv.port}/ok.png")
     assert "certificate" in reason.lower() or "hostname" in reason.lower()
+
+
+def test_next_vetted_address_tried_when_one_refuses(server):
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.3", "127.0.0.1"]  # nothing listens on .3: refused, then .1 answers
+
+    fetcher = SafeFetcher(FetchPolicy.allowing_loopback(), resolver=resolver)
+    assert fetch(fetcher, server.url("/ok.png", host="two-addresses.test")).width == 500
+
+    async def dead(host: str, port: int) -> list[str]:
+        return ["127.0.0.3"]
+
+    assert "connection failed" in refused(SafeFetcher(FetchPolicy.allowing_loopback(), resolver=dead),
+                                          server.url("/ok.png", host="dead.test"))

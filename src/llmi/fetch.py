@@ -253,16 +253,8 @@ class SafeFetcher:
         ) as client:
             current = self._parse(url)
             for hop in range(p.max_redirects + 1):
-                target, headers, extensions = await self._pin(current)
-                try:
-                    request = client.build_request("GET", target, headers=headers, extensions=extensions)
-                    response = await client.send(request, stream=True)
-                except httpx.ConnectTimeout:
-                    raise _Refused(f"could not connect within {p.connect_timeout:g} s", True) from None
-                except httpx.ReadTimeout:
-                    raise _Refused(f"no response within {p.read_timeout:g} s", True) from None
-                except httpx.HTTPError as exc:
-                    raise _Refused(f"connection failed ({type(exc).__name__}: {exc})", True) from None
+                targets, headers, extensions = await self._pin(current)
+                response = await self._connect(client, targets, headers, extensions)
                 try:
                     if response.is_redirect:
                         location = response.headers.get("location", "")
@@ -278,6 +270,28 @@ class SafeFetcher:
                     await response.aclose()
         raise _Refused("redirect loop")  # pragma: no cover - the loop above always returns or raises
 
+    async def _connect(
+        self, client: httpx.AsyncClient, targets: list[httpx.URL], headers: dict[str, str], extensions: dict[str, object]
+    ) -> httpx.Response:
+        """Send to the vetted addresses in turn (up to 3) until one accepts the connection."""
+        p = self.policy
+        failure = ""
+        for target in targets[:3]:
+            try:
+                request = client.build_request("GET", target, headers=headers, extensions=extensions)
+                return await client.send(request, stream=True)
+            except httpx.ConnectTimeout:
+                failure = f"could not connect within {p.connect_timeout:g} s"
+            except httpx.ConnectError as exc:
+                failure = f"connection failed (ConnectError: {exc})"
+                if "CERTIFICATE" in str(exc).upper():
+                    break  # another address of the same name would show the same certificate
+            except httpx.ReadTimeout:
+                raise _Refused(f"no response within {p.read_timeout:g} s", True) from None
+            except httpx.HTTPError as exc:
+                raise _Refused(f"connection failed ({type(exc).__name__}: {exc})", True) from None
+        raise _Refused(failure, True)
+
     def _parse(self, url: str, redirected: bool = False) -> httpx.URL:
         where = "redirect to " if redirected else ""
         try:
@@ -290,8 +304,8 @@ class SafeFetcher:
             raise _Refused(f"{where}URL has no host")
         return parsed
 
-    async def _pin(self, url: httpx.URL) -> tuple[httpx.URL, dict[str, str], dict[str, object]]:
-        """Resolve and vet ``url``'s host; the URL rewritten to a vetted IP, with Host and SNI."""
+    async def _pin(self, url: httpx.URL) -> tuple[list[httpx.URL], dict[str, str], dict[str, object]]:
+        """Resolve and vet ``url``'s host; the URL rewritten to each vetted IP, with Host and SNI."""
         host = url.raw_host.decode("ascii")
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
@@ -316,8 +330,7 @@ class SafeFetcher:
                 if not allowed:
                     what = "" if literal is not None else f"host {host!r} resolves to "
                     raise _Refused(f"{what}non-public address {address} refused ({_kind(address)})")
-        address = addresses[0]
-        target = url.copy_with(host=address, fragment=None)
+        targets = [url.copy_with(host=address, fragment=None) for address in addresses]
         host_header = f"[{host}]" if ":" in host and not host.startswith("[") else host
         if url.port is not None:
             host_header += f":{url.port}"
@@ -330,7 +343,7 @@ class SafeFetcher:
         extensions: dict[str, object] = {}
         if url.scheme == "https" and literal is None:
             extensions["sni_hostname"] = host
-        return target, headers, extensions
+        return targets, headers, extensions
 
     async def _read_body(self, response: httpx.Response) -> bytes:
         cap = self.policy.max_bytes
