@@ -279,3 +279,34 @@ def test_engine_fulfils_diffusion_and_edit_tags(gen_server, edit_server):
     assert [s.status for s in segs] == ["ok", "ok"], [s.error for s in segs]
     assert [s.backend for s in segs] == ["qwen", "qwen"]
     assert segs[1].info["server"] == edit_server.url
+
+
+def test_engine_configured_from_env_uses_the_servers(gen_server, gen_server_b, edit_server):
+    from llmi.engine import Engine
+    from llmi.tools.image_routing import diffusion_from_env, edit_from_env
+
+    env = {
+        "QWEN_IMAGE_SERVER_URL": f"{gen_server.url},{gen_server_b.url}",
+        "QWEN_EDIT_SERVER_URL": edit_server.url,
+        "DIFFUSION_BACKBONE": "qwen",  # LLM-I's switch
+        "EDIT_BACKBONE": "qwen",
+        "LLMI_QWEN_IMAGE_SIZE": "16x16",
+        "LLMI_QWEN_IMAGE_STEPS": "2",
+        "LLMI_QWEN_EDIT_STEPS": "2",
+    }
+    tools = {"diffusion": diffusion_from_env(env), "edit": edit_from_env(env)}
+    assert [(t.source, t.backend) for t in tools.values()] == [("diffusion", "qwen"), ("edit", "qwen")]
+    tags = "".join(
+        f"<imgen>{{'source': 'diffusion', 'description': 'd', 'params': {{'prompt': 'scene {i}'}}}}</imgen>"
+        for i in range(4)
+    )
+    tags += "<imgen>{'source': 'edit', 'description': 'e', 'params': {'img_index': 3, 'prompt': 'night'}}</imgen>"
+    engine = Engine(tools)
+    try:
+        doc = engine.run(tags)
+    finally:
+        engine.close()
+    segs = doc.image_segments
+    assert all(s.ok for s in segs), [s.error for s in segs]
+    assert {s.info["server"] for s in segs[:4]} == {gen_server.url, gen_server_b.url}  # balanced
+    assert segs[4].info["server"] == edit_server.url

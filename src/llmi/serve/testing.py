@@ -15,6 +15,7 @@ tokens) runs for real, in milliseconds on a CPU.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -57,7 +58,7 @@ def _templates() -> list[str]:
         src = Path(__import__(cls.__module__, fromlist=["x"]).__file__).read_text()
         start = src.index("self.prompt_template_encode = ") + len("self.prompt_template_encode = ")
         line = src[start : src.index("\n", start)]
-        out.append(eval(line, {}))  # a plain string literal from diffusers' own source
+        out.append(ast.literal_eval(line))  # a plain string literal in diffusers' own source
     return out
 
 
