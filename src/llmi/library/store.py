@@ -150,6 +150,7 @@ class Library:
         self._matrix: np.ndarray | None = None
         self._ids: np.ndarray | None = None
         self._generation: str | None = None
+        self._recent: dict[str, np.ndarray] = {}
 
     # -- paths and connection ---------------------------------------------------------------------
 
@@ -328,7 +329,7 @@ class Library:
         ids, matrix = self._vectors()
         if len(ids) == 0 or not query.strip():
             return []
-        q = self.embedder.encode([query])[0]
+        q = self._query_vector(query)
         scores = matrix @ q
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
@@ -340,6 +341,18 @@ class Library:
                 if item is not None:
                     hits.append(LibraryHit(item, float(scores[i])))
         return hits
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        """Embed a query, remembering recent ones (a GRPO group asks the same query many times)."""
+        key = " ".join(query.split()).lower()
+        with self._lock:
+            vector = self._recent.pop(key, None)
+            if vector is None:
+                vector = self.embedder.encode([query])[0]
+            self._recent[key] = vector  # most recent last
+            while len(self._recent) > 1024:
+                self._recent.pop(next(iter(self._recent)))
+            return vector
 
     def best(self, query: str, threshold: float | None = None, candidates: int = 5) -> LibraryHit:
         """The best match whose file still exists, if it reaches the threshold; else ``NotFound``."""
