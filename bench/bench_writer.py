@@ -73,8 +73,8 @@ def bench_generation(rounds: int, tokens: int, stock: bool) -> None:
     from llmi.llm.local import LocalWriter, default_model_path, open_llama
     from llmi.prompts import system_prompt
 
-    system = system_prompt()
     writer = LocalWriter()  # the default: SmolLM2, tag grammar, half the cores
+    system = system_prompt(variant=writer.prompt_variant)  # what llmi generate sends it
     loaded = writer.load()
     raw = loaded.llama  # the very same model object, so weights and threads are identical
     messages = build_messages(PROMPT, system=system)

@@ -53,7 +53,8 @@ async def agenerate(
     ``images`` (paths, URLs or ``ImageData``) are shown to the writer and are the document's
     input images, which ``edit`` tags address as ``img_index`` 0..M-1. ``writer`` defaults to
     ``llmi.llm.writer_from_env()`` (the embedded model unless ``LLMI_BASE_URL`` is set),
-    ``engine`` to ``Engine.from_env()``, ``system_prompt`` to ``llmi.prompts.system_prompt()``.
+    ``engine`` to ``Engine.from_env()``, ``system_prompt`` to the shipped prompt that suits the
+    writer (``llmi.prompts.system_prompt(variant=writer.prompt_variant)``; "full" by default).
     ``on_text`` receives each piece of text as the writer streams it.
     """
     from .llm import writer_from_env
@@ -61,9 +62,10 @@ async def agenerate(
 
     # 1. the conversation (cheap checks first: an empty prompt fails before any model loads)
     inputs = await load_inputs(images)
-    system = default_system_prompt() if system_prompt is None else system_prompt
-    messages = build_messages(prompt, system=system, images=inputs)
     writer = writer or writer_from_env()
+    if system_prompt is None:
+        system_prompt = default_system_prompt(variant=getattr(writer, "prompt_variant", "full"))
+    messages = build_messages(prompt, system=system_prompt, images=inputs)
 
     # 2. the writer's answer, streamed
     started = time.monotonic()

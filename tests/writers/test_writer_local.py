@@ -55,7 +55,7 @@ def test_quick_grammar_tags_always_parse_and_text_streams(prompt: str, seed: int
 
 @pytest.mark.slow
 def test_default_writer_with_system_prompt_writes_valid_tags() -> None:
-    text, _ = write(LocalWriter(), "Explain how bees make honey.", seed=4, max_tokens=220, system=system_prompt())
+    text, _ = write(LocalWriter(), "Explain how bees make honey.", seed=4, max_tokens=220, system=system_prompt(variant="compact"))
     assert_all_tags_ok(text)
 
 
@@ -112,9 +112,9 @@ def test_make_writer_rejects_mixed_settings() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("prompt", ["Explain the water cycle.", "Compare cats and dogs as pets.",
                                     "Show the growth of world population since 1900.", "Describe Paris at night."])
 def test_default_grammar_sweep(prompt: str, seed: int) -> None:
-    text, _ = write(LocalWriter(), prompt, seed=seed, max_tokens=500, system=system_prompt())
+    text, _ = write(LocalWriter(), prompt, seed=seed, max_tokens=500, system=system_prompt(variant="compact"))
     assert assert_all_tags_ok(text) >= 1

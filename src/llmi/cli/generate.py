@@ -113,7 +113,7 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
 
     # 1. settings: every mistake here is reported before a model loads
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
-    system = load_system_prompt(system_prompt)
+    system = load_system_prompt(system_prompt) if system_prompt else None  # None: the writer's choice
     writer = make_writer(base_url=base_url, model=model, model_name=model_name, api_key=api_key,
                          sampling=sampling, timeout=timeout, retries=retries, grammar=grammar)
     out_dir = out_dir or default_out_dir(prompt.strip()[:40])
@@ -131,7 +131,8 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
             return await agenerate(
                 prompt, images=images, writer=writer, engine=engine, system_prompt=system,
                 sampling=sampling, on_text=show,
-                meta={"system_prompt": str(system_prompt) if system_prompt else "llmi default"},
+                meta={"system_prompt": str(system_prompt) if system_prompt
+                      else f"llmi {getattr(writer, 'prompt_variant', 'full')}"},
             )
         finally:
             progress.close()

@@ -24,8 +24,8 @@ def tag_grammar(
     n_inputs: int = 0,
     min_tags: int = 1,
     max_tags: int = 3,
-    max_lines: int = 3,
-    line_chars: int = 400,
+    max_lines: int = 2,
+    line_chars: int = 320,
     text_chars: int = 120,
     code_chars: int = 800,
 ) -> str:

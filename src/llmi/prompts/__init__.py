@@ -9,18 +9,28 @@ from __future__ import annotations
 from importlib import resources
 from os import PathLike
 
-__all__ = ["system_prompt"]
+__all__ = ["VARIANTS", "system_prompt"]
 
 
-def system_prompt(path: str | PathLike[str] | None = None) -> str:
+#: the shipped variants: the full prompt (LLM-I compatible) and a short one for small models
+VARIANTS = {"full": "system.txt", "compact": "system_compact.txt"}
+
+
+def system_prompt(path: str | PathLike[str] | None = None, *, variant: str = "full") -> str:
     """The system prompt that teaches a writer the ``<imgen>`` tag format.
 
+    ``variant="full"`` teaches the format, the four tools and when to use each, with a worked
+    example, for any capable model (and checkpoints trained on LLM-I's format).
+    ``variant="compact"`` says the same in a third of the tokens, for small embedded models
+    whose tags a grammar already keeps well formed (the prompt is most of their run time).
     With ``path`` (the user's own prompt, ``--system-prompt FILE``) that file is read instead.
     """
     from ..errors import ConfigError
 
     if path is None:
-        return resources.files(__name__).joinpath("system.txt").read_text(encoding="utf-8")
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown system prompt variant {variant!r}; choose {', '.join(VARIANTS)}")
+        return resources.files(__name__).joinpath(VARIANTS[variant]).read_text(encoding="utf-8")
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
