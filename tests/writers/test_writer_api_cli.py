@@ -70,7 +70,8 @@ def test_empty_answer_is_a_writer_error(scripted) -> None:
 
 
 def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(generate_cmd, list(args))
+    clean = {name: None for name in ("LLMI_BASE_URL", "LLMI_MODEL", "LLMI_MODEL_NAME", "LLMI_API_KEY", "OPENAI_API_KEY")}
+    result = CliRunner().invoke(generate_cmd, list(args), env=clean)
     return result.exit_code, result.output
 
 

