@@ -189,6 +189,7 @@ class LocalWriter:
         self.repeat_penalty = repeat_penalty
         self.extra_buffers = extra_buffers
         self._grammars: dict[int, Any] = {}
+        self._path: Path | None = None  # resolved once: a hub reference is looked up only once
 
     @property
     def prompt_variant(self) -> str:
@@ -249,7 +250,9 @@ class LocalWriter:
 
     def load(self) -> _Loaded:
         """Load the model once (shared across writers); later calls return it at once."""
-        path = resolve_model(self.model)
+        if self._path is None:
+            self._path = resolve_model(self.model)
+        path = self._path
         key = (str(path), self.n_ctx, self.n_threads, self.n_threads_batch, self.extra_buffers)
         with _MODELS_LOCK:
             loaded = _MODELS.get(key)
