@@ -46,7 +46,7 @@ _CHAT_TEMPLATE = (
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_VERSION = "1"  # bump when the layout changes, so cached folders are rebuilt
+_VERSION = "2"  # bump when the layout changes, so cached folders are rebuilt
 
 
 def _templates() -> list[str]:
@@ -220,6 +220,13 @@ def _build_components(mode: str, seed: int) -> dict:
     return components
 
 
+_VIDEO_KEYS = (
+    "min_pixels", "max_pixels", "size", "patch_size", "temporal_patch_size", "merge_size",
+    "image_mean", "image_std", "do_resize", "do_rescale", "rescale_factor", "do_normalize",
+    "do_convert_rgb",
+)
+
+
 def build_tiny_pipeline(path: str | os.PathLike, mode: str = "generation", seed: int = 0) -> Path:
     """Build a tiny random ``QwenImagePipeline`` (``mode="generation"``) or
     ``QwenImageEditPipeline`` (``mode="edit"``) and save it as a diffusers folder at ``path``.
@@ -248,7 +255,16 @@ def build_tiny_pipeline(path: str | os.PathLike, mode: str = "generation", seed:
         proc_file = path / "processor" / "processor_config.json"
         proc = json.loads(proc_file.read_text())
         proc["processor_class"] = "Qwen2VLProcessor"
+        # Where torchvision works, transformers builds the real Qwen2VLProcessor, which also
+        # loads a video processor: give it one, mirroring the image processor's settings.
+        image_cfg = proc.get("image_processor", {})
+        video_cfg = {k: image_cfg[k] for k in _VIDEO_KEYS if k in image_cfg}
+        video_cfg["video_processor_type"] = "Qwen2VLVideoProcessor"
+        proc["video_processor"] = video_cfg
         proc_file.write_text(json.dumps(proc, indent=2))
+        (path / "processor" / "video_preprocessor_config.json").write_text(
+            json.dumps({**video_cfg, "processor_class": "Qwen2VLProcessor"}, indent=2)
+        )
     (path / "LLMI_TINY").write_text(f"{mode} {seed} v{_VERSION}\n")
     return path
 
