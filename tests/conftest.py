@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -15,3 +17,4 @@ for _name in ("SERP_API_KEY", "ARK_API_KEY", "OPENAI_API_KEY", "QWEN_IMAGE_SERVE
     os.environ.pop(_name, None)
 # Tests never see the user's image library or caches: each run gets an empty llmi home.
 os.environ["LLMI_HOME"] = tempfile.mkdtemp(prefix="llmi-test-home-")
+atexit.register(shutil.rmtree, os.environ["LLMI_HOME"], ignore_errors=True)
