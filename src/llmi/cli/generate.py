@@ -41,6 +41,8 @@ def _fail(message: str) -> None:
               help="Embedded writer: let the model write freely (for checkpoints trained on the tag format).")
 @click.option("--n-ctx", type=click.IntRange(256), default=4096, show_default=True,
               help="Embedded writer: context size in tokens (prompt and answer together).")
+@click.option("--threads", type=click.IntRange(1), default=None, envvar="LLMI_THREADS",
+              help="Embedded writer: CPU threads (default: half the cores) [env LLMI_THREADS].")
 @click.option("--timeout", type=float, default=120.0, show_default=True,
               help="Seconds to wait for the endpoint at each step.")
 @click.option("--retries", type=click.IntRange(0, 10), default=3, show_default=True,
@@ -53,7 +55,7 @@ def _fail(message: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the output paths.")
 def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ...], model: str | None,
              base_url: str | None, api_key: str | None, model_name: str | None, temperature: float,
-             top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool, n_ctx: int,
+             top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool, n_ctx: int, threads: int | None,
              timeout: float, retries: int, out_dir: Path | None, formats: tuple[str, ...], deadline: float, quiet: bool) -> None:
     """Write an illustrated document for PROMPT.
 
@@ -77,7 +79,7 @@ def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ..
         paths = _run(console, text, images=images, model=model, base_url=base_url,
                      api_key=api_key or os.environ.get("LLMI_API_KEY") or os.environ.get("OPENAI_API_KEY"),
                      model_name=model_name, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                     seed=seed, system_prompt=system_prompt, grammar=not no_grammar, n_ctx=n_ctx, timeout=timeout, retries=retries,
+                     seed=seed, system_prompt=system_prompt, grammar=not no_grammar, n_ctx=n_ctx, threads=threads, timeout=timeout, retries=retries,
                      out_dir=out_dir, formats=formats, deadline=deadline)
     except LlmiError as exc:
         _fail(str(exc))
@@ -104,7 +106,7 @@ def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
 
 
 def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, temperature, top_p,
-         max_tokens, seed, system_prompt, grammar, n_ctx, timeout, retries, out_dir, formats, deadline):
+         max_tokens, seed, system_prompt, grammar, n_ctx, threads, timeout, retries, out_dir, formats, deadline):
     import asyncio
 
     from ..api import agenerate
@@ -117,7 +119,7 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     system = load_system_prompt(system_prompt) if system_prompt else None  # None: the writer's choice
     writer = make_writer(base_url=base_url, model=model, model_name=model_name, api_key=api_key,
-                         sampling=sampling, timeout=timeout, retries=retries, grammar=grammar, n_ctx=n_ctx)
+                         sampling=sampling, timeout=timeout, retries=retries, grammar=grammar, n_ctx=n_ctx, n_threads=threads)
     out_dir = out_dir or default_out_dir(prompt.strip()[:40])
 
     # 2. write (streaming to the terminal), then run the tools with a progress display

@@ -47,6 +47,7 @@ def make_writer(
     retries: int = 3,
     grammar: bool = True,
     n_ctx: int = 4096,
+    n_threads: int | None = None,
 ) -> Writer:
     """An ``OpenAIWriter`` when ``base_url`` is given, else a ``LocalWriter`` for ``model``.
 
@@ -68,7 +69,7 @@ def make_writer(
         raise ConfigError("--model-name needs --base-url (an OpenAI-compatible endpoint)")
     from .local import LocalWriter
 
-    return LocalWriter(model, sampling=sampling, grammar=grammar, n_ctx=n_ctx)
+    return LocalWriter(model, sampling=sampling, grammar=grammar, n_ctx=n_ctx, n_threads=n_threads)
 
 
 def writer_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Writer:

@@ -185,7 +185,7 @@ class LocalWriter:
         # for each other cost far more than the parallelism gains.
         self.n_threads = n_threads or max(1, min((os.cpu_count() or 2) // 2, 8))
         # Reading the prompt is one large batch that every core helps with.
-        self.n_threads_batch = n_threads or max(1, min(os.cpu_count() or 1, 16))
+        self.n_threads_batch = max(n_threads or 1, min(os.cpu_count() or 1, 16))
         self.repeat_penalty = repeat_penalty
         self.extra_buffers = extra_buffers
         self._grammars: dict[int, Any] = {}
