@@ -28,14 +28,11 @@ from .llm.base import ImageInput, Sampling, Writer, build_messages, is_url, load
 if TYPE_CHECKING:  # pragma: no cover
     from .document import Document
     from .engine import Engine
+    from .fetch import SafeFetcher
 
 __all__ = ["generate", "agenerate", "render", "arender", "load_inputs"]
 
 T = TypeVar("T")
-
-#: the largest input image fetched from a URL
-_MAX_IMAGE_BYTES = 25 * 1024 * 1024
-
 
 async def agenerate(
     prompt: str,
@@ -117,8 +114,12 @@ def render(text: str, **kwargs: Any) -> "Document":
     return _run_sync(lambda: arender(text, **kwargs))
 
 
-async def load_inputs(images: Sequence[ImageInput]) -> tuple[ImageData, ...]:
-    """Decode input images: files, http(s) URLs (downloaded) or ``ImageData`` as they are."""
+async def load_inputs(images: Sequence[ImageInput], *, fetcher: "SafeFetcher | None" = None) -> tuple[ImageData, ...]:
+    """Decode input images: files, http(s) URLs or ``ImageData`` as they are.
+
+    URLs are downloaded with llmi's ``SafeFetcher`` (public addresses only, size and pixel
+    caps, the bytes must be an image); pass ``fetcher`` to change its policy.
+    """
     if isinstance(images, (str, bytes, os.PathLike, ImageData)):
         images = [images]  # type: ignore[list-item]
     out: list[ImageData] = []
@@ -126,31 +127,20 @@ async def load_inputs(images: Sequence[ImageInput]) -> tuple[ImageData, ...]:
         if isinstance(img, ImageData):
             out.append(img)
         elif is_url(img):
-            out.append(await _download(str(img)))
+            out.append(await _download(str(img), fetcher))
         else:
             out.append(load_image(img))
     return tuple(out)
 
 
-async def _download(url: str) -> ImageData:
-    import httpx
+async def _download(url: str, fetcher: "SafeFetcher | None") -> ImageData:
+    from .errors import FetchError
+    from .fetch import SafeFetcher
 
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=True) as client:
-            async with client.stream("GET", url) as resp:
-                if resp.status_code >= 400:
-                    raise WriterError(f"cannot download the input image {url} (HTTP {resp.status_code})")
-                data = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    data += chunk
-                    if len(data) > _MAX_IMAGE_BYTES:
-                        raise WriterError(f"the input image {url} is larger than {_MAX_IMAGE_BYTES >> 20} MB")
-    except httpx.HTTPError as exc:
-        raise WriterError(f"cannot download the input image {url}: {exc or type(exc).__name__}") from None
-    try:
-        return ImageData.from_bytes(bytes(data))
-    except ValueError:
-        raise WriterError(f"{url} is not a readable image") from None
+        return await (fetcher or SafeFetcher()).fetch(url)
+    except FetchError as exc:
+        raise WriterError(f"cannot use the input image {exc}; download it and pass the file instead") from None
 
 
 def _run_sync(make: Callable[[], Awaitable[T]]) -> T:

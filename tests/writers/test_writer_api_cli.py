@@ -49,6 +49,19 @@ def test_generate_streams_text_to_a_callback_and_works_inside_a_running_loop(scr
     assert doc.text.startswith("Owls hunt at night.")
 
 
+def test_input_images_by_url_go_through_the_safe_fetcher(scripted) -> None:
+    from llmi.api import load_inputs
+    from llmi.fetch import FetchPolicy, SafeFetcher
+
+    loopback = SafeFetcher(FetchPolicy.allowing_loopback())
+    (img,) = asyncio.run(load_inputs([f"{scripted.url}/x/img.png"], fetcher=loopback))
+    assert (img.width, img.height) == (5, 3)
+    with pytest.raises(WriterError, match="cannot use the input image.*pass the file instead"):
+        asyncio.run(load_inputs([f"{scripted.url}/x/text.png"], fetcher=loopback))
+    with pytest.raises(WriterError, match="cannot use the input image"):  # loopback refused by default
+        asyncio.run(load_inputs([f"{scripted.url}/x/img.png"]))
+
+
 def test_render_defaults_to_the_environment_engine() -> None:
     doc = llmi.render("Only words here.")
     assert doc.text == "Only words here." and doc.image_segments == ()

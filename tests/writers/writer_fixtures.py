@@ -149,6 +149,15 @@ def _make_handler(state: Scripted) -> type[BaseHTTPRequestHandler]:
             state.counts[key] = state.counts.get(key, 0) + 1
             count = state.counts[key]
             scenario = scenario.split("-")[0]  # "flaky-2" acts like "flaky", counted on its own
+            if path in ("img.png", "text.png"):  # input images given by URL
+                from llmi.image import ImageData
+
+                data = ImageData.blank(5, 3, "green").data if path == "img.png" else b"<html>no</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                return self.wfile.write(data)
             if path == "v1/models":
                 if scenario == "nomodels":
                     return self._send_json(404, {"detail": "Not Found"})
