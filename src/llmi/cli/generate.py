@@ -124,17 +124,15 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
 
     # 2. write (streaming to the terminal), then run the tools with a progress display
     console.print(f"[dim]writer: {writer.name}[/]")
-    progress = _AfterText(console, ToolProgress(console))
-
-    def show(piece: str) -> None:
-        console.print(piece, end="", markup=False, soft_wrap=True)
+    text = _StreamedText(console)
+    progress = _AfterText(text, ToolProgress(console))
 
     async def main():
         engine = Engine.from_env(on_event=progress, deadline=deadline)
         try:
             return await agenerate(
                 prompt, images=images, writer=writer, engine=engine, system_prompt=system,
-                sampling=sampling, on_text=show,
+                sampling=sampling, on_text=text,
                 meta={"system_prompt": str(system_prompt) if system_prompt
                       else f"llmi {getattr(writer, 'prompt_variant', 'full')}"},
             )
@@ -142,23 +140,41 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
             progress.close()
             await engine.aclose()
 
-    doc = asyncio.run(main())
-    console.print()
+    try:
+        doc = asyncio.run(main())
+    finally:
+        text.end_line()  # an error or the summary starts on its own line
     paths = doc.save(out_dir, formats)
     print_summary(console, doc, paths)
     return paths
 
 
+class _StreamedText:
+    """Prints the writer's text as it arrives, and knows whether a line is left open."""
+
+    def __init__(self, console) -> None:
+        self.console, self.open = console, False
+
+    def __call__(self, piece: str) -> None:
+        self.console.print(piece, end="", markup=False, soft_wrap=True)
+        self.open = not piece.endswith("\n")
+
+    def end_line(self) -> None:
+        if self.open:
+            self.console.print()
+            self.open = False
+
+
 class _AfterText:
     """The engine's progress callback, starting the progress bar below the streamed text."""
 
-    def __init__(self, console, progress) -> None:
-        self.console, self.progress, self.started = console, progress, False
+    def __init__(self, text: _StreamedText, progress) -> None:
+        self.text, self.progress, self.started = text, progress, False
 
     def __call__(self, event) -> None:
         if not self.started:
             self.started = True
-            self.console.print()
+            self.text.end_line()
             self.progress.__enter__()
         self.progress(event)
 
