@@ -11,6 +11,7 @@ from llmi.llm import Sampling, build_messages, make_writer, trim_unfinished_tag
 from llmi.llm.grammar import tag_grammar
 from llmi.prompts import system_prompt
 from llmi.tags import PARAM_TYPES, parse
+from writer_fixtures import free_port
 
 pytest.importorskip("llama_cpp")
 
@@ -96,7 +97,11 @@ def test_model_resolution_errors(tmp_path, monkeypatch) -> None:
     with pytest.raises(WriterError, match="is a folder"):
         resolve_model(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WriterError, match="could not get 'x.gguf' from the Hugging Face repo 'nobody/nothing'"):
+    with pytest.raises(WriterError, match="cannot download nobody/nothing:x.gguf.*HF_HUB_OFFLINE.*--model"):
+        resolve_model("nobody/nothing:x.gguf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # a hub that is not there
+    with pytest.raises(WriterError, match="not reachable from here"):
         resolve_model("nobody/nothing:x.gguf")
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a model")

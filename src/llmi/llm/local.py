@@ -69,17 +69,42 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
 
 def _from_hub(repo: str, filename: str) -> Path:
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:
         raise MissingDependency("huggingface_hub", "local") from None
+    cached = try_to_load_from_cache(repo_id=repo, filename=filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    # huggingface_hub retries an unreachable hub for half a minute; a plain connect says it at once.
+    if offline or not _reachable(endpoint):
+        raise WriterError(
+            f"cannot download {repo}:{filename}: the Hugging Face hub ({endpoint}) is "
+            f"{'switched off by HF_HUB_OFFLINE' if offline else 'not reachable from here'} and the file is "
+            "not in the local cache; download the .gguf elsewhere and pass its path with --model"
+        )
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename))
-    except Exception as exc:  # the hub raises many types: offline, 404, gated, disk
+    except Exception as exc:  # the hub raises many types: 404, gated, disk full
+        detail = str(exc).splitlines()[0][:160] if str(exc) else "no detail"
         raise WriterError(
-            f"could not get {filename!r} from the Hugging Face repo {repo!r} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-            "without network access, download the .gguf elsewhere and pass its path with --model"
+            f"could not get {filename!r} from the Hugging Face repo {repo!r} ({type(exc).__name__}: {detail}); "
+            "check the repo id and file name, or download the .gguf and pass its path with --model"
         ) from None
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass
