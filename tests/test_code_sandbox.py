@@ -23,7 +23,7 @@ from llmi.tags import ImageRequest
 from llmi.tools.base import Tool, ToolCall
 from llmi.tools.code_sandbox import CodeSandboxTool
 
-SINE_EXAMPLE = Path("/work/shared/data/llmi-format/system-prompt-example.txt")
+SINE_EXAMPLE = Path(__file__).resolve().parents[2] / "shared/data/llmi-format/system-prompt-example.txt"
 
 
 def call(code: str, timeout: float = 60.0) -> ToolCall:
