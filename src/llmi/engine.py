@@ -18,17 +18,15 @@ event-loop thread, so tools and caches are shared across calls.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import random
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 
+from .cache import MemoryCache, cache_key
 from .document import Document, Fallback, ImageSegment, TextSegment, merge_text
 from .errors import DependencyFailed, ToolError, ToolNotConfigured, ToolTimeout
 from .image import ImageData
@@ -89,57 +87,6 @@ class EngineEvent:
     backend: str | None = None
     message: str = ""
     segment: ImageSegment | None = None
-
-
-# -- the cache ---------------------------------------------------------------------------------
-
-
-class MemoryCache:
-    """A bounded LRU of tool outcomes, keyed by content (see ``Engine.cache_key``)."""
-
-    def __init__(self, max_items: int = 1024) -> None:
-        self.max_items = max_items
-        self._items: OrderedDict[str, ToolOutput | ToolError] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str) -> ToolOutput | ToolError | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: str, value: ToolOutput | ToolError) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def _normalise(source: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if key == "img_index":
-            continue  # an edit is keyed by the image it edits, not by where that image sits
-        if isinstance(value, str):
-            if key == "code":
-                lines = value.replace("\r\n", "\n").split("\n")
-                value = "\n".join(line.rstrip() for line in lines).strip("\n")
-            else:
-                value = " ".join(value.split())
-                if key == "query":
-                    value = value.casefold()
-        out[key] = value
-    return out
 
 
 # -- per-run bookkeeping -----------------------------------------------------------------------
@@ -409,15 +356,8 @@ class Engine:
     # -- keys, state, events ---------------------------------------------------------------
     @staticmethod
     def cache_key(tool: Tool, request: ImageRequest, source_image: ImageData | None = None) -> str:
-        """Content address of a call: tool, backend, normalised params, and the edited image."""
-        payload = {
-            "source": request.source,
-            "backend": tool.backend,
-            "params": _normalise(request.source, request.params),
-            "image": source_image.sha256 if source_image is not None else None,
-        }
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-        return hashlib.sha256(blob).hexdigest()
+        """Content address of a call (see ``llmi.cache.cache_key``)."""
+        return cache_key(tool.backend, request, source_image)
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
