@@ -18,5 +18,6 @@ def _without_extra_buffers():
     return params
 
 
-low.llama_model_default_params = _without_extra_buffers
-runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+if __name__ == "__main__":  # only as a program: importing it (e.g. for doctests) does nothing
+    low.llama_model_default_params = _without_extra_buffers
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
