@@ -225,8 +225,11 @@ class Launcher:
             while d not in ("/", ""):
                 ancestors.add(d)
                 d = os.path.dirname(d)
+        # The private /tmp comes before the binds: an interpreter or checkout that lives under
+        # the host's /tmp (a CI clone, a venv in /tmp) is then bound on top of it, not hidden.
+        argv += ["--size", str(self.limits.tmpfs), "--perms", "1777", "--tmpfs", "/tmp"]
         for d in sorted(ancestors, key=lambda p: (p.count("/"), p)):
-            if d == "/usr" or d.startswith("/usr/"):
+            if d in ("/usr", "/tmp") or d.startswith("/usr/"):
                 continue
             argv += ["--perms", "0755", "--dir", d]
         for path in _ETC:
@@ -235,7 +238,6 @@ class Launcher:
             argv += ["--ro-bind", src, dest]
         argv += [
             "--proc", "/proc", "--dev", "/dev",
-            "--size", str(self.limits.tmpfs), "--perms", "1777", "--tmpfs", "/tmp",
             "--perms", "0755", "--dir", "/tmp/.llmi-mpl",
             "--perms", "0755", "--dir", "/tmp/.llmi-cache",
             "--chdir", "/tmp",

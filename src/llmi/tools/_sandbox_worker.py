@@ -347,6 +347,9 @@ class Zygote:
                 os.kill(-1, signal.SIGKILL)
             except OSError:
                 pass
+            # SIGKILL is delivered asynchronously: wait until the killed processes are dead
+            # (zombies at most), so the next job never sees the last one's leftovers.
+            _wait_for_others_to_die(deadline=time.monotonic() + 2.0)
         elif self.uid is not None and os.geteuid() == 0:
             # No PID namespace: a throw-away process with the jobs' dedicated uid kills every
             # process of that uid (only job processes have it); kill(-1) as root here would
@@ -494,6 +497,28 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _wait_for_others_to_die(deadline: float) -> None:
+    """In the sandbox's PID namespace: poll until only init, this worker and zombies remain."""
+    me = os.getpid()
+    while time.monotonic() < deadline:
+        alive = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (1, me):
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue  # gone already
+            if state not in ("Z", "X"):
+                alive = True
+                break
+        if not alive:
+            return
+        _reap_all()
+        time.sleep(0.002)
 
 
 def _reap_all() -> None:
