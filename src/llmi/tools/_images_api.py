@@ -27,6 +27,10 @@ holds the HTTP side until the two are merged). It does three things:
 Uploads are prepared by :func:`prepare_upload`: transparency is composited onto white (an RGBA
 chart would otherwise upload as a black or masked picture), very large pictures are scaled down,
 and the bytes are PNG, or JPEG when PNG would exceed the provider's size limit.
+
+Two base classes hold what each pair of backends shares (settings, their checks, the variables
+``from_env`` reads, the call): :class:`ArkImagesTool` for Seedream and SeedEdit,
+:class:`OpenAIImagesTool` for the OpenAI-compatible generations and edits.
 """
 
 from __future__ import annotations
@@ -38,16 +42,18 @@ import io
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import httpx
 
-from ..errors import BackendError, FetchError, ToolTimeout
+from ..errors import BackendError, ConfigError, FetchError, ToolTimeout
+from ..fetch import FetchPolicy, SafeFetcher
 from ..image import ImageData
 
 __all__ = [
     "ContentRefused", "ApiSpec", "post_json", "post_multipart", "collect_images", "prepare_upload",
     "data_url", "default_seed", "env_flag", "MAX_RESPONSE_BYTES", "ARK_BASE_URL", "OPENAI_BASE_URL",
+    "ArkImagesTool", "OpenAIImagesTool",
 ]
 
 #: Volcengine Ark's endpoint (Beijing region); ``ARK_BASE_URL`` overrides it
@@ -284,3 +290,140 @@ def env_flag(value: str | None, default: bool) -> bool:
 def _snippet(content: bytes, limit: int = 120) -> str:
     text = content[:limit].decode("utf-8", "replace").strip()
     return repr(text + ("..." if len(content) > limit else ""))
+
+
+class ArkImagesTool:
+    """What Seedream and SeedEdit share: checked settings and one ``/images/generations`` call.
+
+    Subclasses set ``_name`` (``"Seedream"``), used in messages, and build the request fields
+    that differ. No request is made until ``run``.
+    """
+
+    _name: ClassVar[str]
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        model: str,
+        base_url: str,
+        guidance_scale: float | None,
+        seed: int | None,
+        watermark: bool,
+        response_format: str,
+        fetch_policy: FetchPolicy | None,
+    ) -> None:
+        if not api_key:
+            raise ConfigError(f"{self._name} needs an API key: set ARK_API_KEY")
+        if response_format not in ("url", "b64_json"):
+            raise ConfigError(f"response_format must be 'url' or 'b64_json', not {response_format!r}")
+        self._api_key = api_key
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.guidance_scale = guidance_scale
+        self.seed = seed
+        self.watermark = watermark
+        self.response_format = response_format
+        self._fetcher = SafeFetcher(fetch_policy)
+        self._spec = ApiSpec(f"Volcengine Ark ({self._name})", "ARK_API_KEY")
+
+    @staticmethod
+    def env_settings(env: Mapping[str, str]) -> dict[str, Any]:
+        """``ARK_API_KEY``, ``ARK_BASE_URL`` and ``LLMI_ARK_WATERMARK`` as constructor arguments.
+
+        >>> ArkImagesTool.env_settings({"ARK_API_KEY": "k", "LLMI_ARK_WATERMARK": "0"})["watermark"]
+        False
+        """
+        return {
+            "api_key": env.get("ARK_API_KEY", ""),
+            "base_url": env.get("ARK_BASE_URL") or ARK_BASE_URL,
+            "watermark": env_flag(env.get("LLMI_ARK_WATERMARK"), True),
+        }
+
+    async def generate(
+        self, call: Any, fields: Mapping[str, Any], *, deadline: float | None = None, **details: Any
+    ) -> tuple[ImageData, str | None, dict[str, Any]]:
+        """One call for ``call``'s prompt: ``model``, ``prompt``, then ``fields``, then the seed
+        (derived from the prompt unless set), watermark and guidance.
+
+        Returns the image, its URL when it was downloaded, and ``info`` (model, seed,
+        ``details``, guidance). ``deadline`` (``time.monotonic()``) defaults to now plus the
+        call's timeout.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + call.timeout
+        prompt = call.request.prompt
+        seed = self.seed if self.seed is not None else default_seed(prompt)
+        payload: dict[str, Any] = {
+            "model": self.model, "prompt": prompt, **fields,
+            "seed": seed, "watermark": self.watermark,
+        }
+        if self.guidance_scale is not None:
+            payload["guidance_scale"] = self.guidance_scale
+        body = await post_json(
+            self._spec, f"{self.base_url}/images/generations", payload, api_key=self._api_key, timeout=call.timeout
+        )
+        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
+        model = str(body.get("model") or self.model)
+        info: dict[str, Any] = {"model": model, "seed": seed, **details}
+        if self.guidance_scale is not None:
+            info["guidance_scale"] = self.guidance_scale
+        return image, url, info
+
+    async def aclose(self) -> None:
+        return None  # nothing is held between calls
+
+
+class OpenAIImagesTool:
+    """What the OpenAI-compatible backends share: checked settings and reading the answer.
+
+    Subclasses set ``_api_name`` (``"images API"``), used in messages.
+    """
+
+    _api_name: ClassVar[str]
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        base_url: str,
+        model: str,
+        size: str | None,
+        response_format: str | None,
+        fetch_policy: FetchPolicy | None,
+    ) -> None:
+        base_url = base_url.rstrip("/")
+        if not api_key and base_url == OPENAI_BASE_URL:
+            raise ConfigError("the OpenAI images API needs a key: set OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
+        if response_format not in (None, "url", "b64_json"):
+            raise ConfigError(f"response_format must be 'url', 'b64_json' or unset, not {response_format!r}")
+        self._api_key = api_key or None
+        self.base_url = base_url
+        self.model = model
+        self.size = size
+        self.response_format = response_format
+        self._fetcher = SafeFetcher(fetch_policy)
+        self._spec = ApiSpec(f"the {self._api_name} at {self.base_url}", "OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
+
+    @staticmethod
+    def env_settings(env: Mapping[str, str]) -> dict[str, Any]:
+        """The key, base URL and response format from ``env``, as constructor arguments.
+
+        >>> OpenAIImagesTool.env_settings({"OPENAI_API_KEY": "a", "LLMI_IMAGES_API_KEY": "b"})["api_key"]
+        'b'
+        """
+        return {
+            "api_key": env.get("LLMI_IMAGES_API_KEY") or env.get("OPENAI_API_KEY"),
+            "base_url": env.get("LLMI_IMAGES_BASE_URL") or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL,
+            "response_format": env.get("LLMI_IMAGES_RESPONSE_FORMAT") or None,
+        }
+
+    async def collect(
+        self, body: Mapping[str, Any], deadline: float
+    ) -> tuple[ImageData, str | None, dict[str, Any]]:
+        """The one image in ``body``, its URL if it was downloaded, and ``info`` (model, base URL)."""
+        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
+        return image, url, {"model": self.model, "base_url": self.base_url}
+
+    async def aclose(self) -> None:
+        return None

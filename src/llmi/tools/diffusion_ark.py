@@ -19,12 +19,10 @@ prompt, and Ark's own default of a visible "AI generated" watermark.
 
 from __future__ import annotations
 
-import time
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
-from ..errors import ConfigError
-from ..fetch import FetchPolicy, SafeFetcher
-from ._images_api import ARK_BASE_URL, ApiSpec, collect_images, default_seed, env_flag, post_json
+from ..fetch import FetchPolicy
+from ._images_api import ARK_BASE_URL, ArkImagesTool
 from .base import Credit, ToolCall, ToolOutput
 
 __all__ = ["SeedreamDiffusion", "ARK_BASE_URL", "SEEDREAM_MODEL"]
@@ -32,11 +30,12 @@ __all__ = ["SeedreamDiffusion", "ARK_BASE_URL", "SEEDREAM_MODEL"]
 SEEDREAM_MODEL = "doubao-seedream-3-0-t2i-250415"
 
 
-class SeedreamDiffusion:
+class SeedreamDiffusion(ArkImagesTool):
     """Text-to-image with Seedream on Volcengine Ark. No request is made until ``run``."""
 
     source: ClassVar[str] = "diffusion"
     backend: str = "seedream"
+    _name: ClassVar[str] = "Seedream"
 
     def __init__(
         self,
@@ -51,63 +50,29 @@ class SeedreamDiffusion:
         response_format: str = "b64_json",
         fetch_policy: FetchPolicy | None = None,
     ) -> None:
-        if not api_key:
-            raise ConfigError("Seedream needs an API key: set ARK_API_KEY")
-        if response_format not in ("url", "b64_json"):
-            raise ConfigError(f"response_format must be 'url' or 'b64_json', not {response_format!r}")
-        self._api_key = api_key
-        self.model = model
-        self.base_url = base_url.rstrip("/")
+        super().__init__(
+            api_key, model=model, base_url=base_url, guidance_scale=guidance_scale, seed=seed,
+            watermark=watermark, response_format=response_format, fetch_policy=fetch_policy,
+        )
         self.size = size
-        self.guidance_scale = guidance_scale
-        self.seed = seed
-        self.watermark = watermark
-        self.response_format = response_format
-        self._fetcher = SafeFetcher(fetch_policy)
-        self._spec = ApiSpec("Volcengine Ark (Seedream)", "ARK_API_KEY")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SeedreamDiffusion":
         """``ARK_API_KEY`` (required); optional ``ARK_BASE_URL``, ``LLMI_SEEDREAM_MODEL``,
         ``LLMI_SEEDREAM_SIZE``, ``LLMI_ARK_WATERMARK`` (0/1)."""
         return cls(
-            env.get("ARK_API_KEY", ""),
+            **cls.env_settings(env),
             model=env.get("LLMI_SEEDREAM_MODEL") or SEEDREAM_MODEL,
-            base_url=env.get("ARK_BASE_URL") or ARK_BASE_URL,
             size=env.get("LLMI_SEEDREAM_SIZE") or "1024x1024",
-            watermark=env_flag(env.get("LLMI_ARK_WATERMARK"), True),
         )
 
     async def run(self, call: ToolCall) -> ToolOutput:
-        deadline = time.monotonic() + call.timeout
-        # 1. the request, in Ark's format
-        prompt = call.request.prompt
-        seed = self.seed if self.seed is not None else default_seed(prompt)
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompt,
-            "size": self.size,
-            "response_format": self.response_format,
-            "seed": seed,
-            "watermark": self.watermark,
-        }
-        if self.guidance_scale is not None:
-            payload["guidance_scale"] = self.guidance_scale
-        # 2. one call; errors are classified in _images_api
-        body = await post_json(
-            self._spec, f"{self.base_url}/images/generations", payload, api_key=self._api_key, timeout=call.timeout
-        )
+        # 1. the request, in Ark's format; 2. one call (errors are classified in _images_api);
         # 3. the image, inline or downloaded through the safe fetcher
-        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
-        info = {"model": str(body.get("model") or self.model), "seed": seed, "size": self.size}
-        if self.guidance_scale is not None:
-            info["guidance_scale"] = self.guidance_scale
+        fields = {"size": self.size, "response_format": self.response_format}
+        image, url, info = await self.generate(call, fields, size=self.size)
         return ToolOutput(
             image=image,
-            credit=Credit(source="Seedream (Volcengine Ark)", title=prompt, image_url=url),
+            credit=Credit(source="Seedream (Volcengine Ark)", title=call.request.prompt, image_url=url),
             info=info,
         )
-
-    async def aclose(self) -> None:
-        return None  # nothing is held between calls
-

@@ -18,20 +18,11 @@ results, a seed derived from the prompt, Ark's default watermark.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
-from ..errors import ConfigError, ToolError
-from ..fetch import FetchPolicy, SafeFetcher
-from ._images_api import (
-    ARK_BASE_URL,
-    ApiSpec,
-    collect_images,
-    data_url,
-    default_seed,
-    env_flag,
-    post_json,
-    prepare_upload,
-)
+from ..errors import ToolError
+from ..fetch import FetchPolicy
+from ._images_api import ARK_BASE_URL, ArkImagesTool, data_url, prepare_upload
 from .base import Credit, ToolCall, ToolOutput
 
 __all__ = ["SeedEdit", "SEEDEDIT_MODEL"]
@@ -39,11 +30,12 @@ __all__ = ["SeedEdit", "SEEDEDIT_MODEL"]
 SEEDEDIT_MODEL = "doubao-seededit-3-0-i2i-250628"
 
 
-class SeedEdit:
+class SeedEdit(ArkImagesTool):
     """Instruction-based editing with SeedEdit on Ark. No request is made until ``run``."""
 
     source: ClassVar[str] = "edit"
     backend: str = "seededit"
+    _name: ClassVar[str] = "SeedEdit"
 
     def __init__(
         self,
@@ -57,30 +49,16 @@ class SeedEdit:
         response_format: str = "b64_json",
         fetch_policy: FetchPolicy | None = None,
     ) -> None:
-        if not api_key:
-            raise ConfigError("SeedEdit needs an API key: set ARK_API_KEY")
-        if response_format not in ("url", "b64_json"):
-            raise ConfigError(f"response_format must be 'url' or 'b64_json', not {response_format!r}")
-        self._api_key = api_key
-        self.model = model
-        self.base_url = base_url.rstrip("/")
-        self.guidance_scale = guidance_scale
-        self.seed = seed
-        self.watermark = watermark
-        self.response_format = response_format
-        self._fetcher = SafeFetcher(fetch_policy)
-        self._spec = ApiSpec("Volcengine Ark (SeedEdit)", "ARK_API_KEY")
+        super().__init__(
+            api_key, model=model, base_url=base_url, guidance_scale=guidance_scale, seed=seed,
+            watermark=watermark, response_format=response_format, fetch_policy=fetch_policy,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SeedEdit":
         """``ARK_API_KEY`` (required); optional ``ARK_BASE_URL``, ``LLMI_SEEDEDIT_MODEL``,
         ``LLMI_ARK_WATERMARK`` (0/1)."""
-        return cls(
-            env.get("ARK_API_KEY", ""),
-            model=env.get("LLMI_SEEDEDIT_MODEL") or SEEDEDIT_MODEL,
-            base_url=env.get("ARK_BASE_URL") or ARK_BASE_URL,
-            watermark=env_flag(env.get("LLMI_ARK_WATERMARK"), True),
-        )
+        return cls(**cls.env_settings(env), model=env.get("LLMI_SEEDEDIT_MODEL") or SEEDEDIT_MODEL)
 
     async def run(self, call: ToolCall) -> ToolOutput:
         deadline = time.monotonic() + call.timeout
@@ -89,30 +67,9 @@ class SeedEdit:
             raise ToolError("SeedEdit needs an input image to edit")
         upload, changes = prepare_upload(call.input_image, max_side=4096, max_bytes=10 * 1024 * 1024, max_aspect=3.0)
         # 2. the request
-        prompt = call.request.prompt
-        seed = self.seed if self.seed is not None else default_seed(prompt)
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompt,
-            "image": data_url(upload),
-            "response_format": self.response_format,
-            "size": "adaptive",
-            "seed": seed,
-            "watermark": self.watermark,
-        }
-        if self.guidance_scale is not None:
-            payload["guidance_scale"] = self.guidance_scale
-        body = await post_json(
-            self._spec, f"{self.base_url}/images/generations", payload, api_key=self._api_key, timeout=call.timeout
-        )
+        fields = {"image": data_url(upload), "response_format": self.response_format, "size": "adaptive"}
+        image, url, info = await self.generate(call, fields, deadline=deadline)
         # 3. the edited image
-        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
-        info: dict[str, Any] = {"model": str(body.get("model") or self.model), "seed": seed}
-        if self.guidance_scale is not None:
-            info["guidance_scale"] = self.guidance_scale
         if changes:
             info["upload"] = changes
         return ToolOutput(image=image, credit=Credit(source="SeedEdit (Volcengine Ark)", image_url=url), info=info)
-
-    async def aclose(self) -> None:
-        return None

@@ -18,9 +18,9 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Mapping
 
-from ..errors import ConfigError, ToolError
-from ..fetch import FetchPolicy, SafeFetcher
-from ._images_api import OPENAI_BASE_URL, ApiSpec, collect_images, post_multipart, prepare_upload
+from ..errors import ToolError
+from ..fetch import FetchPolicy
+from ._images_api import OPENAI_BASE_URL, OpenAIImagesTool, post_multipart, prepare_upload
 from .base import Credit, ToolCall, ToolOutput
 
 __all__ = ["OpenAIEdit", "EDIT_MODEL"]
@@ -28,11 +28,12 @@ __all__ = ["OpenAIEdit", "EDIT_MODEL"]
 EDIT_MODEL = "gpt-image-1"
 
 
-class OpenAIEdit:
+class OpenAIEdit(OpenAIImagesTool):
     """Instruction-based editing through an OpenAI-compatible ``/images/edits``."""
 
     source: ClassVar[str] = "edit"
     backend: str = "openai"
+    _api_name: ClassVar[str] = "image edits API"
 
     def __init__(
         self,
@@ -44,29 +45,19 @@ class OpenAIEdit:
         response_format: str | None = None,
         fetch_policy: FetchPolicy | None = None,
     ) -> None:
-        base_url = base_url.rstrip("/")
-        if not api_key and base_url == OPENAI_BASE_URL:
-            raise ConfigError("the OpenAI images API needs a key: set OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
-        if response_format not in (None, "url", "b64_json"):
-            raise ConfigError(f"response_format must be 'url', 'b64_json' or unset, not {response_format!r}")
-        self._api_key = api_key or None
-        self.base_url = base_url
-        self.model = model
-        self.size = size
-        self.response_format = response_format
-        self._fetcher = SafeFetcher(fetch_policy)
-        self._spec = ApiSpec(f"the image edits API at {self.base_url}", "OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
+        super().__init__(
+            api_key, base_url=base_url, model=model, size=size, response_format=response_format,
+            fetch_policy=fetch_policy,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "OpenAIEdit":
         """As ``OpenAIDiffusion.from_env``, with ``LLMI_IMAGES_EDIT_MODEL`` (else
         ``LLMI_IMAGES_MODEL``) and ``LLMI_IMAGES_EDIT_SIZE``."""
         return cls(
-            env.get("LLMI_IMAGES_API_KEY") or env.get("OPENAI_API_KEY"),
-            base_url=env.get("LLMI_IMAGES_BASE_URL") or env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL,
+            **cls.env_settings(env),
             model=env.get("LLMI_IMAGES_EDIT_MODEL") or env.get("LLMI_IMAGES_MODEL") or EDIT_MODEL,
             size=env.get("LLMI_IMAGES_EDIT_SIZE") or None,
-            response_format=env.get("LLMI_IMAGES_RESPONSE_FORMAT") or None,
         )
 
     async def run(self, call: ToolCall) -> ToolOutput:
@@ -83,11 +74,7 @@ class OpenAIEdit:
             self._spec, f"{self.base_url}/images/edits", fields, files, api_key=self._api_key, timeout=call.timeout
         )
         # 3. the edited image
-        [(image, url)] = await collect_images(self._spec, body, fetcher=self._fetcher, deadline=deadline)
-        info: dict[str, Any] = {"model": self.model, "base_url": self.base_url}
+        image, url, info = await self.collect(body, deadline)
         if changes:
             info["upload"] = changes
         return ToolOutput(image=image, credit=Credit(source=f"{self.model} (image edits API)", image_url=url), info=info)
-
-    async def aclose(self) -> None:
-        return None
