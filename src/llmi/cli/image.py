@@ -47,6 +47,29 @@ _url_option = click.option(
 )
 
 
+def _sampling_options(steps: int):
+    """The options ``generate`` and ``edit`` share, in this order; ``steps`` is the default."""
+    options = [
+        click.option(
+            "--steps", default=steps, show_default=True, type=int, help="num_inference_steps"
+        ),
+        click.option(
+            "--guidance", default=None, type=float, help="guidance_scale (server default 4.0)."
+        ),
+        click.option("--negative", default=None, help="negative_prompt"),
+        click.option("--seed", default=None, type=int),
+        click.option("-n", "--num-images", default=1, show_default=True, type=int, help="1-4"),
+        click.option("--timeout", default=600.0, show_default=True, type=float),
+    ]
+
+    def apply(command):
+        for option in reversed(options):  # decorators apply bottom-up; keep the listed order
+            command = option(command)
+        return command
+
+    return apply
+
+
 def _out_paths(out: str, count: int) -> list[Path]:
     path = Path(out)
     if count == 1:
@@ -97,12 +120,7 @@ def info(url: tuple[str, ...]) -> None:
 @click.option("--out", "-o", default="image.png", show_default=True, help="Output PNG (numbered when -n > 1).")
 @click.option("--height", default=1024, show_default=True, type=int)
 @click.option("--width", default=1024, show_default=True, type=int)
-@click.option("--steps", default=25, show_default=True, type=int, help="num_inference_steps")
-@click.option("--guidance", default=None, type=float, help="guidance_scale (server default 4.0).")
-@click.option("--negative", default=None, help="negative_prompt")
-@click.option("--seed", default=None, type=int)
-@click.option("-n", "--num-images", default=1, show_default=True, type=int, help="1-4")
-@click.option("--timeout", default=600.0, show_default=True, type=float)
+@_sampling_options(steps=25)
 def generate(
     prompt: str,
     url: tuple[str, ...],
@@ -141,12 +159,7 @@ def generate(
 @click.option("--image", "image_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Image to edit.")
 @_url_option
 @click.option("--out", "-o", default="edited.png", show_default=True, help="Output PNG.")
-@click.option("--steps", default=50, show_default=True, type=int, help="num_inference_steps")
-@click.option("--guidance", default=None, type=float, help="guidance_scale (server default 4.0).")
-@click.option("--negative", default=None, help="negative_prompt")
-@click.option("--seed", default=None, type=int)
-@click.option("-n", "--num-images", default=1, show_default=True, type=int, help="1-4")
-@click.option("--timeout", default=600.0, show_default=True, type=float)
+@_sampling_options(steps=50)
 def edit(
     prompt: str,
     image_path: str,

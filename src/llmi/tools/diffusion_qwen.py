@@ -12,25 +12,16 @@ a seed derived from the prompt so the same document renders the same picture twi
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from ..errors import ConfigError, ToolNotConfigured
-from .base import Credit, ToolCall, ToolOutput
+from ..errors import ConfigError
+from ._qwen_common import QwenServerTool, prompt_seed
+from .base import ToolCall, ToolOutput
 
 __all__ = ["QwenImageDiffusion", "parse_size", "prompt_seed"]
 
 ENV_VAR = "QWEN_IMAGE_SERVER_URL"
-
-
-def prompt_seed(prompt: str) -> int:
-    """A stable seed for ``prompt`` (0 ≤ seed < 2³¹).
-
-    >>> prompt_seed("a cat") == prompt_seed("a cat") != prompt_seed("a dog")
-    True
-    """
-    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -46,11 +37,13 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-class QwenImageDiffusion:
+class QwenImageDiffusion(QwenServerTool):
     """Text-to-image on Qwen-Image servers. The HTTP client is created lazily."""
 
     source: ClassVar[str] = "diffusion"
     backend: str = "qwen"
+    _label: ClassVar[str] = "Qwen-Image"
+    _env_var: ClassVar[str] = ENV_VAR
 
     def __init__(
         self,
@@ -64,45 +57,27 @@ class QwenImageDiffusion:
         seed: int | None = None,
         max_concurrency_per_server: int = 2,
     ) -> None:
-        from ..serve.client import parse_urls
-
-        self.urls = parse_urls(urls)
-        if not self.urls:
-            raise ToolNotConfigured(f"no Qwen-Image server URL: set {ENV_VAR}")
+        super().__init__(
+            urls, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt, seed=seed,
+            max_concurrency_per_server=max_concurrency_per_server,
+        )
         self.width = width
         self.height = height
-        self.num_inference_steps = num_inference_steps
-        self.guidance_scale = guidance_scale
-        self.negative_prompt = negative_prompt
-        self.seed = seed
-        self.max_concurrency_per_server = max_concurrency_per_server
-        self._client: Any = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QwenImageDiffusion:
         """``QWEN_IMAGE_SERVER_URL`` (required, comma-separated); optional
         ``LLMI_QWEN_IMAGE_SIZE`` (``1024x1024``) and ``LLMI_QWEN_IMAGE_STEPS`` (25)."""
-        urls = env.get(ENV_VAR, "")
-        if not urls.strip():
-            raise ToolNotConfigured(f"set {ENV_VAR} to the Qwen-Image server URL(s)")
+        urls = cls.env_urls(env)
         width, height = parse_size(env.get("LLMI_QWEN_IMAGE_SIZE") or "1024x1024")
         steps = int(env.get("LLMI_QWEN_IMAGE_STEPS") or 25)
         return cls(urls, width=width, height=height, num_inference_steps=steps)
 
-    @property
-    def client(self):
-        if self._client is None:
-            from ..serve.client import ImageServerClient
-
-            self._client = ImageServerClient(
-                self.urls, max_concurrency_per_server=self.max_concurrency_per_server
-            )
-        return self._client
-
     async def run(self, call: ToolCall) -> ToolOutput:
         # 1. the request
         prompt = call.request.prompt
-        seed = self.seed if self.seed is not None else prompt_seed(prompt)
+        seed = self.seed_for(prompt)
         # 2. one load-balanced call (retried on another server for transient errors)
         result = await self.client.generate_result(
             prompt,
@@ -115,19 +90,4 @@ class QwenImageDiffusion:
             timeout=call.timeout,
         )
         # 3. the image and where it came from
-        info = {
-            "server": result.server,
-            "seed": seed,
-            "size": f"{self.width}x{self.height}",
-            "steps": self.num_inference_steps,
-            "guidance_scale": self.guidance_scale,
-        }
-        return ToolOutput(
-            image=result.images[0],
-            credit=Credit(source="Qwen-Image (llmi image server)", title=prompt),
-            info=info,
-        )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        return self.output(result, prompt, seed, size=f"{self.width}x{self.height}")

@@ -14,23 +14,25 @@ the input's aspect ratio, a seed derived from the instruction and the image.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from ..errors import DependencyFailed, ToolNotConfigured
-from .base import Credit, ToolCall, ToolOutput
+from ..errors import DependencyFailed
+from ._qwen_common import QwenServerTool
+from .base import ToolCall, ToolOutput
 
 __all__ = ["QwenImageEdit"]
 
 ENV_VAR = "QWEN_EDIT_SERVER_URL"
 
 
-class QwenImageEdit:
+class QwenImageEdit(QwenServerTool):
     """Instruction-based editing on Qwen-Image-Edit servers. The HTTP client is created lazily."""
 
     source: ClassVar[str] = "edit"
     backend: str = "qwen"
+    _label: ClassVar[str] = "Qwen-Image-Edit"
+    _env_var: ClassVar[str] = ENV_VAR
 
     def __init__(
         self,
@@ -42,46 +44,25 @@ class QwenImageEdit:
         seed: int | None = None,
         max_concurrency_per_server: int = 2,
     ) -> None:
-        from ..serve.client import parse_urls
-
-        self.urls = parse_urls(urls)
-        if not self.urls:
-            raise ToolNotConfigured(f"no Qwen-Image-Edit server URL: set {ENV_VAR}")
-        self.num_inference_steps = num_inference_steps
-        self.guidance_scale = guidance_scale
-        self.negative_prompt = negative_prompt
-        self.seed = seed
-        self.max_concurrency_per_server = max_concurrency_per_server
-        self._client: Any = None
+        super().__init__(
+            urls, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt, seed=seed,
+            max_concurrency_per_server=max_concurrency_per_server,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QwenImageEdit:
         """``QWEN_EDIT_SERVER_URL`` (required, comma-separated); optional
         ``LLMI_QWEN_EDIT_STEPS`` (50)."""
-        urls = env.get(ENV_VAR, "")
-        if not urls.strip():
-            raise ToolNotConfigured(f"set {ENV_VAR} to the Qwen-Image-Edit server URL(s)")
-        return cls(urls, num_inference_steps=int(env.get("LLMI_QWEN_EDIT_STEPS") or 50))
-
-    @property
-    def client(self):
-        if self._client is None:
-            from ..serve.client import ImageServerClient
-
-            self._client = ImageServerClient(
-                self.urls, max_concurrency_per_server=self.max_concurrency_per_server
-            )
-        return self._client
+        steps = int(env.get("LLMI_QWEN_EDIT_STEPS") or 50)
+        return cls(cls.env_urls(env), num_inference_steps=steps)
 
     async def run(self, call: ToolCall) -> ToolOutput:
         # 1. the request: an instruction and the image it applies to
         if call.input_image is None:
             raise DependencyFailed("edit needs an input image, and none was given")
         prompt = call.request.prompt
-        seed = self.seed
-        if seed is None:
-            digest = hashlib.sha256(prompt.encode() + call.input_image.sha256.encode()).digest()
-            seed = int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+        seed = self.seed_for(prompt + call.input_image.sha256)  # the same edit of the same image
         # 2. one load-balanced call
         result = await self.client.edit_result(
             call.input_image,
@@ -93,18 +74,4 @@ class QwenImageEdit:
             timeout=call.timeout,
         )
         # 3. the edited image
-        info = {
-            "server": result.server,
-            "seed": seed,
-            "steps": self.num_inference_steps,
-            "guidance_scale": self.guidance_scale,
-        }
-        return ToolOutput(
-            image=result.images[0],
-            credit=Credit(source="Qwen-Image-Edit (llmi image server)", title=prompt),
-            info=info,
-        )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        return self.output(result, prompt, seed)
