@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from typing import ClassVar
-
 from .errors import BackendError, ToolError
 from .image import ImageData
 from .tools.base import ToolCall, ToolOutput
@@ -32,7 +30,6 @@ class LatencyTool:
     peak: int = 0
     _running: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    kinds: ClassVar[tuple[str, ...]] = ("search", "diffusion", "code", "edit")
 
     async def run(self, call: ToolCall) -> ToolOutput:
         with self._lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -83,4 +82,3 @@ def render(file, out_dir: Path | None, formats: tuple[str, ...], images: tuple[s
     if quiet:
         for path in paths.values():
             click.echo(path)
-    sys.exit(0)
