@@ -99,7 +99,7 @@ def llmi(codes: list[str], workers: int, rounds: int) -> dict:
     """
     from llmi.engine import Engine
     from llmi.tags import ImageRequest, serialise
-    from llmi.tools.code_sandbox import CodeSandboxTool
+    from llmi.tools.sandbox.tool import CodeSandboxTool
 
     warm_one = warm_renderer()
     tags = [serialise(ImageRequest("code", f"chart {i}", {"code": c})) for i, c in enumerate(codes)]

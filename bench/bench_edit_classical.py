@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from llmi.image import ImageData
-from llmi.tools._edit_ops import Segmenter
-from llmi.tools.edit_classical import apply_plan, plan_edit
+from llmi.tools.classical.ops import Segmenter
+from llmi.tools.classical.editor import apply_plan, plan_edit
 
 PROMPTS = [
     "black and white", "sepia", "pencil sketch", "cartoon", "stylize", "blur", "sharpen",

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from llmi.tools.code_sandbox import CodeSandboxTool, Limits
+from llmi.tools.sandbox.tool import CodeSandboxTool, Limits
 
 FAKE_SECRETS = {
     "SERP_API_KEY": "llmi-test-secret-serp-7f3a9c",

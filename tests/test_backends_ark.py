@@ -15,9 +15,9 @@ from llmi.fetch import FetchPolicy
 from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.tools import ToolCall, load_backend
-from llmi.tools._images_api import ContentRefused, default_seed
-from llmi.tools.diffusion_ark import SEEDREAM_MODEL, SeedreamDiffusion
-from llmi.tools.edit_ark import SEEDEDIT_MODEL, SeedEdit
+from llmi.tools.images._hosted import ContentRefused, default_seed
+from llmi.tools.images.ark import SEEDREAM_MODEL, SeedreamDiffusion
+from llmi.tools.images.ark import SEEDEDIT_MODEL, SeedEdit
 
 LOOPBACK = FetchPolicy.allowing_loopback()
 

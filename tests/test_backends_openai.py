@@ -14,9 +14,9 @@ from llmi.fetch import FetchPolicy
 from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.tools import ToolCall, load_backend
-from llmi.tools._images_api import ContentRefused, prepare_upload
-from llmi.tools.diffusion_openai import OpenAIDiffusion
-from llmi.tools.edit_openai import OpenAIEdit
+from llmi.tools.images._hosted import ContentRefused, prepare_upload
+from llmi.tools.images.openai import OpenAIDiffusion
+from llmi.tools.images.openai import OpenAIEdit
 
 LOOPBACK = FetchPolicy.allowing_loopback()
 

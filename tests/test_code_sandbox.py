@@ -21,7 +21,7 @@ from code_sandbox_fixtures import (  # noqa: F401
 from llmi.errors import SandboxError
 from llmi.tags import ImageRequest
 from llmi.tools.base import Tool, ToolCall
-from llmi.tools.code_sandbox import CodeSandboxTool
+from llmi.tools.sandbox.tool import CodeSandboxTool
 
 SINE_EXAMPLE = Path(__file__).resolve().parents[2] / "shared/data/llmi-format/system-prompt-example.txt"
 
@@ -297,7 +297,7 @@ def test_degraded_levels_still_scrub_secrets_and_say_so(level, caplog):
         "try:\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n    print('online')\n"
         "except OSError:\n    print('offline')\nplt.plot([1, 2])"
     )
-    with caplog.at_level(logging.WARNING, logger="llmi.tools.code_sandbox"):
+    with caplog.at_level(logging.WARNING, logger="llmi.tools.sandbox.tool"):
         tool = CodeSandboxTool(workers=1, sandbox=level, timeout=10)
         try:
             out = render(tool, code)

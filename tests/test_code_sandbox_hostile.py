@@ -150,7 +150,7 @@ DEGRADED = {
 def test_degraded_levels_contain_the_worst_cases(level, listener):  # noqa: F811
     if os.geteuid() != 0:
         pytest.skip("without root these levels share the caller's uid; not run here")
-    from llmi.tools.code_sandbox import CodeSandboxTool
+    from llmi.tools.sandbox.tool import CodeSandboxTool
 
     tool = CodeSandboxTool(workers=1, sandbox=level, timeout=5.0)
     try:

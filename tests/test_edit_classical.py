@@ -13,8 +13,8 @@ from llmi.errors import ToolError, UnsupportedEdit
 from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.tools import ToolCall, load_backend
-from llmi.tools._edit_ops import Segmenter
-from llmi.tools.edit_classical import (
+from llmi.tools.classical.ops import Segmenter
+from llmi.tools.classical.editor import (
     Background,
     Blur,
     Brightness,

@@ -10,12 +10,12 @@ from llmi.errors import ConfigError, LlmiError
 from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.tools import ToolCall
-from llmi.tools.diffusion_ark import SeedreamDiffusion
-from llmi.tools.diffusion_openai import OpenAIDiffusion
-from llmi.tools.edit_ark import SeedEdit
-from llmi.tools.edit_classical import ClassicalEdit
-from llmi.tools.edit_openai import OpenAIEdit
-from llmi.tools.image_routing import (
+from llmi.tools.images.ark import SeedreamDiffusion
+from llmi.tools.images.openai import OpenAIDiffusion
+from llmi.tools.images.ark import SeedEdit
+from llmi.tools.classical.editor import ClassicalEdit
+from llmi.tools.images.openai import OpenAIEdit
+from llmi.tools.images.routing import (
     diffusion_choice,
     diffusion_from_env,
     edit_choice,

@@ -16,8 +16,8 @@ from llmi.library.captions import read_caption
 from llmi.library.embed import Embedder
 from llmi.tags import ImageRequest
 from llmi.tools.base import ToolCall
-from llmi.tools.search_library import LibrarySearch
-from llmi.tools.search_routing import search_choice, search_from_env
+from llmi.tools.search.library import LibrarySearch
+from llmi.tools.search.routing import search_choice, search_from_env
 
 SVG = """<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/"

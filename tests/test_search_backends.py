@@ -17,8 +17,8 @@ from llmi.errors import BackendError, ConfigError, NotFound
 from llmi.fetch import FetchPolicy, SafeFetcher
 from llmi.tags import ImageRequest
 from llmi.tools.base import ToolCall
-from llmi.tools.search_serpapi import SerpApiSearch
-from llmi.tools.search_wikimedia import WikimediaSearch
+from llmi.tools.search.serpapi import SerpApiSearch
+from llmi.tools.search.wikimedia import WikimediaSearch
 
 DATA = Path(__file__).parent / "data"
 KANGAROO = noisy_jpeg(640, 480)

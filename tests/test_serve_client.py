@@ -217,8 +217,8 @@ def _chart_rgba() -> ImageData:
 
 
 def test_tools_from_env():
-    from llmi.tools.diffusion_qwen import QwenImageDiffusion
-    from llmi.tools.edit_qwen import QwenImageEdit
+    from llmi.tools.images.qwen import QwenImageDiffusion
+    from llmi.tools.images.qwen import QwenImageEdit
 
     with pytest.raises(ToolNotConfigured):
         QwenImageDiffusion.from_env({})
@@ -258,8 +258,8 @@ def test_tools_run_through_the_servers(gen_server, edit_server):
 
 def test_engine_fulfils_diffusion_and_edit_tags(gen_server, edit_server):
     from llmi.engine import Engine
-    from llmi.tools.diffusion_qwen import QwenImageDiffusion
-    from llmi.tools.edit_qwen import QwenImageEdit
+    from llmi.tools.images.qwen import QwenImageDiffusion
+    from llmi.tools.images.qwen import QwenImageEdit
 
     text = (
         "A fox:<imgen>{'source': 'diffusion', 'description': 'a fox', 'params': {'prompt': 'a red fox'}}</imgen>"
@@ -283,7 +283,7 @@ def test_engine_fulfils_diffusion_and_edit_tags(gen_server, edit_server):
 
 def test_engine_configured_from_env_uses_the_servers(gen_server, gen_server_b, edit_server):
     from llmi.engine import Engine
-    from llmi.tools.image_routing import diffusion_from_env, edit_from_env
+    from llmi.tools.images.routing import diffusion_from_env, edit_from_env
 
     env = {
         "QWEN_IMAGE_SERVER_URL": f"{gen_server.url},{gen_server_b.url}",

@@ -2,7 +2,7 @@
 
 ``captions`` reads what each file says about itself, ``embed`` turns captions into MiniLM
 vectors, ``store`` keeps the persistent index and answers queries, ``render`` draws SVGs.
-The search tool backed by it is ``llmi.tools.search_library.LibrarySearch``; the command line
+The search tool backed by it is ``llmi.tools.search.library.LibrarySearch``; the command line
 is ``llmi library``.
 """
 

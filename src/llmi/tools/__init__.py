@@ -16,23 +16,23 @@ __all__ = ["BACKENDS", "Credit", "Tool", "ToolCall", "ToolOutput", "default_tool
 
 BACKENDS: dict[str, dict[str, str]] = {
     "code": {
-        "sandbox": "llmi.tools.code_sandbox:CodeSandboxTool",
+        "sandbox": "llmi.tools.sandbox.tool:CodeSandboxTool",
     },
     "search": {
-        "serpapi": "llmi.tools.search_serpapi:SerpApiSearch",
-        "wikimedia": "llmi.tools.search_wikimedia:WikimediaSearch",
-        "library": "llmi.tools.search_library:LibrarySearch",
+        "serpapi": "llmi.tools.search.serpapi:SerpApiSearch",
+        "wikimedia": "llmi.tools.search.wikimedia:WikimediaSearch",
+        "library": "llmi.tools.search.library:LibrarySearch",
     },
     "diffusion": {
-        "qwen": "llmi.tools.diffusion_qwen:QwenImageDiffusion",
-        "seedream": "llmi.tools.diffusion_ark:SeedreamDiffusion",
-        "openai": "llmi.tools.diffusion_openai:OpenAIDiffusion",
+        "qwen": "llmi.tools.images.qwen:QwenImageDiffusion",
+        "seedream": "llmi.tools.images.ark:SeedreamDiffusion",
+        "openai": "llmi.tools.images.openai:OpenAIDiffusion",
     },
     "edit": {
-        "qwen": "llmi.tools.edit_qwen:QwenImageEdit",
-        "seededit": "llmi.tools.edit_ark:SeedEdit",
-        "openai": "llmi.tools.edit_openai:OpenAIEdit",
-        "classical": "llmi.tools.edit_classical:ClassicalEdit",
+        "qwen": "llmi.tools.images.qwen:QwenImageEdit",
+        "seededit": "llmi.tools.images.ark:SeedEdit",
+        "openai": "llmi.tools.images.openai:OpenAIEdit",
+        "classical": "llmi.tools.classical.editor:ClassicalEdit",
     },
 }
 
@@ -55,9 +55,9 @@ def default_tools(env: Mapping[str, str]) -> dict[str, Tool]:
     ``docs/image-backends.md``); a family with nothing configured is simply absent, and the
     engine reports how to configure it on the images that needed it.
     """
-    from .code_sandbox import CodeSandboxTool
-    from .image_routing import diffusion_from_env, edit_from_env
-    from .search_routing import search_from_env
+    from .sandbox.tool import CodeSandboxTool
+    from .images.routing import diffusion_from_env, edit_from_env
+    from .search.routing import search_from_env
 
     tools: dict[str, Tool] = {"code": CodeSandboxTool()}
     for source, make in (("search", search_from_env), ("diffusion", diffusion_from_env), ("edit", edit_from_env)):

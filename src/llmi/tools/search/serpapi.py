@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..errors import BackendError, ConfigError, FetchError, NotFound, ToolTimeout
-from ..fetch import FetchPolicy, SafeFetcher
-from .base import Credit, ToolCall, ToolOutput
+from ...errors import BackendError, ConfigError, FetchError, NotFound, ToolTimeout
+from ...fetch import FetchPolicy, SafeFetcher
+from ..base import Credit, ToolCall, ToolOutput
 
 __all__ = ["SerpApiSearch"]
 

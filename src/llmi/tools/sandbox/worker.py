@@ -40,7 +40,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script, with -I
-from _sandbox_render import Renderer
+from render import Renderer  # the sibling render.py
 
 FD_IN, FD_OUT = 3, 4  # replaced from the config at start-up
 MAX_JSON = 1 << 20

@@ -35,14 +35,14 @@ from dataclasses import dataclass
 
 __all__ = ["LEVELS", "LaunchPlan", "Launcher", "probe_level"]
 
-log = logging.getLogger("llmi.tools.code_sandbox")
+log = logging.getLogger("llmi.tools.sandbox")
 
 LEVELS = ("bwrap", "unshare", "rlimits")
 _HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER_PATH = os.path.join(_HERE, "_sandbox_worker.py")
-RENDER_PATH = os.path.join(_HERE, "_sandbox_render.py")  # imported by the worker
-_INSIDE_WORKER = "/.llmi/_sandbox_worker.py"
-_INSIDE_RENDER = "/.llmi/_sandbox_render.py"
+WORKER_PATH = os.path.join(_HERE, "worker.py")
+RENDER_PATH = os.path.join(_HERE, "render.py")  # imported by the worker
+_INSIDE_WORKER = "/.llmi/worker.py"
+_INSIDE_RENDER = "/.llmi/render.py"
 _INSIDE_FONT_CACHE = "/.llmi/fontcache"
 _PACKAGES = ("numpy", "pandas", "matplotlib", "seaborn", "PIL")
 _ETC = ("/etc/fonts", "/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")

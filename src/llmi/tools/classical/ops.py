@@ -1,6 +1,6 @@
 """The operations of the offline classical editor, and how each is carried out on pixels.
 
-Private to ``edit_classical``: an ``EditOp`` is one frozen step of a plan; :func:`apply_plan`
+Private to ``classical.editor``: an ``EditOp`` is one frozen step of a plan; :func:`apply_plan`
 runs a plan with Pillow and OpenCV (imported lazily). Background changes need a foreground mask:
 mediapipe's person segmentation when it is installed and finds a person, else OpenCV GrabCut
 seeded with a rectangle 8% inside the border (the subject is assumed roughly centred).
@@ -14,8 +14,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import MissingDependency, UnsupportedEdit
-from ..image import ImageData
+from ...errors import MissingDependency, UnsupportedEdit
+from ...image import ImageData
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -1,8 +1,6 @@
 """HTTP code shared by the hosted image backends (Ark's Seedream/SeedEdit, OpenAI-compatible).
 
-Private to ``diffusion_ark``, ``diffusion_openai``, ``edit_ark`` and ``edit_openai`` (STYLE puts
-shared backend code in ``tools/base.py``; that module belongs to the tool protocol, so this one
-holds the HTTP side until the two are merged). It does three things:
+Private to ``images.ark`` and ``images.openai``. It does three things:
 
 1. **Call**: one POST per attempt, with a fresh ``httpx.AsyncClient`` (nothing bound to an event
    loop survives a call), the whole attempt bounded by the call's timeout.
@@ -46,9 +44,9 @@ from typing import Any, ClassVar, Mapping
 
 import httpx
 
-from ..errors import BackendError, ConfigError, FetchError, ToolTimeout
-from ..fetch import FetchPolicy, SafeFetcher
-from ..image import ImageData
+from ...errors import BackendError, ConfigError, FetchError, ToolTimeout
+from ...fetch import FetchPolicy, SafeFetcher
+from ...image import ImageData
 
 __all__ = [
     "ContentRefused", "ApiSpec", "post_json", "post_multipart", "collect_images", "prepare_upload",

@@ -1,6 +1,6 @@
 """Running chart code and turning its figures into one PNG (inside the sandbox; no llmi imports).
 
-Used by ``_sandbox_worker.py``: the worker builds one ``Renderer`` (imports, CJK font fallback,
+Used by ``worker.py``: the worker builds one ``Renderer`` (imports, CJK font fallback,
 warm-up) before it forks, and each job process calls ``Renderer.run`` once.
 """
 

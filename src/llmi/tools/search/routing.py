@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from .base import Tool
+from ...errors import ConfigError
+from ..base import Tool
 
 __all__ = ["Choice", "search_choice", "search_from_env"]
 
@@ -45,7 +45,7 @@ class Choice:
 
 
 def _library_exists(env: Mapping[str, str]) -> bool:
-    from ..library import Library, default_home
+    from ...library import Library, default_home
 
     try:
         return Library(default_home(env)).exists()
@@ -83,16 +83,16 @@ def search_from_env(env: Mapping[str, str]) -> Tool | None:
     """The search tool ``env`` configures, or ``None``."""
     choice = search_choice(env)
     if choice.backend == "serpapi":
-        from .search_serpapi import DEFAULT_URL, SerpApiSearch
+        from .serpapi import DEFAULT_URL, SerpApiSearch
 
         return SerpApiSearch(env["SERP_API_KEY"], base_url=env.get("LLMI_SERPAPI_URL") or DEFAULT_URL)
     if choice.backend == "wikimedia":
-        from .search_wikimedia import DEFAULT_API, WikimediaSearch
+        from .wikimedia import DEFAULT_API, WikimediaSearch
 
         return WikimediaSearch(api_url=env.get("LLMI_WIKIMEDIA_API") or DEFAULT_API)
     if choice.backend == "library":
-        from ..library import default_home
-        from .search_library import LibrarySearch
+        from ...library import default_home
+        from .library import LibrarySearch
 
         raw = env.get("LLMI_LIBRARY_THRESHOLD")
         try:

@@ -17,9 +17,9 @@ import asyncio
 from pathlib import Path
 from typing import ClassVar
 
-from ..errors import NotFound, ToolError, ToolNotConfigured, ToolTimeout
-from ..library import Library
-from .base import Credit, ToolCall, ToolOutput
+from ...errors import NotFound, ToolError, ToolNotConfigured, ToolTimeout
+from ...library import Library
+from ..base import Credit, ToolCall, ToolOutput
 
 __all__ = ["LibrarySearch"]
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..errors import ConfigError
-from . import load_backend
-from .base import Tool
+from ...errors import ConfigError
+from .. import load_backend
+from ..base import Tool
 
 __all__ = ["Choice", "diffusion_choice", "edit_choice", "diffusion_from_env", "edit_from_env"]
 

@@ -1,6 +1,6 @@
 """The code tool's worker pool, seen from the llmi process: start, feed, kill, replace.
 
-``Pool`` keeps ``size`` sandboxed workers (``_sandbox_worker.py``, started by a ``Launcher``)
+``Pool`` keeps ``size`` sandboxed workers (``worker.py``, started by a ``Launcher``)
 ready; ``Worker`` is one of them behind two private pipes. Everything here is blocking and
 thread-safe, so the async tool can drive it from any event loop through ``asyncio.to_thread``.
 """
@@ -21,12 +21,12 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import SandboxError, ToolTimeout
-from ._sandbox_launch import Launcher, LaunchPlan
+from ...errors import SandboxError, ToolTimeout
+from .launch import Launcher, LaunchPlan
 
 __all__ = ["Pool", "Worker", "WorkerGone"]
 
-log = logging.getLogger("llmi.tools.code_sandbox")
+log = logging.getLogger("llmi.tools.sandbox")
 
 _MAX_JSON = 1 << 20
 _MAX_BINARY = 64 << 20

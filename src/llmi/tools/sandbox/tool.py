@@ -11,7 +11,7 @@ How it works (details in ``docs/sandbox.md``):
 
 1. On the first ``run`` the tool picks the strongest sandbox level the host supports
    (``bwrap`` > ``unshare`` > ``rlimits``; a weaker one is logged as a warning) and starts
-   ``workers`` warm worker processes (``_sandbox_worker.py``) with numpy, pandas, matplotlib
+   ``workers`` warm worker processes (``worker.py``) with numpy, pandas, matplotlib
    and seaborn imported.
 2. Each job goes to an idle worker over a private pipe; the worker forks a fresh child for it
    (new globals, own process group, dropped privileges, rlimits), which renders every drawn
@@ -32,15 +32,15 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from ..errors import SandboxError, ToolTimeout
-from ..image import ImageData
-from ._sandbox_launch import LEVELS, Launcher, Limits, probe_level
-from ._sandbox_pool import Pool, Worker, WorkerGone
-from .base import ToolCall, ToolOutput
+from ...errors import SandboxError, ToolTimeout
+from ...image import ImageData
+from .launch import LEVELS, Launcher, Limits, probe_level
+from .pool import Pool, Worker, WorkerGone
+from ..base import ToolCall, ToolOutput
 
 __all__ = ["CodeSandboxTool", "Limits"]
 
-log = logging.getLogger("llmi.tools.code_sandbox")
+log = logging.getLogger("llmi.tools.sandbox")
 
 _MAX_CODE = 256 << 10
 _GRACE = 5.0  # seconds the parent waits past a job's time limit before killing the worker

@@ -26,8 +26,8 @@ import asyncio
 import re
 from typing import Callable, ClassVar, Mapping
 
-from ..errors import ToolError, ToolTimeout, UnsupportedEdit
-from ._edit_ops import (
+from ...errors import ToolError, ToolTimeout, UnsupportedEdit
+from .ops import (
     ELSEWHERE,
     MAX_SIDE,
     Background,
@@ -53,7 +53,7 @@ from ._edit_ops import (
     Tint,
     apply_plan,
 )
-from .base import ToolCall, ToolOutput
+from ..base import ToolCall, ToolOutput
 
 __all__ = [
     "EditOp", "Grayscale", "Sepia", "Sketch", "Cartoon", "Stylize", "Blur", "Sharpen",

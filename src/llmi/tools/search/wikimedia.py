@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..errors import BackendError, FetchError, NotFound, ToolTimeout
-from ..fetch import FetchPolicy, SafeFetcher
-from .base import Credit, ToolCall, ToolOutput
+from ...errors import BackendError, FetchError, NotFound, ToolTimeout
+from ...fetch import FetchPolicy, SafeFetcher
+from ..base import Credit, ToolCall, ToolOutput
 
 __all__ = ["WikimediaSearch"]
 
