@@ -8,16 +8,22 @@
     ├── TagError                    an <imgen> tag could not be read; has .position and .reason
     │   ├── TagSyntaxError          the text inside the tag is not a dict we can recover
     │   └── TagValidationError      the dict has the wrong source, keys or types
-    ├── ToolError                   an image could not be produced; has .transient
+    ├── ToolError                   an image could not be produced
     │   ├── ToolNotConfigured       no backend for this tool (says how to configure one)
     │   ├── ToolTimeout             the call, or the document's deadline, ran out
     │   ├── BackendError            the backend answered with an error (HTTP, SDK, server)
+    │   │   └── ContentRefused      the provider's content filter refused the prompt or image
     │   ├── NotFound                a search found nothing good enough
     │   ├── FetchError              downloading an image was refused or failed
     │   ├── SandboxError            chart code failed, was killed, or drew nothing
     │   ├── UnsupportedEdit         the offline editor cannot do this instruction honestly
     │   └── DependencyFailed        an edit refers to an image that failed or does not exist
     └── WriterError                 the writer model could not produce text
+
+Every error has ``transient`` (worth retrying: a 503, a reset connection), ``status`` (the
+HTTP status a remote service answered with, if any) and ``retry_after`` (the seconds it asked
+to wait, if it did); :mod:`llmi.http` sets all three. The engine retries tools' transient
+errors; callers outside it use :class:`llmi.http.Retry`.
 
 Tool failures never escape the engine: they become failed images in the ``Document``,
 with the error's class name and message recorded.
@@ -36,6 +42,7 @@ __all__ = [
     "ToolNotConfigured",
     "ToolTimeout",
     "BackendError",
+    "ContentRefused",
     "NotFound",
     "FetchError",
     "SandboxError",
@@ -47,6 +54,13 @@ __all__ = [
 
 class LlmiError(Exception):
     """Base of every error llmi raises on purpose."""
+
+    #: worth retrying: the same call may succeed later
+    transient: bool = False
+    #: the HTTP status a remote service answered with (``None``: no answer, or not HTTP)
+    status: int | None = None
+    #: seconds the service asked to wait before trying again (its ``Retry-After``)
+    retry_after: float | None = None
 
 
 class ConfigError(LlmiError):
@@ -92,8 +106,6 @@ class ToolError(LlmiError):
     only those.
     """
 
-    transient: bool = False
-
     def __init__(self, message: str, *, transient: bool | None = None) -> None:
         super().__init__(message)
         if transient is not None:
@@ -112,6 +124,13 @@ class ToolTimeout(ToolError):
 
 class BackendError(ToolError):
     """A backend (HTTP API, server, SDK) reported an error."""
+
+
+class ContentRefused(BackendError):
+    """The provider's content filter refused the prompt, the input image or its own output.
+
+    Not transient: the same request will be refused again; change the prompt or the image.
+    """
 
 
 class NotFound(ToolError):

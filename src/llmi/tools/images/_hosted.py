@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Mapping
 
 import httpx
 
-from ...errors import BackendError, ConfigError, FetchError, ToolTimeout
+from ...errors import BackendError, ConfigError, ContentRefused, FetchError, ToolTimeout
 from ...fetch import FetchPolicy, SafeFetcher
 from ...image import ImageData
 
@@ -65,15 +65,6 @@ MAX_RESPONSE_BYTES = 80 * 1024 * 1024
 # error codes/types providers use for safety refusals (Ark: *SensitiveContentDetected*,
 # *RiskDetection*; OpenAI: content_policy_violation, moderation_blocked)
 _REFUSAL_MARKERS = ("sensitivecontent", "riskdetection", "content_policy", "moderation", "safety")
-
-
-class ContentRefused(BackendError):
-    """The provider's content filter refused the prompt, the input image or its own output.
-
-    Not transient: the same request will be refused again; change the prompt or the image.
-    """
-
-    transient = False
 
 
 @dataclass(frozen=True)
