@@ -18,7 +18,8 @@
     │   ├── SandboxError            chart code failed, was killed, or drew nothing
     │   ├── UnsupportedEdit         the offline editor cannot do this instruction honestly
     │   └── DependencyFailed        an edit refers to an image that failed or does not exist
-    └── WriterError                 the writer model could not produce text
+    ├── WriterError                 the writer model could not produce text
+    └── JudgeError                  a judge could not score an answer; has .transient
 
 Every error has ``transient`` (worth retrying: a 503, a reset connection), ``status`` (the
 HTTP status a remote service answered with, if any) and ``retry_after`` (the seconds it asked
@@ -49,6 +50,7 @@ __all__ = [
     "UnsupportedEdit",
     "DependencyFailed",
     "WriterError",
+    "JudgeError",
 ]
 
 
@@ -155,3 +157,17 @@ class DependencyFailed(ToolError):
 
 class WriterError(LlmiError):
     """The writer model could not produce text (unreachable, wrong model, prompt too long)."""
+
+
+class JudgeError(LlmiError):
+    """A judge (an LLM or MLLM scoring answers) could not give a score: unreachable, refused
+    the request, timed out, or replied with something that is not a score.
+
+    ``transient`` marks errors worth retrying (a 429, a 503, a timeout); the judge client
+    retries only those.
+    """
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient

@@ -1,6 +1,8 @@
-"""Prompts shipped as package data: the writer's system prompt.
+"""Prompts shipped as package data: the writer's system prompt and the judges' rubrics.
 
 >>> "<imgen>" in system_prompt()
+True
+>>> "Text-Image Relevance" in judge_prompt("mllm")
 True
 """
 
@@ -9,11 +11,14 @@ from __future__ import annotations
 from importlib import resources
 from os import PathLike
 
-__all__ = ["VARIANTS", "system_prompt"]
+__all__ = ["JUDGES", "VARIANTS", "judge_prompt", "system_prompt"]
 
 
 #: the shipped variants: the full prompt (LLM-I compatible) and a short one for small models
 VARIANTS = {"full": "system.txt", "compact": "system_compact.txt"}
+
+#: the judges' rubrics (llmi's words for LLM-I's criteria; the reply format is added by the judge)
+JUDGES = {"llm": "judge_llm.txt", "mllm": "judge_mllm.txt"}
 
 
 def system_prompt(path: str | PathLike[str] | None = None, *, variant: str = "full") -> str:
@@ -41,3 +46,13 @@ def system_prompt(path: str | PathLike[str] | None = None, *, variant: str = "fu
     if not text.strip():
         raise ConfigError(f"the system prompt file {str(path)!r} is empty")
     return text
+
+
+def judge_prompt(judge: str) -> str:
+    """The rubric a judge is given as its system prompt: ``llm`` (text and tags) or ``mllm``
+    (the pictures in context)."""
+    from ..errors import ConfigError
+
+    if judge not in JUDGES:
+        raise ConfigError(f"unknown judge {judge!r}; choose {', '.join(JUDGES)}")
+    return resources.files(__name__).joinpath(JUDGES[judge]).read_text(encoding="utf-8")
