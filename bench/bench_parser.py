@@ -9,7 +9,8 @@ comma). Each document holds the 20 tags with prose between them, as a rollout wo
 
 Baseline, measured in the same run: what the LLM-I code does per document (a regex for the tags,
 then ``ast.literal_eval`` on each, no validation), which reads neither the sine example nor JSON
-booleans. The ratio says what the stricter, more tolerant parser costs or saves.
+booleans. The ratio says what the stricter, more tolerant parser costs or saves. The same mix is
+also parsed with the ``llmi-compat`` profile (LLM-I's reading, validity and counting rules).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def llmi_baseline(text: str) -> list[object]:
     return out
 
 
+def parse_compat(text: str):
+    return parse(text, "llmi-compat", inputs=1)
+
+
 def rate(fn, text: str, tags_per_call: int, seconds: float) -> float:
     """Tags per second of ``fn(text)``, best of three runs of about ``seconds`` each."""
     best = 0.0
@@ -129,10 +134,14 @@ def main() -> None:
     print(
         f"  {'mix (llmi.tags.parse)':<24} {ours:>10,.0f} tags/s   ({ours / len(MIX):,.0f} documents/s)"
     )
+    compat = rate(parse_compat, DOCUMENT, len(MIX), args.seconds)
+    print(
+        f"  {'mix (llmi-compat)':<24} {compat:>10,.0f} tags/s   ({sum(t.ok for t in parse_compat(DOCUMENT).tags)}/{len(MIX)} valid)"
+    )
     print(
         f"  {'mix (LLM-I regex+eval)':<24} {base:>10,.0f} tags/s   (reads {sum(x is not None for x in llmi_baseline(DOCUMENT))}/{len(MIX)}, no validation)"
     )
-    print(f"  ratio llmi/LLM-I: {ours / base:.2f}x")
+    print(f"  ratio llmi/LLM-I: {ours / base:.2f}x   llmi-compat/LLM-I: {compat / base:.2f}x")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ HOSTILE_ERROR = "backend said <b onmouseover=alert(1)>boom</b> & <script>alert(3
 SEGMENT_FIELDS = {
     "type", "index", "status", "tool", "backend", "description", "request", "raw", "error",
     "error_type", "path", "width", "height", "format", "sha256", "elapsed", "attempts",
-    "cache_hit", "fallback", "credit", "info",
+    "cache_hit", "fallback", "credit", "info", "counted",
 }  # fmt: skip
 
 
@@ -202,7 +202,7 @@ def test_json_has_the_documented_fields(tmp_path: Path) -> None:
     assert "行星绕太阳运行" in raw  # UTF-8 kept, not \u escapes
     data = json.loads(raw)
     assert data["version"] == "llmi.document/1"
-    assert set(data) == {"version", "meta", "inputs", "segments", "summary", "stats", "judge_view"}
+    assert set(data) == {"version", "profile", "meta", "inputs", "segments", "summary", "stats", "judge_view"}
     assert [s["type"] for s in data["segments"]] == [
         "text",
         "image",

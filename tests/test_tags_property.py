@@ -135,8 +135,8 @@ ANY = st.lists(st.one_of(st.sampled_from(PIECES), st.characters()), min_size=1, 
 )
 SOME = ANY.filter(lambda s: s.strip() != "")
 CODE = SOME.filter(
-    lambda s: not re.match(r"\s*(`{3,}|~{3,})", s)
-)  # a fenced code string is unwrapped by design
+    lambda s: not re.match(r"\s*(`{3,}|~{3,})", s) and not s[:1].isspace()
+)  # fenced or indented code is unwrapped or dedented by design
 
 requests = st.one_of(
     st.builds(lambda d, q: ImageRequest("search", d, {"query": q}), st.text(max_size=40), SOME),

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["NAMES", "Reader", "decode_tree", "quiet_escape_warnings"]
+__all__ = ["NAMES", "Reader", "decode_code", "decode_tree", "quiet_escape_warnings"]
 
 NAMES = {"True": True, "true": True, "False": False, "false": False, "None": None, "null": None}
 
@@ -245,7 +245,7 @@ def _join_surrogates(text: str) -> str:
         return text
 
 
-def _decode_code(text: str) -> str:
+def decode_code(text: str) -> str:
     """Decode a recovered code string.
 
     A model writing LLM-I's style escapes line breaks as ``\\n`` and leaves everything else as it
@@ -329,5 +329,5 @@ def decode_tree(obj: Any, src: str, key: Any = None) -> Any:
         text = src[obj.start : obj.end]
         if obj.raw:
             return text
-        return _decode_code(text) if key == "code" else _decode(text)
+        return decode_code(text) if key == "code" else _decode(text)
     return obj

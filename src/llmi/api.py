@@ -3,6 +3,8 @@
 >>> doc = render("Plain prose, no pictures.")
 >>> doc.text
 'Plain prose, no pictures.'
+>>> render("<think>plan</think>No pictures.", profile="llmi-compat").judge_view()
+'No pictures.'
 
 ``generate`` asks a writer model for an answer with ``<imgen>`` tags, then runs the tools::
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .document import Document
     from .engine import Engine
     from .fetch import SafeFetcher
+    from .profiles import ProfileLike
 
 __all__ = ["generate", "agenerate", "render", "arender", "load_inputs"]
 
@@ -87,10 +90,14 @@ async def arender(
     inputs: Sequence[ImageInput] = (),
     engine: "Engine | None" = None,
     meta: Mapping[str, Any] | None = None,
+    profile: "ProfileLike" = None,
 ) -> "Document":
     """Run the tools behind the tags in ``text`` and return the ``Document``.
 
     Without ``engine``, one is made with ``Engine.from_env()`` and closed afterwards.
+    ``profile`` says how the answer is read: ``"llmi"`` (the engine's default), or
+    ``"llmi-compat"`` for LLM-I's exact reading, processed text and statistics
+    (``llmi.profiles``).
     """
     from .engine import Engine
 
@@ -98,7 +105,7 @@ async def arender(
     own = engine is None
     eng = Engine.from_env() if engine is None else engine
     try:
-        return await eng.arun(text, images, meta=meta)
+        return await eng.arun(text, images, meta=meta, profile=profile)
     finally:
         if own:
             await eng.aclose()
@@ -136,6 +143,7 @@ async def load_inputs(images: Sequence[ImageInput], *, fetcher: "SafeFetcher | N
 async def _download(url: str, fetcher: "SafeFetcher | None") -> ImageData:
     from .errors import FetchError
     from .fetch import SafeFetcher
+    from .profiles import ProfileLike
 
     try:
         return await (fetcher or SafeFetcher()).fetch(url)

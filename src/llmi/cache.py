@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from .errors import ToolError
 from .image import ImageData
+from .sources import SOURCE_TABLE
 from .tags import ImageRequest
 from .tools.base import ToolOutput
 
@@ -59,19 +60,27 @@ class MemoryCache:
         return len(self._items)
 
 
-def normalise_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Params with differences that cannot change the picture removed."""
+def normalise_params(source: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Params with differences that cannot change the picture removed, as the source table
+    says for each param (``llmi.sources.Param.key``).
+
+    >>> normalise_params("code", {"code": "x = 1   \\n\\n"})
+    {'code': 'x = 1'}
+    """
+    spec = SOURCE_TABLE.get(source)
+    roles = {p.name: p.key for p in spec.params} if spec is not None else {}
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if key == "img_index":
-            continue  # an edit is keyed by the image it edits, not by where that image sits
+        role = roles.get(key, "text")
+        if role == "none":
+            continue
         if isinstance(value, str):
-            if key == "code":
+            if role == "code":
                 lines = value.replace("\r\n", "\n").split("\n")
                 value = "\n".join(line.rstrip() for line in lines).strip("\n")
             else:
                 value = " ".join(value.split())
-                if key == "query":
+                if role == "folded":
                     value = value.casefold()
         out[key] = value
     return out
@@ -82,7 +91,7 @@ def cache_key(backend: str, request: ImageRequest, source_image: ImageData | Non
     payload = {
         "source": request.source,
         "backend": backend,
-        "params": normalise_params(request.params),
+        "params": normalise_params(request.source, request.params),
         "image": source_image.sha256 if source_image is not None else None,
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()

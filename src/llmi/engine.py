@@ -2,7 +2,9 @@
 
 ``Engine.arun(text, inputs)`` does four things in order:
 
-1. **parse** the text into prose and tag slots (``llmi.tags.parse``; never raises);
+1. **parse** the text into prose and tag slots (``llmi.tags.parse``; never raises), read as
+   the engine's profile says (``llmi.profiles``: ``llmi`` by default, ``llmi-compat`` for
+   LLM-I's exact reading; thinking is removed first where the profile says so);
 2. **plan**: every tag becomes a task; an ``edit`` waits only for the one image it edits
    (a dependency graph, not waves);
 3. **execute** all tasks concurrently under per-tool concurrency limits, per-call timeouts,
@@ -26,54 +28,19 @@ import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 
+from ._tag_compat import index_problem
 from .cache import MemoryCache, cache_key
 from .document import Document, Fallback, ImageSegment, TextSegment, merge_text
-from .errors import DependencyFailed, ToolError, ToolNotConfigured, ToolTimeout
+from .errors import DependencyFailed, EmptyFigure, ToolError, ToolNotConfigured, ToolTimeout
 from .image import ImageData
-from .tags import SOURCES, ImageRequest, ParsedText, Tag, parse
+from .profiles import Profile, ProfileLike, get_profile, remove_thinking
+from .sources import DEFAULT_LIMITS, NOT_CONFIGURED_HELP, SOURCES, ToolLimits
+from .tags import ImageRequest, ParsedText, Tag, parse
 from .tools.base import Tool, ToolCall, ToolOutput
 
 __all__ = ["Engine", "EngineEvent", "ToolLimits", "MemoryCache", "DEFAULT_LIMITS", "NOT_CONFIGURED_HELP"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ToolLimits:
-    """How one tool is called: at most ``concurrency`` calls at once, each attempt at most
-    ``timeout`` seconds, up to ``retries`` more attempts for transient errors, waiting
-    ``backoff · 2^k`` seconds (jittered) before retry ``k``."""
-
-    concurrency: int = 4
-    timeout: float = 60.0
-    retries: int = 2
-    backoff: float = 0.5
-
-
-DEFAULT_LIMITS: Mapping[str, ToolLimits] = {
-    "code": ToolLimits(concurrency=2, timeout=30.0, retries=0),
-    "search": ToolLimits(concurrency=8, timeout=30.0),
-    "diffusion": ToolLimits(concurrency=4, timeout=300.0),
-    "edit": ToolLimits(concurrency=4, timeout=300.0),
-}
-
-NOT_CONFIGURED_HELP: Mapping[str, str] = {
-    "search": (
-        "no search backend is configured: set SERP_API_KEY for Google Images, LLMI_ONLINE=1 for "
-        "Wikimedia Commons, or build the offline library with `llmi library add --defaults`"
-    ),
-    "diffusion": (
-        "no image generator is configured: set QWEN_IMAGE_SERVER_URL (start one with "
-        "`llmi serve image --mode generation`), ARK_API_KEY for Seedream, or LLMI_IMAGES_BASE_URL "
-        "for an OpenAI-compatible images API"
-    ),
-    "edit": (
-        "no image editor is configured: set QWEN_EDIT_SERVER_URL (start one with "
-        "`llmi serve image --mode edit`), ARK_API_KEY for SeedEdit, or LLMI_IMAGES_BASE_URL for an "
-        "OpenAI-compatible images API"
-    ),
-    "code": "the code tool is not configured: pass tools={'code': CodeSandboxTool()} to Engine",
-}
 
 
 @dataclass(frozen=True)
@@ -116,7 +83,9 @@ class Engine:
 
     ``tools`` maps a tag source (``search``, ``diffusion``, ``code``, ``edit``) to a backend;
     a source with no backend yields failed images that say how to configure one (or follows
-    ``fallback``, e.g. ``{"diffusion": "search"}``, recorded on the image).
+    ``fallback``, e.g. ``{"diffusion": "search"}``, recorded on the image). ``profile`` says
+    how answers are read (``"llmi"``, ``"llmi-compat"`` or a ``Profile``); ``arun`` can
+    override it per answer.
 
     >>> engine = Engine()
     >>> doc = engine.run("No images here.")
@@ -135,7 +104,9 @@ class Engine:
         deadline: float | None = 600.0,
         cache: MemoryCache | bool = True,
         on_event: Callable[[EngineEvent], None] | None = None,
+        profile: ProfileLike = "llmi",
     ) -> None:
+        self.profile: Profile = get_profile(profile)
         self.tools: dict[str, Tool] = dict(tools or {})
         for source in self.tools:
             if source not in SOURCES:
@@ -175,15 +146,20 @@ class Engine:
         *,
         deadline: float | None = None,
         meta: Mapping[str, Any] | None = None,
+        profile: ProfileLike = None,
     ) -> Document:
-        """Run every tag in ``text`` and return the document (never raises for tool errors)."""
+        """Run every tag in ``text`` and return the document (never raises for tool errors).
+        ``profile`` overrides the engine's for this answer."""
         started = time.monotonic()
         budget = self.deadline if deadline is None else deadline
         deadline_at = None if budget is None else started + budget
-        parsed = parse(text)  # 1. parse
+        prof = get_profile(profile, self.profile)
+        answer, thinking = remove_thinking(text, prof.thinking)
+        parsed = parse(answer, prof, inputs=len(inputs))  # 1. parse
         tasks = self._plan(parsed, tuple(inputs), deadline_at)  # 2. plan (and start)
         segments = await asyncio.gather(*tasks.values())  # 3. execute
-        return self._assemble(parsed, dict(zip(tasks, segments)), tuple(inputs), started, meta)  # 4.
+        extra = {"thinking": list(thinking)} if thinking else {}
+        return self._assemble(parsed, dict(zip(tasks, segments)), tuple(inputs), started, {**extra, **(meta or {})})  # 4.
 
     async def arun_many(
         self, texts: Iterable[str], inputs: Sequence[Sequence[ImageData]] | None = None, *, concurrency: int = 32
@@ -206,7 +182,7 @@ class Engine:
         for tag in parsed.tags:
             self._emit(EngineEvent("planned", tag.index, _tool_of(tag)))
             # Tasks are created in text order, so an edit can only ever wait on earlier tags.
-            tasks[tag.index] = asyncio.ensure_future(self._produce(tag, inputs, tasks, deadline_at))
+            tasks[tag.index] = asyncio.ensure_future(self._produce(tag, inputs, tasks, deadline_at, parsed.profile))
         return tasks
 
     async def _produce(
@@ -215,6 +191,7 @@ class Engine:
         inputs: tuple[ImageData, ...],
         earlier: Mapping[int, "asyncio.Task[ImageSegment]"],
         deadline_at: float | None,
+        profile: Profile,
     ) -> ImageSegment:
         tool = _tool_of(tag)
         if tag.request is None:
@@ -222,6 +199,7 @@ class Engine:
             seg = ImageSegment(
                 index=tag.index, raw=tag.raw, tool=tool, status="failed",
                 error=err.reason if err else "unreadable tag", error_type=type(err).__name__,
+                counted=tag.counted,
             )
             self._emit(EngineEvent("failed", tag.index, tool, message=seg.error or "", segment=seg))
             return seg
@@ -232,6 +210,9 @@ class Engine:
             outcome = _Outcome(error=exc)
         else:
             outcome = await self._call_with_fallback(tag.index, request, source_image, deadline_at)
+        if isinstance(outcome.error, EmptyFigure) and profile.blank_figure == "image":
+            # LLM-I saves whatever the figure holds, so a chart with nothing drawn is an image
+            outcome = replace(outcome, output=ToolOutput(outcome.error.image, info={"blank": str(outcome.error)}), error=None)
         seg = self._segment(tag, outcome)
         self._emit(EngineEvent("done" if seg.ok else "failed", tag.index, tool, seg.backend, seg.error or "", seg))
         return seg
@@ -245,15 +226,10 @@ class Engine:
         i, m = request.img_index, len(inputs)
         if 0 <= i < m:
             return inputs[i]
+        problem = index_problem(i, own, m)
+        if problem is not None:
+            raise DependencyFailed(problem)
         k = i - m
-        if i < 0 or k >= own:
-            where = f"{m} input image{'s' if m != 1 else ''}"
-            raise DependencyFailed(
-                f"img_index {i} refers to no earlier image: there are {where} (0..{m - 1}) and "
-                f"only earlier tags can be edited (their indices start at {m})"
-                if m else f"img_index {i} refers to no earlier image: there are no input images, "
-                "so index k means the k-th earlier tag (counting from 0)"
-            )
         parent = await asyncio.shield(earlier[k])
         if not parent.ok or parent.image is None:
             raise DependencyFailed(f"cannot edit image {i}: tag {k} failed ({parent.error})")
@@ -387,14 +363,14 @@ class Engine:
                 index=tag.index, raw=tag.raw, tool=request.source if request else None, status="ok",
                 request=request, image=out.image, backend=outcome.backend, elapsed=outcome.elapsed,
                 attempts=outcome.attempts, cache_hit=outcome.cache_hit, fallback=outcome.fallback,
-                credit=out.credit, info=dict(out.info),
+                credit=out.credit, info=dict(out.info), counted=tag.counted,
             )
         err = outcome.error or ToolError("no output")
         return ImageSegment(
             index=tag.index, raw=tag.raw, tool=request.source if request else None, status="failed",
             request=request, backend=outcome.backend, error=str(err), error_type=type(err).__name__,
             elapsed=outcome.elapsed, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
-            fallback=outcome.fallback,
+            fallback=outcome.fallback, counted=tag.counted,
         )
 
     def _assemble(
@@ -413,7 +389,7 @@ class Engine:
             "warnings": [str(w) for w in getattr(parsed, "warnings", ())],
             **(meta or {}),
         }
-        return Document(merge_text(segments), inputs, info)
+        return Document(merge_text(segments), inputs, info, parsed.profile)
 
     # -- the sync wrapper and lifecycle ------------------------------------------------------
     def run(self, text: str, inputs: Sequence[ImageData] = (), **kwargs: Any) -> Document:

@@ -16,6 +16,7 @@
     │   ├── NotFound                a search found nothing good enough
     │   ├── FetchError              downloading an image was refused or failed
     │   ├── SandboxError            chart code failed, was killed, or drew nothing
+    │   │   └── EmptyFigure         the code drew nothing (carries the blank figure)
     │   ├── UnsupportedEdit         the offline editor cannot do this instruction honestly
     │   └── DependencyFailed        an edit refers to an image that failed or does not exist
     ├── WriterError                 the writer model could not produce text
@@ -32,6 +33,11 @@ with the error's class name and message recorded.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .image import ImageData
+
 __all__ = [
     "LlmiError",
     "ConfigError",
@@ -47,6 +53,7 @@ __all__ = [
     "NotFound",
     "FetchError",
     "SandboxError",
+    "EmptyFigure",
     "UnsupportedEdit",
     "DependencyFailed",
     "WriterError",
@@ -145,6 +152,15 @@ class FetchError(ToolError):
 
 class SandboxError(ToolError):
     """Chart code raised, was killed by a limit, or drew nothing."""
+
+
+class EmptyFigure(SandboxError):
+    """Chart code ran but drew nothing. ``image`` is the blank figure, which a profile that
+    counts blank figures as images (LLM-I's rule, ``llmi-compat``) uses instead."""
+
+    def __init__(self, message: str, image: "ImageData") -> None:
+        super().__init__(message)
+        self.image = image
 
 
 class UnsupportedEdit(ToolError):

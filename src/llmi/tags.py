@@ -22,6 +22,10 @@ Reading a tag body goes through four readers, fastest and strictest first:
 
 The lenient reader lives in ``llmi._tag_recovery``. The grammar and every message a user can
 see are listed in ``docs/tags.md``.
+
+That is the ``llmi`` profile's reading. ``parse(text, profile="llmi-compat")`` reads the way
+LLM-I does instead (its tag regex, its body reading, its validity and counting rules, from
+``llmi._tag_compat``); ``llmi.profiles`` names every option and ``docs/compat.md`` compares them.
 """
 
 from __future__ import annotations
@@ -29,19 +33,24 @@ from __future__ import annotations
 import ast
 import json
 import re
+import textwrap
 import warnings as _warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._tag_compat import SLOT, index_rule, read_body, sanitize_code
 from ._tag_recovery import NAMES, Reader, decode_tree, quiet_escape_warnings
 from .errors import TagError, TagSyntaxError, TagValidationError
+from .profiles import LLMI, Profile, ProfileLike, get_profile
+from .sources import PARAM_TYPES, SOURCE_TABLE, SOURCES
 
 __all__ = [
     "PARAM_TYPES",
     "SOURCES",
     "ImageRequest",
+    "clean_code",
     "ParseWarning",
     "ParsedText",
     "Tag",
@@ -50,18 +59,6 @@ __all__ = [
     "serialise",
     "validate",
 ]
-
-SOURCES = ("search", "diffusion", "code", "edit")
-
-#: the params each source takes, exactly these keys, in LLM-I's order
-PARAM_TYPES: Mapping[str, Mapping[str, type]] = MappingProxyType(
-    {
-        "search": MappingProxyType({"query": str}),
-        "diffusion": MappingProxyType({"prompt": str}),
-        "code": MappingProxyType({"code": str}),
-        "edit": MappingProxyType({"img_index": int, "prompt": str}),
-    }
-)
 
 _TOP_KEYS = ("source", "description", "params")
 
@@ -99,26 +96,24 @@ class ImageRequest:
     @property
     def text(self) -> str:
         """The main text param (query, prompt or code), used when a fallback changes tool."""
-        return (
-            self.params.get("query")
-            or self.params.get("prompt")
-            or self.params.get("code")
-            or self.description
-        )
+        spec = SOURCE_TABLE.get(self.source)
+        value = self.params.get(spec.text_param) if spec is not None and spec.text_param else None
+        return value if isinstance(value, str) and value else self.description
 
     def with_source(self, source: str) -> ImageRequest:
-        """This request re-addressed to another tool (for fallback routing).
+        """This request re-addressed to another tool (for fallback routing); a chart's code
+        describes no picture, so a chart re-addressed elsewhere uses its description.
 
         >>> ImageRequest("diffusion", "a cat", {"prompt": "a cat on a sofa"}).with_source("search").params["query"]
         'a cat on a sofa'
         """
         if source == self.source:
             return self
-        text = self.text if self.source != "code" else self.description
-        params = {"search": {"query": text}, "diffusion": {"prompt": text}}.get(source)
-        if params is None:
+        target, own = SOURCE_TABLE.get(source), SOURCE_TABLE.get(self.source)
+        if target is None or not target.takes_text or target.text_param is None:
             raise ValueError(f"cannot re-address a {self.source} request to {source}")
-        return ImageRequest(source, self.description, params)
+        text = self.description if own is not None and own.runs_code else self.text
+        return ImageRequest(source, self.description, {target.text_param: text})
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "description": self.description, "params": dict(self.params)}
@@ -130,8 +125,11 @@ class Tag:
 
     ``index`` counts every tag in the text from 0, failed ones included; exactly one of
     ``request`` and ``error`` is set. ``start``/``end``/``raw`` cover the slot, which includes a
-    code fence wrapped around the tag (so the fence does not linger as prose); ``position`` is
-    the offset of the ``<`` of ``<imgen>`` itself, the one error messages quote.
+    code fence wrapped around the tag under the ``llmi`` profile (so the fence does not linger
+    as prose); ``position`` is the offset of the ``<`` of ``<imgen>`` itself, the one error
+    messages quote. ``counted`` says whether the per-tool statistics count this tag (under the
+    ``llmi-compat`` profile, LLM-I's rule leaves most invalid tags out); ``declared`` is the
+    source a readable body named, even when the tag is invalid.
     """
 
     index: int
@@ -140,6 +138,8 @@ class Tag:
     raw: str
     request: ImageRequest | None = None
     error: TagError | None = None
+    counted: bool = True
+    declared: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -151,14 +151,16 @@ class Tag:
 
     @property
     def source(self) -> str | None:
-        """The tool this tag asked for, also for a failed tag whose ``'source'`` is readable
-        (LLM-I counts a failed tag under its source in the per-tool statistics).
+        """The tool this tag asked for, also for a failed tag: the source its body names, or
+        for a body that cannot be read, a ``'source': ...`` written in it.
 
         >>> parse("<imgen>{'source': 'code', 'description': 'd', 'params': {}}</imgen>").tags[0].source
         'code'
         """
         if self.request is not None:
             return self.request.source
+        if self.declared is not None:
+            return self.declared
         m = _DECLARED_SOURCE.search(self.raw)
         return m.group(3) if m else None
 
@@ -186,11 +188,13 @@ class ParsedText:
     """Text split into prose chunks (``str``) and ``Tag`` slots, in order.
 
     ``"".join(p if isinstance(p, str) else p.raw for p in parts) == text`` always holds.
+    ``profile`` is the profile the text was read with.
     """
 
     text: str
     parts: tuple[str | Tag, ...]
     warnings: tuple[ParseWarning, ...] = ()
+    profile: Profile = field(default=LLMI, repr=False)
 
     @property
     def tags(self) -> tuple[Tag, ...]:
@@ -208,54 +212,118 @@ _OPEN_LEN = len("<imgen>")
 _CLOSE_LEN = len("</imgen>")
 
 
-def parse(text: str) -> ParsedText:
-    """Split ``text`` into prose and tags. Never raises.
+def parse(text: str, profile: ProfileLike = None, *, inputs: int = 0) -> ParsedText:
+    """Split ``text`` into prose and tags, read as ``profile`` says (``"llmi"`` by default).
+    Never raises. ``inputs`` is the number of input images, which the ``llmi-compat``
+    profile needs to number edits the way LLM-I does.
 
     >>> p = parse("a <imgen>{'source': 'nope'}</imgen> b <imgen>{'source'")
     >>> [t.index for t in p.tags], p.tags[0].error.reason, p.warnings[0].kind
     ([0], "missing key 'description'; a tag has exactly the keys 'source', 'description' and 'params'", 'unterminated')
+    >>> parse("<imgen> {'source': 'search', 'description': '', 'params': {'query': 'owl'}} </imgen>", "llmi-compat").tags
+    ()
     """
+    prof = get_profile(profile)
     if "imgen>" not in text:
-        return ParsedText(text, (text,) if text else ())
-    pairs, warns = _find_pairs(text)
-    slots = _absorb_fences(text, pairs, warns)
+        return ParsedText(text, (text,) if text else (), (), prof)
+    warns: list[ParseWarning] = []
+    if prof.tag_finding == "llmi":
+        pairs = [(m.start(), m.end()) for m in SLOT.finditer(text)]
+        reads = [_attempt(text, o, c, prof) for o, c in pairs]
+        slots = pairs
+    else:
+        pairs, reads = _tolerant_pairs(text, prof, warns)
+        slots = _absorb_fences(text, pairs, warns)
+    objs = [r.obj for r in reads]
+    index_errors = index_rule(objs, inputs) if prof.counting == "llmi" else [None] * len(reads)
     parts: list[str | Tag] = []
     pos = 0
-    for index, ((start, end), (open_at, close_end)) in enumerate(zip(slots, pairs)):
+    for index, ((start, end), (open_at, _), read, index_error) in enumerate(
+        zip(slots, pairs, reads, index_errors)
+    ):
         if start > pos:
             parts.append(text[pos:start])
-        body_at = open_at + _OPEN_LEN
-        request: ImageRequest | None = None
-        error: TagError | None = None
-        try:
-            request, recovered = _read(text[body_at : close_end - _CLOSE_LEN], open_at)
-            if recovered:
-                warns.append(
-                    ParseWarning(
-                        "recovered",
-                        open_at,
-                        f"tag {index} at character {open_at} is not a valid Python or JSON dict; it was read leniently",
-                    )
+        request, error, counted = read.request, read.error, read.request is not None
+        if index_error is not None:  # LLM-I counts it as a failed edit, valid or not
+            request, error, counted = None, TagValidationError(index_error, open_at), True
+        if read.recovered and request is not None:
+            warns.append(
+                ParseWarning(
+                    "recovered",
+                    open_at,
+                    f"tag {index} at character {open_at} is not a valid Python or JSON dict; it was read leniently",
                 )
-        except TagError as exc:
-            error = exc
-        except Exception as exc:  # noqa: BLE001 - a bug here must cost one image, never a training run
-            error = TagSyntaxError(
-                f"internal error while reading the tag ({type(exc).__name__}: {exc})", open_at
             )
-        parts.append(Tag(index, start, end, text[start:end], request, error))
+        parts.append(
+            Tag(
+                index, start, end, text[start:end], request, error,
+                counted=counted or prof.counting == "all", declared=_declared(read.obj),
+            )
+        )
         pos = end
     if pos < len(text):
         parts.append(text[pos:])
     warns.sort(key=lambda w: w.position)
-    return ParsedText(text, tuple(parts), tuple(warns))
+    return ParsedText(text, tuple(parts), tuple(warns), prof)
 
 
-def _find_pairs(text: str) -> tuple[list[tuple[int, int]], list[ParseWarning]]:
+@dataclass(frozen=True)
+class _Read:
+    """One slot's body: the dict read from it (``_UNREADABLE`` if none), and the request or
+    the error validation gave."""
+
+    obj: Any
+    request: ImageRequest | None
+    error: TagError | None
+    recovered: bool = False
+
+
+_UNREADABLE: Any = object()
+
+
+def _attempt(text: str, open_at: int, close_end: int, prof: Profile) -> _Read:
+    body = text[open_at + _OPEN_LEN : close_end - _CLOSE_LEN]
+    try:
+        obj, recovered = _read(body, open_at, prof)
+    except TagError as exc:
+        return _Read(_UNREADABLE, None, exc)
+    except Exception as exc:  # noqa: BLE001 - a bug here must cost one image, never a training run
+        return _Read(_UNREADABLE, None, _internal(exc, open_at))
+    try:
+        return _Read(obj, validate(obj, open_at, prof), None, recovered)
+    except TagError as exc:
+        return _Read(obj, None, exc, recovered)
+    except Exception as exc:  # noqa: BLE001
+        return _Read(obj, None, _internal(exc, open_at), recovered)
+
+
+def _internal(exc: Exception, position: int) -> TagSyntaxError:
+    return TagSyntaxError(f"internal error while reading the tag ({type(exc).__name__}: {exc})", position)
+
+
+def _declared(obj: Any) -> str | None:
+    source = obj.get("source") if isinstance(obj, dict) else None
+    return source if isinstance(source, str) and source in SOURCE_TABLE else None
+
+
+@dataclass
+class _Pair:
+    """An ``<imgen>`` and the ``</imgen>`` closing it, with the marks around it that were
+    left as prose: earlier openers it superseded, and later closers with no opener."""
+
+    open_at: int
+    close_end: int
+    openers: list[int] = field(default_factory=list)
+    closers: list[int] = field(default_factory=list)
+
+
+def _find_pairs(text: str) -> tuple[list[_Pair], list[ParseWarning]]:
     """Each ``</imgen>`` closes the nearest unclosed ``<imgen>`` before it; earlier openers die."""
-    pairs: list[tuple[int, int]] = []
+    pairs: list[_Pair] = []
     warns: list[ParseWarning] = []
     open_at = -1
+    superseded: list[int] = []
+    opened_since_pair = False
     for m in _MARK.finditer(text):
         if m.group(1):
             if open_at < 0:
@@ -266,9 +334,11 @@ def _find_pairs(text: str) -> tuple[list[tuple[int, int]], list[ParseWarning]]:
                         f"</imgen> at character {m.start()} has no matching <imgen>; it is kept as text",
                     )
                 )
+                if pairs and not opened_since_pair:
+                    pairs[-1].closers.append(m.end())
             else:
-                pairs.append((open_at, m.end()))
-                open_at = -1
+                pairs.append(_Pair(open_at, m.end(), superseded))
+                open_at, superseded, opened_since_pair = -1, [], False
         else:
             if open_at >= 0:
                 warns.append(
@@ -278,7 +348,8 @@ def _find_pairs(text: str) -> tuple[list[tuple[int, int]], list[ParseWarning]]:
                         f"<imgen> at character {open_at} is followed by another <imgen> before any </imgen>; it is kept as text and gets no image slot",
                     )
                 )
-            open_at = m.start()
+                superseded.append(open_at)
+            open_at, opened_since_pair = m.start(), True
     if open_at >= 0:
         warns.append(
             ParseWarning(
@@ -288,6 +359,45 @@ def _find_pairs(text: str) -> tuple[list[tuple[int, int]], list[ParseWarning]]:
             )
         )
     return pairs, warns
+
+
+_MAX_WIDENINGS = 4  # openers and closers tried on each side of a tag that does not read
+
+
+def _tolerant_pairs(
+    text: str, prof: Profile, warns: list[ParseWarning]
+) -> tuple[list[tuple[int, int]], list[_Read]]:
+    """The pairs and their reads. A tag that does not read is widened to an earlier superseded
+    ``<imgen>`` or a later stray ``</imgen>`` when that makes it valid: the mark it skipped
+    sat inside a string (``'query': 'a </imgen> b'``)."""
+    found, marks = _find_pairs(text)
+    warns += marks
+    spans: list[tuple[int, int]] = []
+    reads: list[_Read] = []
+    for pair in found:
+        read = _attempt(text, pair.open_at, pair.close_end, prof)
+        span = (pair.open_at, pair.close_end)
+        if read.request is None and (pair.openers or pair.closers):
+            for close_end in (pair.close_end, *pair.closers[:_MAX_WIDENINGS]):
+                for open_at in (pair.open_at, *pair.openers[::-1][:_MAX_WIDENINGS]):
+                    if (open_at, close_end) == span:
+                        continue
+                    wider = _attempt(text, open_at, close_end, prof)
+                    if wider.request is not None:
+                        read, span = wider, (open_at, close_end)
+                        break
+                if span != (pair.open_at, pair.close_end):
+                    break
+            if span != (pair.open_at, pair.close_end):
+                warns[:] = [w for w in warns if not _inside(w, span)]
+        spans.append(span)
+        reads.append(read)
+    return spans, reads
+
+
+def _inside(w: ParseWarning, span: tuple[int, int]) -> bool:
+    """A mark warning about a mark that a widened tag now holds."""
+    return w.kind in ("unterminated", "stray_close") and span[0] <= w.position < span[1]
 
 
 def _absorb_fences(
@@ -344,7 +454,7 @@ _BODY_TICKS = re.compile(r"\A\s*`(\{.*\})`\s*\Z", re.DOTALL)
 _EXAMPLE = "{'source': 'search', 'description': '...', 'params': {'query': '...'}}"
 
 
-def parse_tag(body: str, position: int = 0) -> ImageRequest:
+def parse_tag(body: str, position: int = 0, profile: ProfileLike = None) -> ImageRequest:
     """Read and validate the body of one tag (the text between ``<imgen>`` and ``</imgen>``).
 
     Raises ``TagSyntaxError`` or ``TagValidationError`` whose ``position`` is ``position``.
@@ -353,12 +463,18 @@ def parse_tag(body: str, position: int = 0) -> ImageRequest:
     Traceback (most recent call last):
     ...
     llmi.errors.TagValidationError: tag at character 40: 'img_index' must be an integer, not bool
+    >>> parse_tag("{'source': 'edit', 'description': 'd', 'params': {'img_index': True, 'prompt': 'p'}}", 40, "llmi-compat").img_index
+    1
     """
-    return _read(body, position)[0]
+    prof = get_profile(profile)
+    return validate(_read(body, position, prof)[0], position, prof)
 
 
-def _read(body: str, position: int) -> tuple[ImageRequest, bool]:
-    """The request in ``body`` and whether the lenient reader was needed."""
+def _read(body: str, position: int, prof: Profile) -> tuple[Any, bool]:
+    """The value in ``body`` (a dict, unless validation is to complain) and whether the lenient
+    reader was needed; ``TagSyntaxError`` for a body no reader can read."""
+    if prof.body_reading == "llmi":
+        return read_body(body, position, exact_code=prof.code_cleaning == "exact"), False
     written, offset = body, 0
     m = _BODY_FENCE.match(body) or _BODY_TICKS.match(body)
     if m:
@@ -376,8 +492,8 @@ def _read(body: str, position: int) -> tuple[ImageRequest, bool]:
     if obj is _NOTHING:
         obj = _literal(body)
     if obj is not _NOTHING:
-        return validate(obj, position), False
-    return _recover(body, position, written, offset), True
+        return obj, False
+    return _recover(body, position, written, offset, prof), True
 
 
 # The fast reader: exactly literal_eval's (and json.loads's) result for the shape models write,
@@ -440,25 +556,26 @@ def _json(body: str) -> Any:
     return json.loads(body)
 
 
-def _recover(body: str, position: int, written: str, offset: int) -> ImageRequest:
-    """The lenient reader's request, or the most useful error for a body no reader could read."""
-    first_error: TagValidationError | None = None
+def _recover(body: str, position: int, written: str, offset: int, prof: Profile) -> Any:
+    """The lenient reader's dict, or the most useful error for a body no reader could read."""
+    complaint: Any = _NOTHING
     for n, reading in enumerate(Reader(body, lenient=True).readings()):
         obj = decode_tree(reading, body)
         try:
-            return validate(obj, position)
-        except TagValidationError as exc:
+            validate(obj, position, prof)
+            return obj
+        except TagValidationError:
             # A reading is a guess: a later one may split the strings elsewhere and fit the
             # schema. Keep the first complaint, and trust it only if it found the tag's shape.
-            if first_error is None and isinstance(obj, dict) and set(obj) == set(_TOP_KEYS):
-                first_error = exc
+            if complaint is _NOTHING and isinstance(obj, dict) and set(obj) == set(_TOP_KEYS):
+                complaint = obj
         if n >= Reader.MAX_READINGS:
             break
-    if first_error is not None:
-        raise first_error
+    if complaint is not _NOTHING:
+        return complaint
     strict = Reader(body, lenient=False)
     for obj in strict.readings():
-        return validate(decode_tree(obj, body), position)
+        return decode_tree(obj, body)
     at = offset + max(strict.err_at, 0)  # an offset in the body as written, fence included
     line = written.count("\n", 0, at) + 1
     column = at - (written.rfind("\n", 0, at) + 1) + 1
@@ -469,24 +586,32 @@ def _recover(body: str, position: int, written: str, offset: int) -> ImageReques
 
 
 # --------------------------------------------------------------------------------------------
-# code fences inside code strings
+# chart code as written -> chart code to run
 
 _CODE_FENCE_HEAD = re.compile(r"\A\s*(`{3,}|~{3,})[\w+.#-]*[ \t]*\n")
 _CODE_FENCE_TAIL = re.compile(r"\n[ \t]*(`{3,}|~{3,})\s*\Z")
 
 
-def _unfence_code(code: str) -> str:
-    """Code wrapped in a Markdown fence inside the string: drop the fence lines."""
-    if "`" not in code and "~" not in code:
-        return code
-    m = _CODE_FENCE_HEAD.match(code)
-    if m:
-        code = code[m.end() :]
-        tail = _CODE_FENCE_TAIL.search(code)
-        if tail:
-            code = code[: tail.start()]
-        elif code.rstrip().endswith(m.group(1)):
-            code = code.rstrip()[: -len(m.group(1))]
+def clean_code(code: str) -> str:
+    """Chart code as the ``llmi`` profile runs it: a Markdown fence around it dropped, and
+    leading indentation removed (LLM-I strips it too, but from the first line only, so
+    indented code of several lines still fails there). Code that starts at its first column is
+    kept exactly; escapes are left alone, the reader decoded them exactly once.
+
+    >>> clean_code("```python\\n    x = 1\\n    if x:\\n        y = 2\\n```")
+    'x = 1\\nif x:\\n    y = 2'
+    """
+    if "`" in code or "~" in code:
+        m = _CODE_FENCE_HEAD.match(code)
+        if m:
+            code = code[m.end() :]
+            tail = _CODE_FENCE_TAIL.search(code)
+            if tail:
+                code = code[: tail.start()]
+            elif code.rstrip().endswith(m.group(1)):
+                code = code.rstrip()[: -len(m.group(1))]
+    if code[:1].isspace():  # as written it may not run: "unexpected indent"
+        code = textwrap.dedent(code).lstrip()
     return code
 
 
@@ -494,19 +619,8 @@ def _unfence_code(code: str) -> str:
 # validate
 
 _NOUN = {str: "a string", int: "an integer"}
-_SHAPE = {
-    "search": "{'query': '...'}",
-    "diffusion": "{'prompt': '...'}",
-    "code": "{'code': '...'}",
-    "edit": "{'img_index': 0, 'prompt': '...'}",
-}
-_EMPTY_HINT = {
-    ("search", "query"): "say what to search for",
-    ("diffusion", "prompt"): "describe the picture to generate",
-    ("edit", "prompt"): "say how to change the image",
-    ("code", "code"): "write the Python code that draws the chart",
-}
 _TOP_SHAPE = "a tag has exactly the keys 'source', 'description' and 'params'"
+_SOURCE_LIST = ", ".join(map(repr, SOURCES[:-1])) + f" or {SOURCES[-1]!r}"
 
 
 def _suggest(word: Any, choices: tuple[str, ...] | Mapping[str, Any]) -> str:
@@ -526,12 +640,16 @@ def _type_name(obj: Any) -> str:
     return type(obj).__name__
 
 
-def validate(obj: Any, position: int = 0) -> ImageRequest:
-    """Check a parsed tag dict against the schema and build its request.
+def validate(obj: Any, position: int = 0, profile: ProfileLike = None) -> ImageRequest:
+    """Check a parsed tag dict against the schema and build its request; chart code is
+    cleaned as ``profile`` says (``llmi.profiles``), and so are bools and blank strings.
 
     >>> validate({'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}).query
     'owl'
+    >>> validate({'source': 'search', 'description': 'd', 'params': {'query': ''}}, profile="llmi-compat").query
+    ''
     """
+    prof = get_profile(profile)
 
     def bad(reason: str) -> TagValidationError:
         return TagValidationError(reason, position)
@@ -545,38 +663,40 @@ def validate(obj: Any, position: int = 0) -> ImageRequest:
         if key not in obj:
             raise bad(f"missing key {key!r}; {_TOP_SHAPE}")
     source = obj["source"]
-    if not isinstance(source, str) or source not in PARAM_TYPES:
-        raise bad(
-            f"unknown source {source!r}{_suggest(source, SOURCES)}; use one of 'search', 'diffusion', 'code' or 'edit'"
-        )
+    if not isinstance(source, str) or source not in SOURCE_TABLE:
+        raise bad(f"unknown source {source!r}{_suggest(source, SOURCES)}; use one of {_SOURCE_LIST}")
+    spec = SOURCE_TABLE[source]
     description = obj["description"]
     if not isinstance(description, str):
         raise bad(f"'description' must be a string, not {_type_name(description)}")
     params = obj["params"]
-    want = PARAM_TYPES[source]
     if not isinstance(params, dict):
-        raise bad(f"'params' must be a dict such as {_SHAPE[source]}, not {_type_name(params)}")
+        raise bad(f"'params' must be a dict such as {spec.shape}, not {_type_name(params)}")
     for key in params:
-        if key not in want:
+        if key not in spec.types:
             raise bad(
-                f"unexpected key {key!r}{_suggest(key, want)} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}"
+                f"unexpected key {key!r}{_suggest(key, spec.types)} in the params of {_a(source)} tag; {source} takes {spec.shape}"
             )
     clean: dict[str, Any] = {}
-    for key, typ in want.items():
+    for param in spec.params:
+        key = param.name
         if key not in params:
-            raise bad(
-                f"missing key {key!r} in the params of {_a(source)} tag; {source} takes {_SHAPE[source]}"
-            )
+            raise bad(f"missing key {key!r} in the params of {_a(source)} tag; {source} takes {spec.shape}")
         val = params[key]
-        if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
-            raise bad(f"{key!r} must be {_NOUN[typ]}, not {_type_name(val)}")
-        if typ is int and val < 0:
-            raise bad(f"{key!r} must be 0 or more, not {val}")
-        if typ is str:
-            if key == "code":
-                val = _unfence_code(val)
-            if not val.strip():
-                raise bad(f"{key!r} is empty; {_EMPTY_HINT[source, key]}")
+        if param.type is int:
+            if isinstance(val, bool) and prof.bool_index:
+                val = int(val)  # LLM-I: True is 1
+            elif not isinstance(val, int) or isinstance(val, bool):
+                raise bad(f"{key!r} must be {_NOUN[int]}, not {_type_name(val)}")
+            if val < 0:
+                raise bad(f"{key!r} must be 0 or more, not {val}")
+        else:
+            if not isinstance(val, str):
+                raise bad(f"{key!r} must be {_NOUN[str]}, not {_type_name(val)}")
+            if param.key == "code":
+                val = sanitize_code(val) if prof.code_cleaning == "llmi" else clean_code(val)
+            if not val.strip() and not prof.blank_params:
+                raise bad(f"{key!r} is empty; {param.blank_hint}")
         clean[key] = val
     return ImageRequest(source, description, clean)
 

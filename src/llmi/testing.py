@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
-from .errors import BackendError, ToolError
+from .errors import BackendError, NotFound, ToolError
 from .image import ImageData
 from .tools.base import ToolCall, ToolOutput
 
@@ -18,7 +18,10 @@ class LatencyTool:
     """A tool that answers after ``latency`` seconds with a small solid image.
 
     ``fail_first`` makes the first N calls raise a transient ``BackendError``; ``fail_with``
-    makes every call raise that error. It counts calls and the peak number running at once.
+    makes every call raise that error; ``fail_if`` makes a call fail (``NotFound``, not
+    transient) when the request's text (query, prompt or code) contains it, so a test can
+    script each tag's outcome in the answer itself. It counts calls and the peak number
+    running at once.
     """
 
     source: str = "search"  # type: ignore[misc]
@@ -26,6 +29,7 @@ class LatencyTool:
     backend: str = "latency"
     fail_first: int = 0
     fail_with: ToolError | None = None
+    fail_if: str | None = None
     calls: int = 0
     peak: int = 0
     _running: int = 0
@@ -41,6 +45,8 @@ class LatencyTool:
             await asyncio.sleep(self.latency)
             if self.fail_with is not None:
                 raise self.fail_with
+            if self.fail_if is not None and self.fail_if in call.request.text:
+                raise NotFound(f"scripted failure: the request contains {self.fail_if!r}")
             if n <= self.fail_first:
                 raise BackendError(f"transient failure {n}", transient=True)
             shade = 40 + (len(call.request.text) * 37) % 200

@@ -66,6 +66,8 @@ def print_summary(console: Console, doc: Document, paths: Mapping[str, Path]) ->
     for col in ("tool", "total", "success", "rate"):
         table.add_column(col, justify="left" if col == "tool" else "right")
     for tool, row in doc.stats().items():
+        if not row["total"]:
+            continue  # the statistics list every tool; show the ones used
         table.add_row(tool, str(row["total"]), str(row["success"]), f"{row['success_rate']:.0%}")
     n, ok = len(doc.image_segments), len(doc.images)
     if n:

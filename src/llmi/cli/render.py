@@ -46,9 +46,14 @@ def load_inputs(paths: tuple[str, ...]) -> tuple:
               help="An input image (repeatable); edit tags address them as img_index 0, 1, ...")
 @click.option("--deadline", type=float, default=600.0, show_default=True, help="Seconds for the whole document.")
 @click.option("--no-fallback", is_flag=True, help="Do not fall back from diffusion to search.")
+@click.option("--profile", type=click.Choice(["llmi", "llmi-compat"]), default="llmi", show_default=True,
+              help="How the answer is read: llmi's tolerant reading, or LLM-I's exact one (its processed "
+                   "text and statistics, as rewards see them; see docs/compat.md).")
+@click.option("--judge-view", is_flag=True,
+              help="Also print the processed text a judge sees and the statistics (JSON) to stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the output paths.")
 def render(file, out_dir: Path | None, formats: tuple[str, ...], images: tuple[str, ...], deadline: float,
-           no_fallback: bool, quiet: bool) -> None:
+           no_fallback: bool, profile: str, judge_view: bool, quiet: bool) -> None:
     """Render FILE (a model's answer with <imgen> tags; '-' for stdin) into a document.
 
     Each tag is run with the backend the environment configures: charts in the sandbox, search
@@ -60,6 +65,7 @@ def render(file, out_dir: Path | None, formats: tuple[str, ...], images: tuple[s
     \b
     Example:
       llmi render answer.txt --out out/answer --format html,json
+      llmi render answer.txt --profile llmi-compat --judge-view
     """
     from rich.console import Console
 
@@ -71,7 +77,8 @@ def render(file, out_dir: Path | None, formats: tuple[str, ...], images: tuple[s
     console = Console(stderr=True, quiet=quiet)
     out_dir = out_dir or default_out_dir(Path(file.name).stem if file.name != "<stdin>" else "stdin")
     progress = ToolProgress(console)
-    engine = Engine.from_env(on_event=progress, deadline=deadline, fallback={} if no_fallback else None)
+    engine = Engine.from_env(on_event=progress, deadline=deadline, fallback={} if no_fallback else None,
+                             profile=profile)
     try:
         with progress:
             doc = engine.run(text, inputs, meta={"source_file": file.name})
@@ -79,6 +86,10 @@ def render(file, out_dir: Path | None, formats: tuple[str, ...], images: tuple[s
         engine.close()
     paths = doc.save(out_dir, formats)
     print_summary(console, doc, paths)
+    if judge_view:
+        import json
+
+        click.echo(json.dumps({"judge_view": doc.judge_view(), "stats": doc.stats()}, ensure_ascii=False, indent=2))
     if quiet:
         for path in paths.values():
             click.echo(path)

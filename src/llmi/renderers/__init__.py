@@ -109,8 +109,8 @@ def write_images(doc, out_dir: Path) -> tuple[dict[int, str], list[str]]:
 
 def save(doc, out_dir: Path, formats: Iterable[str] = FORMATS) -> dict[str, Path]:
     """Write ``doc`` into ``out_dir`` in each of ``formats``; returns format -> file path."""
+    from ..document.schema import document_to_dict, dumps
     from .html import render_html
-    from .json import document_to_dict, dumps
     from .markdown import render_markdown
 
     chosen = normalise_formats(formats)

@@ -114,6 +114,11 @@ def safe_url(url: Any) -> str | None:
     return url
 
 
+def used_stats(doc: Document) -> dict[str, dict[str, float | int]]:
+    """The statistics rows of the tools the answer used (``Document.stats`` lists all)."""
+    return {tool: row for tool, row in doc.stats().items() if row["total"]}
+
+
 def summary_counts(doc: Document) -> tuple[int, int, int]:
     """(images, ok, failed)."""
     segs = doc.image_segments

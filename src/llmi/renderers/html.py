@@ -237,7 +237,7 @@ def _body(doc: Document) -> str:
 
 
 def _stats_table(doc: Document) -> str:
-    stats = doc.stats()
+    stats = c.used_stats(doc)
     if not stats:
         return ""
     rows = "".join(
@@ -299,7 +299,7 @@ def render_html(doc: Document) -> str:
         else ""
     )
     meta = "".join(_meta_rows(doc))
-    from .json import SCHEMA_VERSION
+    from ..document.schema import SCHEMA_VERSION
 
     footer_meta = (
         f'<details><summary>Run details</summary><dl class="facts">{meta}</dl></details>'

@@ -177,7 +177,7 @@ def _figure(doc: Document, seg: ImageSegment, path: str | None) -> str:
 
 
 def _stats(doc: Document) -> str:
-    stats = doc.stats()
+    stats = c.used_stats(doc)
     if not stats:
         return ""
     rows = [

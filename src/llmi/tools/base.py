@@ -16,26 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
 
+from ..document.model import Credit  # re-exported: backends credit their images with it
 from ..image import ImageData
 from ..tags import ImageRequest
 
 __all__ = ["Credit", "ToolCall", "ToolOutput", "Tool"]
-
-
-@dataclass(frozen=True)
-class Credit:
-    """Where an image came from, for the document to credit it."""
-
-    source: str  # human label of the backend: "Wikimedia Commons", "Google Images (SerpAPI)", ...
-    title: str | None = None
-    page_url: str | None = None  # the page the image is shown on
-    image_url: str | None = None  # the file itself
-    author: str | None = None
-    licence: str | None = None
-    licence_url: str | None = None
-
-    def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in self.__dict__.items() if v}
 
 
 @dataclass(frozen=True)

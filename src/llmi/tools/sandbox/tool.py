@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from ...errors import SandboxError, ToolTimeout
+from ...errors import EmptyFigure, SandboxError, ToolTimeout
 from ...image import ImageData
 from .launch import LEVELS, Launcher, Limits, probe_level
 from .pool import Pool, Worker, WorkerGone
@@ -116,8 +116,10 @@ class CodeSandboxTool:
 
     async def run(self, call: ToolCall) -> ToolOutput:
         code = call.request.params.get("code")
-        if not isinstance(code, str) or not code.strip():
+        if not isinstance(code, str):
             raise SandboxError("the code tag has no code to run")
+        if not code.strip():
+            raise EmptyFigure("there is no code to run, so nothing was drawn", _blank_figure())
         if len(code.encode("utf-8", "replace")) > _MAX_CODE:
             raise SandboxError(
                 f"the code is longer than {_MAX_CODE >> 10} KB; charts need far less"
@@ -270,6 +272,8 @@ class CodeSandboxTool:
         level = self.sandbox_level
         if not header.get("ok"):
             message = str(header.get("message") or "the code failed")
+            if header.get("kind") == "empty":
+                raise EmptyFigure(message, _blank_figure())
             output = str(header.get("output") or "").strip()
             if output and header.get("kind") in ("exit", "signal", "cpu", "timeout", "memory"):
                 message += f"; last output: {output[-300:]!r}"
@@ -297,3 +301,9 @@ class CodeSandboxTool:
                 self._pool.close()
         except Exception:
             pass
+
+
+def _blank_figure() -> ImageData:
+    """What LLM-I's runner saves when nothing was drawn: the empty default figure, 660x500 of
+    white once ``bbox_inches='tight'`` pads it."""
+    return ImageData.blank(660, 500)

@@ -2,9 +2,9 @@
 
 A ``Document`` is what the engine returns for one model answer. Each image segment records the
 tag that asked for it, which tool and backend answered (or why none did), timing, cache hits and
-fallbacks. Renderers (``llmi.renderers``) turn it into HTML, Markdown and ``document.json``.
+fallbacks. The document also records the profile (``llmi.profiles``) it was read with, which
+decides its judge view and statistics.
 
->>> from llmi.tags import ImageRequest
 >>> doc = Document((TextSegment("Hello "), ImageSegment(index=0, raw="<imgen>...</imgen>",
 ...     tool="search", status="failed", error="no search backend")))
 >>> doc.judge_view()
@@ -20,18 +20,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
-from .image import ImageData
-from .tags import SOURCES, ImageRequest
-from .tools.base import Credit
+from ..image import ImageData
+from ..profiles import LLMI, Profile
+from ..sources import STATS_ORDER
+from ..tags import ImageRequest
 
-__all__ = ["Fallback", "TextSegment", "ImageSegment", "Segment", "Document", "IMAGE_TOKEN", "FAIL_TOKEN"]
+__all__ = [
+    "FAIL_TOKEN",
+    "IMAGE_TOKEN",
+    "INVALID",
+    "Credit",
+    "Document",
+    "Fallback",
+    "ImageSegment",
+    "Segment",
+    "TextSegment",
+    "merge_text",
+]
 
 IMAGE_TOKEN = "<image>"
 FAIL_TOKEN = "<fail_to_generate_image>"
+#: the statistics row of tags that name no known source (``llmi`` profile)
+INVALID = "invalid"
 
-# Literal placeholders typed by the model would be counted as images by a judge; they are
-# neutralised in the judge view so that counts stay honest.
+# Placeholders typed by the model would be counted as images by a judge and by LLM-I's image
+# count; a profile with ``typed_markers="defused"`` rewrites them so counts stay honest.
 _STRAY_TOKENS = re.compile(r"<(image|fail_to_generate_image)>", re.I)
+
+
+@dataclass(frozen=True)
+class Credit:
+    """Where an image came from, for the document to credit it."""
+
+    source: str  # human label of the backend: "Wikimedia Commons", "Google Images (SerpAPI)", ...
+    title: str | None = None
+    page_url: str | None = None  # the page the image is shown on
+    image_url: str | None = None  # the file itself
+    author: str | None = None
+    licence: str | None = None
+    licence_url: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
 
 
 @dataclass(frozen=True)
@@ -54,7 +84,11 @@ class TextSegment:
 
 @dataclass(frozen=True)
 class ImageSegment:
-    """One tag's slot in the document, successful or not."""
+    """One tag's slot in the document, successful or not.
+
+    ``counted`` says whether the statistics count it: always under the ``llmi`` profile, and
+    under ``llmi-compat`` only where LLM-I's rule does (``Tag.counted``).
+    """
 
     index: int  # the tag's ordinal in the text (what edit.img_index counts, after the inputs)
     raw: str  # the tag as the model wrote it
@@ -71,6 +105,7 @@ class ImageSegment:
     fallback: Fallback | None = None
     credit: Credit | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    counted: bool = True
     type: Literal["image"] = "image"
 
     @property
@@ -87,11 +122,13 @@ Segment = TextSegment | ImageSegment
 
 @dataclass(frozen=True)
 class Document:
-    """Ordered segments of one answer, plus the input images and run metadata."""
+    """Ordered segments of one answer, plus the input images, run metadata and the profile
+    the answer was read with."""
 
     segments: tuple[Segment, ...]
     inputs: tuple[ImageData, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    profile: Profile = LLMI
 
     # -- views -----------------------------------------------------------------------------
     @property
@@ -100,7 +137,8 @@ class Document:
 
     @property
     def images(self) -> tuple[ImageData, ...]:
-        """The successful images, in order (what an MLLM judge is shown)."""
+        """The successful images, in tag order (what an MLLM judge is shown: the i-th
+        ``<image>`` of a tag is the i-th image)."""
         return tuple(s.image for s in self.image_segments if s.ok and s.image is not None)
 
     @property
@@ -108,51 +146,72 @@ class Document:
         """The prose alone, tags removed."""
         return "".join(s.text for s in self.segments if isinstance(s, TextSegment))
 
-    def judge_view(self) -> str:
-        """LLM-I's judge text: each tag replaced by ``<image>`` or ``<fail_to_generate_image>``.
+    @property
+    def failures(self) -> tuple[ImageSegment, ...]:
+        return tuple(s for s in self.image_segments if not s.ok)
 
-        Placeholders the model typed itself are defused (``<image>`` -> ``[image]``) so that the
-        number of ``<image>`` tokens equals the number of successful images.
+    def judge_view(self) -> str:
+        """LLM-I's processed text: each tag replaced by ``<image>`` or
+        ``<fail_to_generate_image>``, everything else as written.
+
+        Under the ``llmi`` profile, placeholders the model typed itself are defused
+        (``<image>`` -> ``[image]``) so that the number of ``<image>`` tokens equals the number
+        of made images; ``llmi-compat`` keeps them, as LLM-I does.
         """
+        defuse = self.profile.typed_markers == "defused"
         out = []
         for seg in self.segments:
             if isinstance(seg, TextSegment):
-                out.append(_STRAY_TOKENS.sub(lambda m: f"[{m.group(1)}]", seg.text))
+                out.append(_STRAY_TOKENS.sub(r"[\1]", seg.text) if defuse else seg.text)
             else:
                 out.append(IMAGE_TOKEN if seg.ok else FAIL_TOKEN)
         return "".join(out)
 
     def stats(self) -> dict[str, dict[str, float | int]]:
-        """Per-tool ``total``, ``success``, ``success_rate`` as LLM-I logs them.
+        """Per-tool ``total``, ``success`` and ``success_rate`` as LLM-I logs them: always all
+        four tools in LLM-I's order, rates rounded to 4 decimals, 1.0 for an unused tool.
 
-        Tags that could not be read count under ``invalid``; a fallback counts under the tool the
-        tag asked for.
+        Which tags count follows the profile: under ``llmi-compat`` LLM-I's rule; under
+        ``llmi`` every tag, under the source it names, and an ``invalid`` row (always present)
+        for tags that name none. A fallback counts under the tool the tag asked for.
+
+        >>> from llmi.profiles import LLMI_COMPAT
+        >>> Document((), profile=LLMI_COMPAT).stats()
+        {'diffusion': {'total': 0, 'success': 0, 'success_rate': 1.0}, 'search': {'total': 0, 'success': 0, 'success_rate': 1.0}, 'code': {'total': 0, 'success': 0, 'success_rate': 1.0}, 'edit': {'total': 0, 'success': 0, 'success_rate': 1.0}}
         """
-        table: dict[str, dict[str, float | int]] = {}
+        names = STATS_ORDER + ((INVALID,) if self.profile.counting == "all" else ())
+        counts = {name: [0, 0] for name in names}
         for seg in self.image_segments:
-            row = table.setdefault(seg.tool or "invalid", {"total": 0, "success": 0})
-            row["total"] += 1
-            row["success"] += int(seg.ok)
-        for row in table.values():
-            row["success_rate"] = row["success"] / row["total"] if row["total"] else 0.0
-        order = {name: i for i, name in enumerate((*SOURCES, "invalid"))}
-        return dict(sorted(table.items(), key=lambda kv: order.get(kv[0], len(order))))
-
-    @property
-    def failures(self) -> tuple[ImageSegment, ...]:
-        return tuple(s for s in self.image_segments if not s.ok)
+            if not seg.counted:
+                continue
+            row = counts.get(seg.tool or INVALID) or counts.get(INVALID)
+            if row is not None:
+                row[0] += 1
+                row[1] += int(seg.ok)
+        return {
+            name: {"total": total, "success": ok, "success_rate": round(ok / total, 4) if total else 1.0}
+            for name, (total, ok) in counts.items()
+        }
 
     # -- output ----------------------------------------------------------------------------
     def to_dict(self, image_paths: Mapping[int, str] | None = None) -> dict[str, Any]:
         """The ``document.json`` form (see ``docs/document-json.md``)."""
-        from .renderers.json import document_to_dict
+        from .schema import document_to_dict
 
         return document_to_dict(self, image_paths)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path | None = None) -> Document:
+        """The document ``to_dict`` (or ``document.json``) describes; images are read from
+        their paths under ``base_dir``."""
+        from .schema import document_from_dict
+
+        return document_from_dict(data, base_dir)
+
     def save(self, out_dir: str | Path, formats: str | Iterable[str] = ("html", "md", "json")) -> dict[str, Path]:
         """Write the document in each format (``"html,md"`` or a list) into ``out_dir``;
-        returns format -> path."""
-        from .renderers import normalise_formats, save
+        returns format -> path. A convenience for ``llmi.renderers.save``."""
+        from ..renderers import normalise_formats, save
 
         return save(self, Path(out_dir), normalise_formats(formats))
 
