@@ -202,6 +202,7 @@ def test_engine_default_profile_and_per_call_override() -> None:
     with scripted(profile="llmi-compat") as engine:
         assert engine.run(text).judge_view() == text
         assert engine.run(text, profile=LLMI).judge_view() == IMG
+        assert [d.judge_view() for d in engine.run_many([text, search()], profile="llmi")] == [IMG, IMG]
 
 
 def test_render_takes_a_profile() -> None:

@@ -8,7 +8,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmi._tag_compat import SLOT
+from llmi._tag_compat import SLOT, find_slots
 from llmi.engine import Engine
 from llmi.image import ImageData
 from llmi.profiles import LLMI, LLMI_COMPAT, remove_thinking
@@ -43,6 +43,7 @@ LLMI_ENGINE = scripted_engine(LLMI)
 def test_compat_processed_text_has_one_marker_per_matched_tag(answer: str, n_inputs: int) -> None:
     doc = COMPAT_ENGINE.run(answer, [ImageData.blank(4, 4)] * n_inputs)
     text = remove_thinking(answer, "blocks")[0]
+    assert find_slots(text) == [m.span() for m in SLOT.finditer(text)]
     statuses = iter(s.ok for s in doc.image_segments)
     expected = SLOT.sub(lambda m: IMG if next(statuses) else FAIL, text)
     assert next(statuses, None) is None, "one segment per matched tag"

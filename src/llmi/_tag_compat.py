@@ -3,7 +3,7 @@
 Written from the rules in LLM-I's released code (``docs/compat.md`` lists them beside llmi's):
 
 - a tag is the shortest ``<imgen>{...}</imgen>`` with ``{`` right after ``<imgen>`` and ``}``
-  right before ``</imgen>`` (``SLOT``);
+  right before ``</imgen>`` (``SLOT``, found in linear time by ``find_slots``);
 - a body holding ``'source': 'code'`` is first matched against one fixed layout whose code
   string is taken as written (``RAW_CODE``); otherwise it is ``ast.literal_eval``-ed, and
   anything but a dict is unreadable (``read_body``);
@@ -26,9 +26,33 @@ from typing import Any
 from ._tag_recovery import decode_code, quiet_escape_warnings
 from .errors import TagSyntaxError
 
-__all__ = ["SLOT", "index_problem", "index_rule", "read_body", "sanitize_code"]
+__all__ = ["SLOT", "find_slots", "index_problem", "index_rule", "read_body", "sanitize_code"]
 
+#: LLM-I's tag pattern (non-greedy, dot matches newlines)
 SLOT = re.compile(r"<imgen>(\{.*?\})</imgen>", re.DOTALL)
+_OPEN, _CLOSE = "<imgen>{", "}</imgen>"
+
+
+def find_slots(text: str) -> list[tuple[int, int]]:
+    """The ``(start, end)`` of each match of ``SLOT``, in order, in linear time.
+
+    A match starting at an opener ends at the first ``}</imgen>`` after its ``{``; when there
+    is none, no later opener can match either. (The regex itself rescans to the end of the
+    text from every opener that has no closer: quadratic time on a hostile answer.)
+
+    >>> find_slots("a <imgen>{x}</imgen> <imgen>{y} </imgen>")
+    [(2, 20)]
+    """
+    out: list[tuple[int, int]] = []
+    at = text.find(_OPEN)
+    while at >= 0:
+        close = text.find(_CLOSE, at + len(_OPEN))
+        if close < 0:
+            break
+        end = close + len(_CLOSE)
+        out.append((at, end))
+        at = text.find(_OPEN, end)
+    return out
 RAW_CODE = re.compile(
     r"\s*\{'source': 'code', 'description': '([^']*)', 'params': \{'code': '(.*)'\}\}\s*\Z", re.DOTALL
 )

@@ -162,7 +162,12 @@ class Engine:
         return self._assemble(parsed, dict(zip(tasks, segments)), tuple(inputs), started, {**extra, **(meta or {})})  # 4.
 
     async def arun_many(
-        self, texts: Iterable[str], inputs: Sequence[Sequence[ImageData]] | None = None, *, concurrency: int = 32
+        self,
+        texts: Iterable[str],
+        inputs: Sequence[Sequence[ImageData]] | None = None,
+        *,
+        concurrency: int = 32,
+        profile: ProfileLike = None,
     ) -> list[Document]:
         """Run many answers (a GRPO group, a benchmark) sharing the limits and the cache."""
         texts = list(texts)
@@ -171,7 +176,7 @@ class Engine:
 
         async def one(text: str, imgs: Sequence[ImageData]) -> Document:
             async with gate:
-                return await self.arun(text, imgs)
+                return await self.arun(text, imgs, profile=profile)
 
         return list(await asyncio.gather(*(one(t, i) for t, i in zip(texts, inputs))))
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ._tag_compat import SLOT, index_rule, read_body, sanitize_code
+from ._tag_compat import find_slots, index_rule, read_body, sanitize_code
 from ._tag_recovery import NAMES, Reader, decode_tree, quiet_escape_warnings
 from .errors import TagError, TagSyntaxError, TagValidationError
 from .profiles import LLMI, Profile, ProfileLike, get_profile
@@ -205,7 +205,7 @@ class ParsedText:
 # parse: find the slots
 
 _MARK = re.compile(r"<(/?)imgen>")
-_DECLARED_SOURCE = re.compile(r"""(['"]?)source\1\s*:\s*(['"])(search|diffusion|code|edit)\2""")
+_DECLARED_SOURCE = re.compile(rf"""(['"]?)source\1\s*:\s*(['"])({'|'.join(SOURCES)})\2""")
 _OPEN_FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})[\w+.#-]*[ \t]*\Z")
 _CLOSE_FENCE = re.compile(r"\s*(`{3,}|~{3,})[ \t]*(?=\n|\Z)")
 _OPEN_LEN = len("<imgen>")
@@ -228,7 +228,7 @@ def parse(text: str, profile: ProfileLike = None, *, inputs: int = 0) -> ParsedT
         return ParsedText(text, (text,) if text else (), (), prof)
     warns: list[ParseWarning] = []
     if prof.tag_finding == "llmi":
-        pairs = [(m.start(), m.end()) for m in SLOT.finditer(text)]
+        pairs = find_slots(text)
         reads = [_attempt(text, o, c, prof) for o, c in pairs]
         slots = pairs
     else:
@@ -362,6 +362,7 @@ def _find_pairs(text: str) -> tuple[list[_Pair], list[ParseWarning]]:
 
 
 _MAX_WIDENINGS = 4  # openers and closers tried on each side of a tag that does not read
+_WIDENING_BUDGET = 64  # wider readings tried per answer, so a hostile one stays cheap
 
 
 def _tolerant_pairs(
@@ -374,25 +375,32 @@ def _tolerant_pairs(
     warns += marks
     spans: list[tuple[int, int]] = []
     reads: list[_Read] = []
+    budget = _WIDENING_BUDGET
     for pair in found:
         read = _attempt(text, pair.open_at, pair.close_end, prof)
         span = (pair.open_at, pair.close_end)
-        if read.request is None and (pair.openers or pair.closers):
-            for close_end in (pair.close_end, *pair.closers[:_MAX_WIDENINGS]):
-                for open_at in (pair.open_at, *pair.openers[::-1][:_MAX_WIDENINGS]):
-                    if (open_at, close_end) == span:
-                        continue
-                    wider = _attempt(text, open_at, close_end, prof)
-                    if wider.request is not None:
-                        read, span = wider, (open_at, close_end)
-                        break
-                if span != (pair.open_at, pair.close_end):
+        # only a body that does not read at all can be one cut short by a mark in a string
+        if isinstance(read.error, TagSyntaxError) and (pair.openers or pair.closers):
+            for open_at, close_end in _widenings(pair):
+                if budget <= 0:
                     break
-            if span != (pair.open_at, pair.close_end):
-                warns[:] = [w for w in warns if not _inside(w, span)]
+                budget -= 1
+                wider = _attempt(text, open_at, close_end, prof)
+                if wider.request is not None:
+                    read, span = wider, (open_at, close_end)
+                    warns[:] = [w for w in warns if not _inside(w, span)]
+                    break
         spans.append(span)
         reads.append(read)
     return spans, reads
+
+
+def _widenings(pair: _Pair) -> list[tuple[int, int]]:
+    """Wider spans for a tag, the fewest marks taken in first."""
+    ends = (pair.close_end, *pair.closers[:_MAX_WIDENINGS])
+    starts = (pair.open_at, *pair.openers[::-1][:_MAX_WIDENINGS])
+    spans = [(o, c) for i, c in enumerate(ends) for j, o in enumerate(starts) if i or j]
+    return sorted(spans, key=lambda s: (ends.index(s[1]) + starts.index(s[0])))
 
 
 def _inside(w: ParseWarning, span: tuple[int, int]) -> bool:

@@ -10,35 +10,8 @@ Renderers (``llmi.renderers``) depend on this package, never the other way round
 
 from __future__ import annotations
 
-from .model import (
-    FAIL_TOKEN,
-    IMAGE_TOKEN,
-    INVALID,
-    Credit,
-    Document,
-    Fallback,
-    ImageSegment,
-    Segment,
-    TextSegment,
-    merge_text,
-)
-from .schema import SCHEMA_VERSION, document_from_dict, document_to_dict, dumps, jsonable, load
+from . import model, schema
+from .model import *  # noqa: F403 - the package is its two modules' names
+from .schema import *  # noqa: F403
 
-__all__ = [
-    "FAIL_TOKEN",
-    "IMAGE_TOKEN",
-    "INVALID",
-    "SCHEMA_VERSION",
-    "Credit",
-    "Document",
-    "Fallback",
-    "ImageSegment",
-    "Segment",
-    "TextSegment",
-    "document_from_dict",
-    "document_to_dict",
-    "dumps",
-    "jsonable",
-    "load",
-    "merge_text",
-]
+__all__ = [*model.__all__, *schema.__all__]
