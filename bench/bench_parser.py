@@ -143,6 +143,20 @@ def main() -> None:
     )
     print(f"  ratio llmi/LLM-I: {ours / base:.2f}x   llmi-compat/LLM-I: {compat / base:.2f}x")
 
+    # A hostile answer: openers that are never closed. LLM-I's regex rescans to the end of the
+    # text from each of them; the compat profile finds the same (no) tags in one pass.
+    hostile = "<imgen>{x " * 2000
+    started = time.perf_counter()
+    _LLMI_TAG.findall(hostile)
+    regex_s = time.perf_counter() - started
+    started = time.perf_counter()
+    parse_compat(hostile)
+    compat_s = time.perf_counter() - started
+    print(
+        f"  {len(hostile) // 1000} KB of unclosed <imgen>{{: LLM-I's regex {regex_s * 1000:,.0f} ms, "
+        f"llmi-compat parse {compat_s * 1000:,.2f} ms ({regex_s / compat_s:,.0f}x)"
+    )
+
 
 if __name__ == "__main__":
     main()
