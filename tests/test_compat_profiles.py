@@ -224,6 +224,8 @@ def test_the_document_json_records_the_profile(tmp_path) -> None:
     back = load(tmp_path)
     assert back.profile == custom and back.stats() == doc.stats() and back.judge_view() == doc.judge_view()
     assert Document.from_dict(doc.to_dict()).judge_view() == f"{FAIL}{FAIL} <image>"
+    page = doc.save(tmp_path, ["html"])["html"].read_text()
+    assert "<dt>profile</dt><dd>compat-exact-code</dd>" in page  # the page says how it was read
     old = {k: v for k, v in data.items() if k != "profile"}
     assert Document.from_dict(old).profile is LLMI  # files from before profiles were llmi's
 

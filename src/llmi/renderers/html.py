@@ -278,6 +278,7 @@ def _summary(doc: Document) -> str:
 
 
 def _meta_rows(doc: Document) -> Iterable[str]:
+    yield f"<dt>profile</dt><dd>{_e(doc.profile.name)}</dd>"  # how the answer was read
     for key, value in doc.meta.items():
         if key in ("title", "prompt") or not isinstance(value, (str, int, float, bool)):
             continue
