@@ -331,7 +331,8 @@ def test_llmi_render_profile_prints_the_processed_text_and_statistics(tmp_path) 
     answer = tmp_path / "answer.txt"
     answer.write_text(
         "<think>plan</think>Typed <image>. " + chart("x = 1")
-        + " <imgen> {'source': 'search', 'description': 'd', 'params': {'query': 'q'}} </imgen>",
+        + " <imgen> {'source': 'search', 'description': 'd', 'params': {'query': 'q'}} </imgen>"
+        + "<imgen>{'source': 'diffusion', 'description': 'd', 'params': {'prompt': 'p'}}</imgen>",
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMI_", "QWEN_"))}
@@ -345,8 +346,11 @@ def test_llmi_render_profile_prints_the_processed_text_and_statistics(tmp_path) 
     shown = json.loads(proc.stdout)
     assert shown["judge_view"] == (
         "Typed <image>. <image> <imgen> {'source': 'search', 'description': 'd', 'params': {'query': 'q'}} </imgen>"
+        "<fail_to_generate_image>"
     )
+    assert shown["stats"]["diffusion"] == {"total": 1, "success": 0, "success_rate": 0.0}  # no fallback
     assert shown["stats"]["code"] == {"total": 1, "success": 1, "success_rate": 1.0}
     assert list(shown["stats"]) == ["diffusion", "search", "code", "edit"]
     saved = json.loads((tmp_path / "out" / "document.json").read_text())
     assert saved["profile"]["name"] == "llmi-compat" and saved["judge_view"] == shown["judge_view"]
+    assert saved["segments"][-1]["error_type"] == "ToolNotConfigured" and saved["segments"][-1]["fallback"] is None

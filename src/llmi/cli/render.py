@@ -45,7 +45,8 @@ def load_inputs(paths: tuple[str, ...]) -> tuple:
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="An input image (repeatable); edit tags address them as img_index 0, 1, ...")
 @click.option("--deadline", type=float, default=600.0, show_default=True, help="Seconds for the whole document.")
-@click.option("--no-fallback", is_flag=True, help="Do not fall back from diffusion to search.")
+@click.option("--no-fallback", is_flag=True,
+              help="Do not fall back from diffusion to search (never done with --profile llmi-compat: LLM-I has no fallback).")
 @click.option("--profile", type=click.Choice(["llmi", "llmi-compat"]), default="llmi", show_default=True,
               help="How the answer is read: llmi's tolerant reading, or LLM-I's exact one (its processed "
                    "text and statistics, as rewards see them; see docs/compat.md).")
@@ -77,8 +78,8 @@ def render(file, out_dir: Path | None, formats: tuple[str, ...], images: tuple[s
     console = Console(stderr=True, quiet=quiet)
     out_dir = out_dir or default_out_dir(Path(file.name).stem if file.name != "<stdin>" else "stdin")
     progress = ToolProgress(console)
-    engine = Engine.from_env(on_event=progress, deadline=deadline, fallback={} if no_fallback else None,
-                             profile=profile)
+    engine = Engine.from_env(on_event=progress, deadline=deadline, profile=profile,
+                             fallback={} if no_fallback or profile == "llmi-compat" else None)
     try:
         with progress:
             doc = engine.run(text, inputs, meta={"source_file": file.name})
