@@ -132,9 +132,6 @@ def index_problem(index: int, own: int, n_inputs: int) -> str | None:
     )
 
 
-_UNREADABLE: Any = object()
-
-
 def index_rule(objs: Sequence[Any], n_inputs: int) -> list[str | None]:
     """LLM-I's scheduling of edits, applied before validity: for each tag, the reason it is a
     *counted* failed edit, or ``None`` if it goes on to the validity rules.
