@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "library": "llmi.cli.library:library",
     "serve": "llmi.cli.serve:serve",
     "image": "llmi.cli.image:image",
+    "score": "llmi.cli.score:score",
 }
 
 _SUMMARIES = {
@@ -21,6 +22,7 @@ _SUMMARIES = {
     "library": "Manage the local image library used by offline search.",
     "serve": "Run llmi servers (the image generation/editing server).",
     "image": "Talk to image servers: health, info, generate, edit.",
+    "score": "Score answers (JSONL) with LLM-I's reward: rules, LLM and MLLM judges.",
 }
 
 
