@@ -128,3 +128,26 @@ MLLM_OK = "Image Quality: 4\nTask Relevance: 3\nText-Image Relevance: 5"
 
 def search_tag(query: str, description: str = "a picture") -> str:
     return f"<imgen>{{'source': 'search', 'description': '{description}', 'params': {{'query': '{query}'}}}}</imgen>"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A byte-level BPE tokenizer saved as a Hugging Face folder (any UTF-8 text round-trips)."""
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["Owls hunt at night. <imgen>{'source': 'code', 'params': {'code': 'plt.plot()'}}</imgen>"] * 8,
+                            trainer)
+    folder = tmp_path_factory.mktemp("tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>").save_pretrained(folder)
+    return folder
+
+
+def code_tag(code: str = "plt.plot([1, 2, 3])", description: str = "a chart") -> str:
+    return f"<imgen>{{'source': 'code', 'description': '{description}', 'params': {{'code': '{code}'}}}}</imgen>"

@@ -154,12 +154,14 @@ class RewardScorer:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, profile: str = "llmi-compat", **kwargs: Any) -> "RewardScorer":
         """Tools and judges from the environment (the engine's variables, ``LLM_JUDGE_BASE_URL``,
-        ``MLLM_JUDGE_BASE_URL`` ...)."""
+        ``MLLM_JUDGE_BASE_URL`` ...); ``judge_limits`` applies to both judges."""
         from ..engine import Engine
 
-        llm, mllm = judges_from_env(env, profile=profile)
-        engine = kwargs.pop("engine", None) or Engine.from_env(env)
-        return cls(engine, llm_judge=llm, mllm_judge=mllm, profile=profile, **kwargs)
+        llm, mllm = judges_from_env(env, profile=profile, limits=kwargs.pop("judge_limits", None))
+        engine = kwargs.pop("engine", None)
+        scorer = cls(engine or Engine.from_env(env), llm_judge=llm, mllm_judge=mllm, profile=profile, **kwargs)
+        scorer._own_engine = engine is None
+        return scorer
 
     @property
     def missing_judges(self) -> tuple[str, ...]:
