@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
     from ..image import ImageData
 
-__all__ = ["ExtraInfo", "Sample", "RewardScorer"]
+__all__ = ["ExtraInfo", "Sample", "RewardScorer", "as_images"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,35 @@ class Sample:
         if not isinstance(self.answer, str):
             raise ConfigError(f"an answer must be a string, not {type(self.answer).__name__}")
         object.__setattr__(self, "inputs", tuple(self.inputs))
+
+
+def as_images(values: Any) -> "tuple[ImageData, ...]":
+    """Input images as datasets and trainers hold them: ``ImageData``, PIL images, encoded
+    bytes, or dataset dicts with ``bytes`` or ``path`` (``None`` entries are skipped).
+
+    >>> from PIL import Image
+    >>> [img.size for img in (i.to_pil() for i in as_images([Image.new("RGB", (3, 2))]))]
+    [(3, 2)]
+    """
+    from ..image import ImageData
+
+    out = []
+    for value in list(values) if values is not None else ():
+        try:
+            if isinstance(value, ImageData):
+                out.append(value)
+            elif isinstance(value, Mapping):
+                data = value.get("bytes")
+                out.append(ImageData.from_bytes(bytes(data)) if data else ImageData.from_path(str(value["path"])))
+            elif hasattr(value, "save") and hasattr(value, "size"):  # a PIL image
+                out.append(ImageData.from_pil(value))
+            elif isinstance(value, (bytes, bytearray)):
+                out.append(ImageData.from_bytes(bytes(value)))
+            elif value is not None:
+                raise ConfigError(f"cannot use {type(value).__name__} as an input image")
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"an input image could not be read: {exc}") from None
+    return tuple(out)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from llmi.errors import LlmiError, MissingDependency
 from llmi.rewards.breakdown import RewardBreakdown
-from llmi.rewards.scorer import ExtraInfo, RewardScorer, Sample
+from llmi.rewards.scorer import ExtraInfo, RewardScorer, Sample, as_images
 from llmi.rewards.settings import RewardSettings, shared_scorer
 
 try:
@@ -113,21 +113,9 @@ async def compute_score(data_source: str, solution_str: str, ground_truth: Any =
 def sample_inputs(non_tensor: Mapping[str, Any]) -> tuple:
     """A row's input images: verl's ``multi_modal_data["image"]`` (PIL images) or the dataset's
     ``images`` column (dicts with ``bytes`` or ``path``)."""
-    from llmi.image import ImageData
-
     mm = non_tensor.get("multi_modal_data")
     images = (mm.get("image") or mm.get("images")) if isinstance(mm, Mapping) else None
-    if images is None:
-        images = non_tensor.get("images")
-    out = []
-    for img in list(images) if images is not None else ():
-        if isinstance(img, Mapping):
-            out.append(ImageData.from_bytes(img["bytes"]) if img.get("bytes") else ImageData.from_path(img["path"]))
-        elif hasattr(img, "save"):  # a PIL image
-            out.append(ImageData.from_pil(img))
-        elif isinstance(img, (bytes, bytearray)):
-            out.append(ImageData.from_bytes(bytes(img)))
-    return tuple(out)
+    return as_images(images if images is not None else non_tensor.get("images"))
 
 
 class DocumentLog:
