@@ -73,6 +73,16 @@ CASES = {
                       [LLM_OK], [MLLM_OK], R(1, llm(4, 5), mllm(4, 3, 5)), {"stats/search_total": 1.0}),
     "garbage-llm": ("Owls. " + search_tag("owl"), dict(image_num=1), ["I think it is fine."], [MLLM_OK],
                     R(1, 0.0, mllm(4, 3, 5)), {"llm_text_score": 1.0, "llm_image_score": 1.0}),
+    # LLM-I's reading: a typed <image> counts as an image and takes the first picture's place
+    "typed-image": ("Owls <image> hunt. " + search_tag("owl") + " More.", dict(image_num=2), [LLM_OK], [MLLM_OK],
+                    R(1, llm(4, 5), mllm(4, 3, 5)), {"img_num_score": 1.0, "stats/search_success": 1.0}),
+    # whitespace inside the tag's braces' edges: no tag at all for LLM-I, the text stays as written
+    "not-a-tag": ("Owls. <imgen> {'source': 'search', 'description': 'd', 'params': {'query': 'owl'}}</imgen>",
+                  dict(image_num=-1), [LLM_OK], [], R(1, llm(4, 5), 1.0), {"stats/search_total": 0.0}),
+    # an invalid tag is not counted in LLM-I's statistics, and shows as a failure
+    "invalid-not-counted": ("Owls. <imgen>{'source': 'photo', 'description': 'd', 'params': {'query': 'owl'}}</imgen>",
+                            dict(image_num=1), [LLM_OK], [], R(0, llm(4, 5), 1.0),
+                            {"stats/search_total": 0.0, "stats/diffusion_success_rate": 1.0}),
 }
 
 
@@ -131,3 +141,14 @@ def test_formula_helpers_agree_with_the_cases():
     f = RewardFactors()
     value = combine(0.5, llm_part({"text": 3, "image": 2}, f), mllm_part({"quality": 5, "task": 4, "text_image": 4}, f), 0.7, f)
     assert value == pytest.approx(CASES["half"][4], abs=1e-12)
+
+
+def test_compat_mllm_images_follow_llmis_split(judge_server, engine):
+    answer, info, llm_replies, mllm_replies, _, _ = CASES["typed-image"]
+    scorer = scorer_for(judge_server, engine, "typed-shape", llm_replies, mllm_replies)
+    asyncio.run(scorer.ascore(Sample(answer, ExtraInfo(question="Owls?", **info))))
+    content = judge_server.bodies("typed-shape-mllm")[0]["messages"][1]["content"]
+    # "<image>" typed after "Owls " takes the only picture; the real tag's marker gets none
+    assert [p.get("text", "IMG") for p in content] == ["Question: Owls?\nAnswer: Owls ", "IMG", " hunt. ", " More."]
+    llm_body = judge_server.bodies("typed-shape-llm")[0]["messages"][1]["content"]
+    assert llm_body == "Question: Owls?\nAnswer: " + answer  # the raw answer, tags included

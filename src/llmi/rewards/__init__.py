@@ -32,7 +32,7 @@ _LAZY = {
     "tag_validity": "rules", "check_image_num": "rules", "TOOL_WEIGHTS": "rules",
     "RewardFactors": "config", "RewardOptions": "config",
     "combine": "formula", "llm_part": "formula", "mllm_part": "formula",
-    "RewardView": "view", "view_of": "view", "strip_think": "view",
+    "RewardView": "view", "view_of": "view",
     "Gate": "limits", "RateLimiter": "limits", "JudgeLimits": "limits",
     "ReplyFormat": "replies", "ScoreField": "replies", "ParsedReply": "replies",
     "JudgeClient": "judge_client", "JudgeReply": "judge_client", "JudgeSampling": "judge_client",
@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .replies import ParsedReply, ReplyFormat, ScoreField
     from .rules import TOOL_WEIGHTS, check_image_num, image_count, image_count_score, image_num_score, r_tool, tag_validity
     from .scorer import ExtraInfo, RewardScorer, Sample
-    from .view import RewardView, strip_think, view_of
+    from .view import RewardView, view_of
 
 
 def __getattr__(name: str) -> Any:

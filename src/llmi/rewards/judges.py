@@ -40,7 +40,8 @@ from ..errors import ConfigError, JudgeError
 from .breakdown import JudgeVerdict
 from .judge_client import JudgeClient, JudgeReply, JudgeSampling
 from .replies import ReplyFormat, ScoreField
-from .view import IMAGE_TOKEN, RewardView, strip_think
+from ..profiles import remove_thinking
+from .view import IMAGE_TOKEN, RewardView
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import ImageData
@@ -134,7 +135,7 @@ class _Judge:
     def _read(self, reply: JudgeReply) -> JudgeVerdict:
         text = reply.text.strip()
         if self.style.compat and self.kind == "llm":  # LLM-I drops think blocks from the LLM judge's reply only
-            text = strip_think(text)
+            text = remove_thinking(text, "blocks")[0]
         parsed = self.reply_format.parse(text, compat=self.style.compat)
         common = dict(reply=reply.text, parsed=dict(parsed.values), clamped=parsed.clamped, model=reply.model,
                       structured=reply.structured, latency=reply.latency, attempts=reply.attempts)

@@ -2,8 +2,9 @@
 
 ``RewardScorer.ascore(sample)`` takes one answer through four stages:
 
-1. **tools**: ``<think>`` blocks removed (as LLM-I's reward manager does), then the engine runs
-   the tags and returns the ``Document``;
+1. **tools**: the engine reads the answer with the scorer's profile (``llmi-compat``: LLM-I's
+   reading, ``<think>`` blocks removed first as its reward manager does), runs the tags and
+   returns the ``Document``;
 2. **view**: what the reward sees of it (``view_of``: judge text, images, counts);
 3. **judges**: the LLM and the MLLM judge, concurrently, each under its own limits, with the
    ``RewardOptions`` deciding when the MLLM judge is skipped and what an error costs;
@@ -33,12 +34,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..profiles import ProfileLike, get_profile
 from .breakdown import JudgeVerdict, RewardBreakdown, RewardFallback
 from .config import OPTION_PRESETS, RewardFactors, RewardOptions
 from .formula import LLM_FIELDS, MLLM_FIELDS, combine, llm_part, mllm_part
 from .judges import PROFILES, LLMJudge, MLLMJudge, judges_from_env
 from .rules import check_image_num, image_num_score, r_tool
-from .view import IMAGE_TOKEN, RewardView, strip_think, view_of
+from .view import IMAGE_TOKEN, RewardView, view_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..document import Document
@@ -103,6 +105,11 @@ class Sample:
         object.__setattr__(self, "inputs", tuple(self.inputs))
 
 
+def _preset(name: str) -> str:
+    """The options and judge-style preset for a reading profile's name."""
+    return name if name in PROFILES else "llmi-compat"
+
+
 def as_images(values: Any) -> "tuple[ImageData, ...]":
     """Input images as datasets and trainers hold them: ``ImageData``, PIL images, encoded
     bytes, or dataset dicts with ``bytes`` or ``path`` (``None`` entries are skipped).
@@ -144,10 +151,12 @@ class _Part:
 class RewardScorer:
     """Scores answers with an engine, two judges, factors and options.
 
-    ``profile`` (``llmi-compat`` or ``llmi``) names how answers are read and judged and picks
-    the default ``options`` (``RewardOptions.preset(profile)``); ``factors`` default to LLM-I's
-    text recipe. ``sample_timeout`` bounds one answer, tools and judges together.
-    ``keep_documents`` keeps each scored ``Document`` on its breakdown (for sample logs).
+    ``profile`` (``llmi-compat``, ``llmi`` or a ``llmi.profiles.Profile``) is how the engine
+    reads answers; its name picks the default ``options`` (``RewardOptions.preset``; a profile
+    of your own gets LLM-I's). Build the judges with the same profile name for matching judge
+    styles (``RewardScorer.from_env`` does). ``factors`` default to LLM-I's text recipe.
+    ``sample_timeout`` bounds one answer, tools and judges together. ``keep_documents`` keeps
+    each scored ``Document`` on its breakdown (for sample logs).
     """
 
     def __init__(
@@ -158,15 +167,13 @@ class RewardScorer:
         mllm_judge: MLLMJudge | None = None,
         factors: RewardFactors | None = None,
         options: RewardOptions | None = None,
-        profile: str = "llmi-compat",
+        profile: ProfileLike = "llmi-compat",
         sample_timeout: float | None = 600.0,
-        strip_think: bool = True,
         keep_documents: bool = True,
     ) -> None:
         from ..engine import Engine
 
-        if profile not in PROFILES:
-            raise ConfigError(f"unknown profile {profile!r}; choose {', '.join(PROFILES)}")
+        self.reading = get_profile(profile)
         if sample_timeout is not None and not sample_timeout > 0:
             raise ConfigError(f"sample_timeout must be positive or None, not {sample_timeout!r}")
         self._own_engine = engine is None
@@ -174,19 +181,18 @@ class RewardScorer:
         self.llm_judge = llm_judge
         self.mllm_judge = mllm_judge
         self.factors = factors or RewardFactors()
-        self.options = options or OPTION_PRESETS[profile]
-        self.profile = profile
+        self.profile = self.reading.name
+        self.options = options or OPTION_PRESETS[_preset(self.profile)]
         self.sample_timeout = sample_timeout
-        self.strip_think = strip_think
         self.keep_documents = keep_documents
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, profile: str = "llmi-compat", **kwargs: Any) -> "RewardScorer":
+    def from_env(cls, env: Mapping[str, str] | None = None, *, profile: ProfileLike = "llmi-compat", **kwargs: Any) -> "RewardScorer":
         """Tools and judges from the environment (the engine's variables, ``LLM_JUDGE_BASE_URL``,
         ``MLLM_JUDGE_BASE_URL`` ...); ``judge_limits`` applies to both judges."""
         from ..engine import Engine
 
-        llm, mllm = judges_from_env(env, profile=profile, limits=kwargs.pop("judge_limits", None))
+        llm, mllm = judges_from_env(env, profile=_preset(get_profile(profile).name), limits=kwargs.pop("judge_limits", None))
         engine = kwargs.pop("engine", None)
         scorer = cls(engine or Engine.from_env(env), llm_judge=llm, mllm_judge=mllm, profile=profile, **kwargs)
         scorer._own_engine = engine is None
@@ -237,10 +243,9 @@ class RewardScorer:
             return self._failure(sample, f"{type(exc).__name__}: {exc}", type(exc).__name__, started)
 
     async def _score(self, sample: Sample, started: float) -> RewardBreakdown:
-        answer = strip_think(sample.answer) if self.strip_think else sample.answer  # 1. tools
-        doc = await self.engine.arun(answer, sample.inputs)
+        doc = await self.engine.arun(sample.answer, sample.inputs, profile=self.reading)  # 1. tools
         timings = {"tools": time.monotonic() - started}
-        return await self._judge_and_combine(doc, sample, answer, timings, started)
+        return await self._judge_and_combine(doc, sample, None, timings, started)
 
     async def _judge_and_combine(
         self, doc: "Document", sample: Sample, answer: str | None, timings: dict[str, float], started: float

@@ -29,12 +29,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..document import Document, ImageSegment
     from ..image import ImageData
 
-__all__ = ["RewardView", "view_of", "read_leniently", "strip_think", "IMAGE_TOKEN", "FAIL_TOKEN"]
+__all__ = ["RewardView", "view_of", "read_leniently", "IMAGE_TOKEN", "FAIL_TOKEN"]
 
 IMAGE_TOKEN = "<image>"
 FAIL_TOKEN = "<fail_to_generate_image>"
 _TYPED = re.compile(r"<(image|fail_to_generate_image)>")
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,6 @@ class RewardView:
     def text_is_empty(self) -> bool:
         """LLM-I's test for an answer made of images only (``Text`` is then forced to 1)."""
         return not self.text.replace(IMAGE_TOKEN, "").strip()
-
-
-def strip_think(text: str) -> str:
-    """Remove ``<think>...</think>`` blocks, as LLM-I's reward manager does before any tool runs.
-
-    >>> strip_think("<think>hmm</think>Owls hunt at night.")
-    'Owls hunt at night.'
-    """
-    return _THINK.sub("", text) if "<think>" in text else text
 
 
 def view_of(doc: "Document", options: RewardOptions = RewardOptions(), *, answer: str | None = None) -> RewardView:
