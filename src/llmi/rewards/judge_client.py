@@ -193,12 +193,6 @@ class JudgeClient:
         return JudgeReply(text, str(data.get("model") or model), mode, time.monotonic() - started, attempts[0],
                           usage, finish)
 
-    def complete_sync(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> JudgeReply:
-        """``complete`` from synchronous code."""
-        from ..api import _run_sync
-
-        return _run_sync(lambda: self.complete(messages, **kwargs))
-
     # -- one attempt ----------------------------------------------------------------------
     async def _attempt(
         self, state: _LoopState, messages: Sequence[Mapping[str, Any]], sampling: JudgeSampling,

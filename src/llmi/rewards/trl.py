@@ -68,6 +68,16 @@ class LlmiRewards:
             lambda b: tag_validity(b.document, lenient=scorer.options.lenient_tags) if b.document is not None else None,
         )
 
+    @classmethod
+    def from_settings(cls, settings: Any = None, **kwargs: Any) -> "LlmiRewards":
+        """Reward functions over the scorer ``RewardSettings`` (or a mapping of them) describe,
+        with tools and judges from the environment (the judges the factors need must be set)."""
+        from .settings import RewardSettings
+
+        if not isinstance(settings, RewardSettings):
+            settings = RewardSettings.parse(settings)
+        return cls(settings.build(), **kwargs)
+
     @property
     def last_batch(self) -> list[RewardBreakdown]:
         """The breakdowns of the latest scored batch, in completion order."""
