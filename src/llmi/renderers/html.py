@@ -32,7 +32,7 @@ from ..document import Document, ImageSegment, TextSegment
 from ..image import ImageData
 from . import _common as c
 
-__all__ = ["render_html", "render_prose"]
+__all__ = ["render_fragment", "render_html", "render_prose", "stylesheet"]
 
 # What model prose may contain after Markdown rendering. No images (they would be external
 # resources), no styles, no classes (which could imitate llmi's own failure boxes), no ids.
@@ -283,6 +283,17 @@ def _meta_rows(doc: Document) -> Iterable[str]:
         if key in ("title", "prompt") or not isinstance(value, (str, int, float, bool)):
             continue
         yield f"<dt>{_e(key)}</dt><dd>{_e(c.one_line(str(value), 300))}</dd>"
+
+
+def stylesheet() -> str:
+    """The CSS of llmi's document pages, for pages that embed documents (``render_fragment``)."""
+    return _style()[0]
+
+
+def render_fragment(doc: Document) -> str:
+    """A document's input images and prose with its figures, to embed in another llmi page
+    (evaluation reports) that carries ``stylesheet()`` and the same Content-Security-Policy."""
+    return f'{_inputs(doc)}<article class="prose">\n{_body(doc)}</article>\n'
 
 
 def render_html(doc: Document) -> str:

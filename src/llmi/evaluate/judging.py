@@ -1,0 +1,177 @@
+"""What the benchmark judges share: the conversation they are sent and how a reply is read.
+
+A benchmark judge is an OpenAI-compatible chat model asked for one JSON object. The call
+itself (limits, retries, structured output) belongs to the judge client of ``llmi.rewards``;
+this module turns a benchmark's prompt and an answer's text and pictures into chat content,
+with each picture where it appears, and reads the JSON back out of the reply.
+
+A judge that cannot see pictures (``images=False``: a text-only model) gets the same
+conversation as plain text, each picture left as its marker, so it still knows one was there.
+
+>>> from llmi.image import ImageData
+>>> pieces = split_at_images("Owls <image> hunt.", [ImageData.blank(4, 4)])
+>>> [type(p).__name__ for p in pieces]
+['str', 'ImageData', 'str']
+>>> content(pieces, images=False)
+'Owls <image> hunt.'
+>>> [p["type"] for p in content(pieces)]
+['text', 'image_url', 'text']
+>>> reply_object('Sure! ```json\\n{"score": 2, "justification": "ok"}\\n```')
+{'score': 2, 'justification': 'ok'}
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, Union, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..image import ImageData
+
+__all__ = ["IMAGE_TOKEN", "BenchJudge", "JudgeAnswer", "Piece", "content", "fill", "image_part", "prompt_text", "reply_object", "split_at_images"]
+
+IMAGE_TOKEN = "<image>"
+#: one piece of a message: text, or a picture shown at that place
+Piece = Union[str, "ImageData"]
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
+_THINK = re.compile(r"<think>.*?</think>", re.S)
+
+
+@dataclass(frozen=True)
+class JudgeAnswer:
+    """A judge's reply: the JSON object read from it (``None`` if it held none), its text and
+    the seconds the call took."""
+
+    data: dict[str, Any] | None
+    text: str
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class BenchJudge(Protocol):
+    """A judge a benchmark asks for one JSON object per call.
+
+    ``images`` says whether the judge may be shown pictures. ``ask`` raises an ``LlmiError``
+    (``JudgeError``) when it gets no reply at all; a reply without the JSON asked for is an
+    answer with ``data=None``.
+    """
+
+    name: str
+    images: bool
+
+    async def ask(self, system: str, user: str | list[dict[str, Any]], *, schema: Mapping[str, Any],
+                  seed: int | None = None) -> JudgeAnswer: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def split_at_images(text: str, images: Sequence["ImageData"]) -> list[Piece]:
+    """``text`` cut at each ``<image>``, the i-th picture put in the i-th cut; markers beyond
+    the pictures stay text."""
+    parts = text.split(IMAGE_TOKEN)
+    out: list[Piece] = []
+    for i, part in enumerate(parts):
+        if part:
+            out.append(part)
+        if i < len(parts) - 1:
+            out.append(images[i] if i < len(images) else IMAGE_TOKEN)
+    return out
+
+
+def fill(template: str, **fields: str | Sequence[Piece]) -> list[Piece]:
+    """``template`` (``str.format`` syntax) with each field replaced by its text or its pieces.
+
+    >>> fill("Q: {q}\\nA: {a}{{}}", q="Why?", a=["Because ", "<image>"])
+    ['Q: ', 'Why?', '\\nA: ', 'Because ', '<image>', '{}']
+    """
+    import string
+
+    out: list[Piece] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        if literal:
+            out.append(literal)
+        if name is None:
+            continue
+        value = fields[name]
+        if isinstance(value, str):
+            out.append(value)
+        else:
+            out.extend(value)
+    return out
+
+
+def prompt_text(name: str) -> str:
+    """One of the benchmark judges' prompt files (package data in ``llmi/evaluate/prompts``)."""
+    from importlib import resources
+
+    return resources.files("llmi.evaluate").joinpath("prompts", name).read_text(encoding="utf-8")
+
+
+def image_part(image: "ImageData", *, size: tuple[int, int] | None = None, max_pixels: int | None = None) -> dict[str, Any]:
+    """An inline RGB JPEG for ``image``, resized to ``size`` exactly (OpenING shows its judges
+    512×512 pictures) or shrunk to at most ``max_pixels``."""
+    from PIL import Image
+
+    with image.to_pil() as im:
+        rgb = im.convert("RGB")
+    if size is not None:
+        rgb = rgb.resize(size, Image.Resampling.BICUBIC)
+    elif max_pixels and rgb.width * rgb.height > max_pixels:
+        scale = (max_pixels / (rgb.width * rgb.height)) ** 0.5
+        rgb = rgb.resize((max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale))), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=90)
+    return {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")}}
+
+
+def content(pieces: Sequence[Piece], *, images: bool = True, marker: str = IMAGE_TOKEN,
+            size: tuple[int, int] | None = None, max_pixels: int | None = 1_048_576) -> str | list[dict[str, Any]]:
+    """Chat content for ``pieces``: a list of text and image parts, or, when ``images`` is off or
+    there is no picture, one string in which each picture is ``marker``."""
+    from ..image import ImageData
+
+    if not images or not any(isinstance(p, ImageData) for p in pieces):
+        return "".join(marker if isinstance(p, ImageData) else p for p in pieces)
+    out: list[dict[str, Any]] = []
+    for p in pieces:
+        if isinstance(p, ImageData):
+            out.append(image_part(p, size=size, max_pixels=max_pixels))
+        elif out and out[-1]["type"] == "text":
+            out[-1]["text"] += p
+        else:
+            out.append({"type": "text", "text": p})
+    return out
+
+
+def reply_object(text: str) -> dict[str, Any] | None:
+    """The JSON object in a judge's reply: the whole reply, a fenced block, or the first
+    ``{...}`` in it (after any ``<think>`` block); ``None`` if there is none.
+
+    >>> reply_object('<think>hmm {"x": 1}</think> The verdict: {"verdict": "A is better"}.')
+    {'verdict': 'A is better'}
+    >>> reply_object("no json here") is None
+    True
+    """
+    text = _THINK.sub("", text or "").strip()
+    candidates = [text, *(m.group(1) for m in _FENCE.finditer(text))]
+    for candidate in candidates:
+        try:
+            data = json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r"\{", text):
+        try:
+            data, _ = decoder.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
