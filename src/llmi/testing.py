@@ -1,5 +1,6 @@
 """Helpers for testing code that uses llmi: a latency-controlled tool for engine tests and
-benchmarks. It draws a real PNG so that documents built with it render like real ones."""
+benchmarks (it draws a real PNG so that documents built with it render like real ones), and a
+latency-controlled OpenAI-compatible chat server for writer and judge tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from .errors import BackendError, NotFound, ToolError
 from .image import ImageData
 from .tools.base import ToolCall, ToolOutput
 
-__all__ = ["LatencyTool"]
+__all__ = ["LatencyChatServer", "LatencyTool"]
 
 
 @dataclass
@@ -59,3 +60,89 @@ class LatencyTool:
 
     async def aclose(self) -> None:
         return None
+
+
+class LatencyChatServer:
+    """An OpenAI-compatible chat endpoint on loopback whose every answer takes ``latency`` seconds.
+
+    ``respond(body)`` gives the text of the answer to a request body (default: ``"ok"``); streamed
+    requests get it as server-sent events. Requests are served on threads, so concurrent calls
+    overlap as they would on a real server with free capacity. ``calls`` and ``peak`` (most at
+    once) are counted. Use as a context manager; ``base_url`` ends in ``/v1``.
+
+    >>> import httpx
+    >>> with LatencyChatServer(0.0, respond=lambda body: "hi") as server:
+    ...     r = httpx.post(server.base_url + "/chat/completions", json={"messages": []})
+    >>> r.json()["choices"][0]["message"]["content"], server.calls
+    ('hi', 1)
+    """
+
+    def __init__(self, latency: float = 0.1, respond=None, model: str = "latency-model") -> None:
+        self.latency = latency
+        self.respond = respond or (lambda body: "ok")
+        self.model = model
+        self.calls = 0
+        self.peak = 0
+        self._running = 0
+        self._lock = threading.Lock()
+        self._server = None
+        self._thread = None
+        self.base_url = ""
+
+    def __enter__(self) -> "LatencyChatServer":
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._send(json.dumps({"object": "list", "data": [{"id": owner.model, "object": "model"}]}).encode())
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                with owner._lock:
+                    owner.calls += 1
+                    owner._running += 1
+                    owner.peak = max(owner.peak, owner._running)
+                try:
+                    import time
+
+                    time.sleep(owner.latency)
+                    text = owner.respond(body)
+                finally:
+                    with owner._lock:
+                        owner._running -= 1
+                if body.get("stream"):
+                    chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
+                    return self._send(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(), "text/event-stream")
+                self._send(json.dumps({"id": "x", "object": "chat.completion", "model": owner.model, "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).encode())
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "serve": "llmi.cli.serve:serve",
     "image": "llmi.cli.image:image",
     "score": "llmi.cli.score:score",
+    "eval": "llmi.cli.eval:eval",
 }
 
 _SUMMARIES = {
@@ -23,6 +24,7 @@ _SUMMARIES = {
     "serve": "Run llmi servers (the image generation/editing server).",
     "image": "Talk to image servers: health, info, generate, edit.",
     "score": "Score answers (JSONL) with LLM-I's reward: rules, LLM and MLLM judges.",
+    "eval": "Evaluate on benchmarks (rubric, OpenING, in-domain) and judges against humans.",
 }
 
 

@@ -26,7 +26,6 @@ counts, again as there.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,20 +181,9 @@ def load_verdicts(path: str | Path) -> list[PairVerdict]:
 
     A malformed entry is a ``ConfigError`` naming its position.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the verdicts file {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is neither JSON nor JSON lines: {exc}") from None
-    if not isinstance(data, list):
-        raise ConfigError(f"{path} must hold a list of verdicts")
+    from .runs import read_json_list
+
+    data = read_json_list(path, "verdicts")
     return [_verdict(entry, f"{path} entry {i}") for i, entry in enumerate(data)]
 
 

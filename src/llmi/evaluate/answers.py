@@ -15,7 +15,6 @@ the answer under ``answer`` (LLM-I's ``evaluation_results.json``), ``response``,
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -131,18 +130,12 @@ class GivenAnswers(AnswerSource):
 
     @classmethod
     def load(cls, path: str | Path, *, engine: "Engine | None" = None) -> "GivenAnswers":
+        from .runs import read_json_list
+
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the answers file {path}: {exc}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            try:
-                data = [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path} is neither JSON nor JSON lines ({exc})") from None
+        data = read_json_list(path, "answers")
+        if len(data) == 1 and isinstance(data[0], dict) and not any(f in data[0] for f in _TEXT_FIELDS):
+            data = data[0]  # a {key: answer} object
         return cls.parse(data, engine=engine, path=str(path), sha256=file_sha256(path))
 
     @classmethod

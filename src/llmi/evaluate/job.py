@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .judging import BenchJudge
     from .summary import Summary
 
-__all__ = ["Benchmark", "Context", "EvalResult", "aevaluate", "document_facts", "run_config"]
+__all__ = ["KINDS", "Benchmark", "Context", "EvalResult", "aevaluate", "document_facts", "finish_run", "run_config"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,14 @@ class Benchmark(Protocol):
 
     async def evaluate(self, item: Item, ctx: Context) -> Mapping[str, Any]: ...
 
-    def summarise(self, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> "Summary": ...
+
+#: kind -> the module whose ``summarise(records, config)`` (and optional ``write_files``) finish a run
+KINDS: Mapping[str, str] = {
+    "rubric": "llmi.evaluate.rubric",
+    "opening": "llmi.evaluate.opening_score",
+    "pairwise": "llmi.evaluate.pairwise",
+    "indomain": "llmi.evaluate.indomain",
+}
 
 
 @dataclass(frozen=True)
@@ -137,15 +144,30 @@ async def aevaluate(
                                   retry_errors=retry_errors)
     finally:
         run.close()
+    summary, path = finish_run(run, report=report)  # 4. report
+    return EvalResult(run, records, summary, path)
+
+
+def finish_run(run: RunDir, *, report: bool = True) -> tuple["Summary", Path | None]:
+    """Summarise every record of ``run`` (earlier sessions' and merged shards' too), write the
+    benchmark's own files and ``report.html``."""
+    import importlib
+
+    from ..errors import ConfigError
+
     config = run.config()
-    every = run.records()
-    summary = bench.summarise(every, config)
-    write_files = getattr(bench, "write_files", None)
-    if write_files is not None:  # the benchmark's own formats (OpenING's tables)
-        write_files(run, every)
+    kind = str(config.get("kind"))
+    if kind not in KINDS:
+        raise ConfigError(f"{run.path} holds a run of unknown kind {kind!r}")
+    module = importlib.import_module(KINDS[kind])
+    records = run.records()
+    summary = module.summarise(records, config)
+    write_files = getattr(module, "write_files", None)
+    if write_files is not None:
+        write_files(run, records, config)
     path = None
-    if report:  # 4. report (over every record in the run, e.g. earlier sessions' too)
+    if report:
         from .report import write_report
 
-        path = write_report(run, summary, records=every)
-    return EvalResult(run, records, summary, path)
+        path = write_report(run, summary, records=records)
+    return summary, path

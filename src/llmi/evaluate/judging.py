@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, Union, runti
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import ImageData
 
-__all__ = ["IMAGE_TOKEN", "BenchJudge", "JudgeAnswer", "Piece", "content", "fill", "image_part", "prompt_text", "reply_object", "split_at_images"]
+__all__ = ["IMAGE_TOKEN", "BenchJudge", "ClientJudge", "JudgeAnswer", "Piece", "SchemaReply", "make_judge", "content", "fill", "image_part", "prompt_text", "reply_object", "split_at_images"]
 
 IMAGE_TOKEN = "<image>"
 #: one piece of a message: text, or a picture shown at that place
@@ -87,7 +87,7 @@ def fill(template: str, **fields: str | Sequence[Piece]) -> list[Piece]:
     """``template`` (``str.format`` syntax) with each field replaced by its text or its pieces.
 
     >>> fill("Q: {q}\\nA: {a}{{}}", q="Why?", a=["Because ", "<image>"])
-    ['Q: ', 'Why?', '\\nA: ', 'Because ', '<image>', '{}']
+    ['Q: ', 'Why?', '\\nA: ', 'Because ', '<image>', '{', '}']
     """
     import string
 
@@ -175,3 +175,82 @@ def reply_object(text: str) -> dict[str, Any] | None:
         if isinstance(data, dict):
             return data
     return None
+
+
+# -- the judge itself: the rewards judge client with a benchmark's reply schema --------------------
+
+
+@dataclass(frozen=True)
+class SchemaReply:
+    """A reply format given as a JSON schema, in the shape the judge client constrains replies
+    with (``name``, ``schema()``, ``grammar()``)."""
+
+    name: str
+    json_schema: Mapping[str, Any]
+
+    def schema(self) -> dict[str, Any]:
+        return dict(self.json_schema)
+
+    def grammar(self, *, lines: bool = False) -> str:
+        """GBNF for the schema (llama.cpp's converter), for servers that take only a grammar."""
+        try:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+        except ImportError:  # without llama-cpp-python: any JSON object, read leniently afterwards
+            return _ANY_OBJECT
+        return json_schema_to_gbnf(json.dumps(self.json_schema))
+
+
+_ANY_OBJECT = r'''root ::= "{" ws ( member ( ws "," ws member )* )? ws "}"
+member ::= string ws ":" ws value
+value ::= string | number | "true" | "false" | "null" | root | "[" ws ( value ( ws "," ws value )* )? ws "]"
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt] )* "\""
+number ::= "-"? [0-9]+ ( "." [0-9]+ )?
+ws ::= [ \t\n]*'''
+
+
+class ClientJudge:
+    """A ``BenchJudge`` over the rewards ``JudgeClient``: temperature 0 by default (as LLM-I's
+    rubric judge), the benchmark's schema as the reply constraint, the item's seed."""
+
+    def __init__(self, client: Any, *, images: bool = True, temperature: float = 0.0, max_tokens: int = 512) -> None:
+        self.client = client
+        self.images = images
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+    async def ask(self, system: str, user: str | list[dict[str, Any]], *, schema: Mapping[str, Any],
+                  seed: int | None = None) -> JudgeAnswer:
+        from ..rewards.judge_client import JudgeSampling
+
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        reply = await self.client.complete(
+            messages, reply=SchemaReply(str(schema.get("title") or "benchmark_reply"), schema),
+            sampling=JudgeSampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=seed),
+        )
+        return JudgeAnswer(reply_object(reply.text), reply.text, reply.latency)
+
+    def describe(self) -> dict[str, Any]:
+        limits = self.client.limits
+        return {"model": self.client.model, "base_url": self.client.base_url, "images": self.images,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "limits": {"concurrency": limits.concurrency, "rpm": limits.rpm, "timeout": limits.timeout,
+                           "retries": limits.retries}}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def make_judge(base_url: str, *, model: str | None = None, api_key: str | None = None, images: bool = True,
+               concurrency: int = 8, rpm: float | None = None, timeout: float = 120.0, retries: int = 3,
+               temperature: float = 0.0, max_tokens: int = 512) -> ClientJudge:
+    """The benchmark judge behind an OpenAI-compatible endpoint."""
+    from ..rewards.judge_client import JudgeClient
+    from ..rewards.limits import JudgeLimits
+
+    limits = JudgeLimits(concurrency=concurrency, rpm=rpm, timeout=timeout, retries=retries)
+    client = JudgeClient(base_url, model=model, api_key=api_key, limits=limits, label="benchmark judge")
+    return ClientJudge(client, images=images, temperature=temperature, max_tokens=max_tokens)

@@ -120,11 +120,12 @@ def data_file(data: str | Path) -> Path:
     return path
 
 
-def load_opening(data: str | Path, *, with_images: bool = False) -> tuple[list[OpeningItem], int]:
-    """The items to evaluate and how many were left out (their input images are not available).
+def load_opening(data: str | Path, *, with_images: bool = False, keep_missing: bool = False) -> tuple[list[OpeningItem], int]:
+    """The items to evaluate and how many were left out because their input images are missing.
 
-    Text-only items by default; ``with_images`` adds items whose input images exist beside the
-    data (``images/...``).
+    Text-only items by default; ``with_images`` adds items with input images found beside the
+    data (``images/...``); ``keep_missing`` keeps the others too, without their pictures (a judge
+    of given answers still reads their text).
     """
     path = data_file(data)
     base = path.parent
@@ -144,10 +145,10 @@ def load_opening(data: str | Path, *, with_images: bool = False) -> tuple[list[O
             if all(s.get("image") is None for s in inputs):
                 items.append(OpeningItem(uid, meta, inputs, tuple(None for _ in inputs)))
                 continue
-            if not with_images:
+            if not (with_images or keep_missing):
                 continue
             images = tuple(_input_image(base, s.get("image")) for s in inputs)
-            if any(s.get("image") is not None and img is None for s, img in zip(inputs, images)):
+            if not keep_missing and any(s.get("image") is not None and img is None for s, img in zip(inputs, images)):
                 skipped += 1
                 continue
             items.append(OpeningItem(uid, meta, inputs, images))

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .job import Context
     from .summary import Summary, Table
 
-__all__ = ["OpeningBenchmark", "ranked_table"]
+__all__ = ["OpeningBenchmark", "ranked_table", "summarise", "system_row", "write_files"]
 
 TABLE_COLUMNS = ("Rank", "Model_ID", "Model_Name", *TABLE_CRITERIA, "Overall")
 
@@ -115,57 +115,69 @@ class OpeningBenchmark:
             "score": round(sum(c["score"] for c in criteria) / len(criteria), 4) if complete else None,
         }
 
-    # -- summaries ---------------------------------------------------------------------------
-    def row(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-        lists: dict[str, list[int]] = {c: [] for c in CRITERIA}
-        for r in records:
-            if r.get("status") == "ok" and r.get("score") is not None:
-                for c in r.get("criteria") or ():
-                    lists[c["name"]].append(int(c["score"]))
-        return overall_row(lists, name=self.name)
 
-    def summarise(self, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> "Summary":
-        from .summary import Summary, Table, failures_table, fmt, ok_records, timing_table, tools_table
+# -- summaries (from the records and the run's configuration alone) ------------------------------
 
-        done = ok_records(records)
-        scored = [r for r in done if r.get("score") is not None]
-        row = self.row(records)
-        table = ranked_table(published_rows(self.data), row)
-        judge_failures = len(done) - len(scored)
-        headline = (
-            (f"Overall ({self.name}, 0-10)", fmt(row["Overall"] if row else None, 2)),
-            ("items scored", f"{len(scored)} of {len(records)}"),
-            ("judge failures (items excluded)", str(judge_failures)),
-            ("failed items (excluded)", str(len(records) - len(done))),
-        )
-        notes = ["Overall is the mean of the seven criterion means (each rounded to 2 decimals), as OpenING's "
-                 "summary script computes it; an item whose judge reply misses a criterion is left out."]
-        if self.skipped:
-            notes.append(f"{self.skipped} items with input images were left out: their images are not in the data folder.")
-        if table.rows and len(table.rows) > 1:
-            notes.append("The published rows were scored by GPT-4o on the arena's sampled items; a row scored by "
-                         "another judge or on other items is comparable only roughly.")
-        bars = tuple((c, row[c]) for c in CRITERIA) if row else ()
-        return Summary("opening", headline, (table, tools_table(done), failures_table(records), timing_table(done)),
-                       scores=tuple(float(r["score"]) for r in scored), scale=(0.0, 10.0), bars=bars,
-                       bar_scale=(0.0, 10.0), notes=tuple(notes))
 
-    def write_files(self, run: RunDir, records: Sequence[Mapping[str, Any]]) -> list[Path]:
-        """``score_results.json`` and ``model_score_summaries.csv`` in OpenING's shapes."""
-        scores = [
-            {"data_id": r["uid"], "model": {"id": "new", "name": self.name},
-             "score": {c["name"]: {"Score": c["score"], "Justification": c.get("justification", "")}
-                       for c in r.get("criteria") or ()}}
-            for r in records if r.get("status") == "ok" and r.get("score") is not None
-        ]
-        atomic_write(run.path / "score_results.json", json.dumps(scores, ensure_ascii=False, indent=4) + "\n")
-        table = ranked_table(published_rows(self.data), self.row(records))
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(table.columns)
-        writer.writerows(table.rows)
-        atomic_write(run.path / "model_score_summaries.csv", buf.getvalue())
-        return [run.path / "score_results.json", run.path / "model_score_summaries.csv"]
+def _facts(config: Mapping[str, Any]) -> tuple[Path, str, int]:
+    bench = config.get("benchmark") or {}
+    return Path(str(bench.get("path", "."))).parent, str(bench.get("name") or "new"), int(bench.get("skipped_without_images") or 0)
+
+
+def system_row(records: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any] | None:
+    """This system's row of the table, from its complete items."""
+    lists: dict[str, list[int]] = {c: [] for c in CRITERIA}
+    for r in records:
+        if r.get("status") == "ok" and r.get("score") is not None:
+            for c in r.get("criteria") or ():
+                lists[c["name"]].append(int(c["score"]))
+    return overall_row(lists, name=name)
+
+
+def summarise(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> "Summary":
+    from .summary import Summary, failures_table, fmt, ok_records, timing_table, tools_table
+
+    data, name, skipped = _facts(config)
+    done = ok_records(records)
+    scored = [r for r in done if r.get("score") is not None]
+    row = system_row(records, name)
+    table = ranked_table(published_rows(data), row)
+    headline = (
+        (f"Overall ({name}, 0-10)", fmt(row["Overall"] if row else None, 2)),
+        ("items scored", f"{len(scored)} of {len(records)}"),
+        ("judge failures (items excluded)", str(len(done) - len(scored))),
+        ("failed items (excluded)", str(len(records) - len(done))),
+    )
+    notes = ["Overall is the mean of the seven criterion means (each rounded to 2 decimals), as OpenING's "
+             "summary script computes it; an item whose judge reply misses a criterion is left out."]
+    if skipped:
+        notes.append(f"{skipped} items with input images were left out: their images are not in the data folder.")
+    if len(table.rows) > 1:
+        notes.append("The published rows were scored by GPT-4o on the arena's sampled items; a row scored by "
+                     "another judge or on other items is comparable only roughly.")
+    bars = tuple((c, row[c]) for c in CRITERIA) if row else ()
+    return Summary("opening", headline, (table, tools_table(done), failures_table(records), timing_table(done)),
+                   scores=tuple(float(r["score"]) for r in scored), scale=(0.0, 10.0), bars=bars,
+                   bar_scale=(0.0, 10.0), notes=tuple(notes))
+
+
+def write_files(run: RunDir, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> list[Path]:
+    """``score_results.json`` and ``model_score_summaries.csv`` in OpenING's shapes."""
+    data, name, _ = _facts(config)
+    scores = [
+        {"data_id": r["uid"], "model": {"id": "new", "name": name},
+         "score": {c["name"]: {"Score": c["score"], "Justification": c.get("justification", "")}
+                   for c in r.get("criteria") or ()}}
+        for r in records if r.get("status") == "ok" and r.get("score") is not None
+    ]
+    atomic_write(run.path / "score_results.json", json.dumps(scores, ensure_ascii=False, indent=4) + "\n")
+    table = ranked_table(published_rows(data), system_row(records, name))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(table.columns)
+    writer.writerows(table.rows)
+    atomic_write(run.path / "model_score_summaries.csv", buf.getvalue())
+    return [run.path / "score_results.json", run.path / "model_score_summaries.csv"]
 
 
 def ranked_table(published: Sequence[Mapping[str, Any]], row: Mapping[str, Any] | None) -> "Table":

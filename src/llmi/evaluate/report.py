@@ -112,7 +112,7 @@ def _criteria(record: Mapping[str, Any]) -> str:
     rows = []
     for c in record.get("criteria") or ():
         score = c.get("score")
-        cell = "—" if score is None else f"{score}/{c.get('max', '')}"
+        cell = "—" if score is None else f"{score}/{c['max']}" if c.get("max") else str(score)
         css = f' class="s{score}"' if score in (0, 2) and c.get("max") == 2 else ""
         why = _e(c.get("justification") or "")
         if c.get("error"):

@@ -26,7 +26,6 @@ criteria)``; LLM-I's scripts stop there, llmi's benchmark score is the mean of t
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -133,18 +132,10 @@ def parse_rubric(data: Any, base: Path | None = None) -> tuple[RubricItem, ...]:
 
 def load_rubric(path: str | Path) -> tuple[RubricItem, ...]:
     """Read a benchmark file (JSON list or JSON lines)."""
+    from .runs import read_json_list
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the benchmark {path}: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is neither JSON nor JSON lines ({exc})") from None
+    data = read_json_list(path, "benchmark")
     return parse_rubric(data, path.parent)
 
 
@@ -270,11 +261,9 @@ class RubricBenchmark:
             "score": item_score(scores),
         }
 
-    def summarise(self, records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> "Summary":
-        return summarise(records)
 
 
-def summarise(records: Sequence[Mapping[str, Any]]) -> "Summary":
+def summarise(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any] | None = None) -> "Summary":
     """The benchmark score (mean item score), then per-criterion, per-tool, failure and time tables."""
     from collections import Counter, defaultdict
 

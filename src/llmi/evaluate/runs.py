@@ -46,6 +46,7 @@ __all__ = [
     "file_sha256",
     "item_seed",
     "merge_runs",
+    "read_json_list",
     "text_sha256",
 ]
 
@@ -132,6 +133,23 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
+
+
+def read_json_list(path: str | Path, what: str) -> list[Any]:
+    """A JSON list, JSON lines, or one JSON object (a list of one) from ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is neither JSON nor JSON lines: {exc}") from None
+    return data if isinstance(data, list) else [data]
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -266,19 +284,18 @@ class RunDir:
 
 
 def safe_name(key: str) -> str:
-    """A file name for an item key: letters, digits, ``-``, ``_``, ``.`` kept, the rest hex-escaped.
+    """A file name for an item key: the key itself when it is made of letters, digits, ``-`` and
+    ``.`` (not leading), otherwise those characters kept, the rest ``_``, and a hash of the key
+    (so two keys never share a folder).
 
     >>> safe_name("0102003"), safe_name("../x y")
-    ('0102003', '_2e_2e_2fx_20y')
+    ('0102003', '_._x_y-46c740c6')
     """
-    out = []
-    for ch in key:
-        if ch.isascii() and (ch.isalnum() or ch in "-_") or (ch == "." and out):
-            out.append(ch)
-        else:
-            out.append("".join(f"_{b:02x}" for b in ch.encode("utf-8")))
-    name = "".join(out)[:120]
-    return name or "_"
+    plain = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "-" or (ch == "." and i)) else "_"
+                    for i, ch in enumerate(key))[:100]
+    if plain == key and key:
+        return key
+    return f"{plain}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _cut_partial_line(path: Path) -> None:
