@@ -158,8 +158,8 @@ def criterion_messages(item: RubricItem, doc: "Document", criterion: Criterion, 
     with its pictures in place, the criterion."""
     texts = prompts()
     request: list[Any] = [item.prompt]
-    for i, img in enumerate(doc.inputs):
-        request += [f"\n[input image {i}]\n", img]
+    for i, img in enumerate(doc.inputs):  # a judge that cannot see pictures reads only their labels
+        request += [f"\n[input image {i}]\n", img] if images else [f"\n[input image {i}]"]
     answer = split_at_images(doc.judge_view(), doc.images)
     pieces = fill(texts["rubric_user"], prompt=request, answer=answer, criterion=criterion.text)
     return texts["rubric_system"], content(pieces, images=images)
