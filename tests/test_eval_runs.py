@@ -179,3 +179,17 @@ def test_merge_warns_and_refuses(tmp_path):
         merge_runs([a.path, b.path], tmp_path / "m2")
     with pytest.raises(ConfigError, match="not an evaluation run"):
         merge_runs([tmp_path / "nothing"], tmp_path / "m3")
+
+
+def test_records_and_configs_stay_strict_json(tmp_path):
+    from pathlib import Path
+
+    run = RunDir(tmp_path)
+    run.start({"kind": "demo", "benchmark": {"path": Path("/x/b.json"), "shape": (1, 2)}})
+    run.append({"key": "a", "score": float("nan"), "where": Path("/y")})
+    run.close()
+    text = (tmp_path / "results.jsonl").read_text()
+    assert json.loads(text) == {"key": "a", "score": None, "where": "/y"}
+    run = RunDir(tmp_path)
+    run.start({"kind": "demo", "benchmark": {"path": Path("/x/b.json"), "shape": (1, 2)}})  # resumes: same config
+    run.close()

@@ -62,7 +62,11 @@ class AnswerSource:
         self.engine = engine
 
     async def answer(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> Answered:
-        """The item's answer as a document."""
+        """The item's answer as a document (its tools run)."""
+        raise NotImplementedError
+
+    async def text(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> tuple[str, float]:
+        """The item's answer as written (no tool runs), and the seconds writing took."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -93,6 +97,19 @@ class WriterAnswers(AnswerSource):
                               system_prompt=self.system_prompt, sampling=replace(self.sampling, seed=seed),
                               meta={"seed": seed})
         return Answered(doc, float(doc.meta.get("writer_seconds", 0.0)), float(doc.meta.get("elapsed", 0.0)))
+
+    async def text(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> tuple[str, float]:
+        from ..llm.base import build_messages, trim_unfinished_tag
+        from ..prompts import system_prompt
+
+        system = self.system_prompt or system_prompt(variant=getattr(self.writer, "prompt_variant", "full"))
+        started = time.monotonic()
+        text = await self.writer.complete(build_messages(prompt, system=system, images=images),
+                                          replace(self.sampling, seed=seed))
+        text = trim_unfinished_tag(text)
+        if not text.strip():
+            raise WriterError(f"the writer {self.writer.name} returned no text; try another seed")
+        return text, time.monotonic() - started
 
     def describe(self) -> dict[str, Any]:
         from ..prompts import system_prompt
@@ -159,12 +176,16 @@ class GivenAnswers(AnswerSource):
             return self.by_key[item.key]
         return self.by_position.get(item.index)
 
-    async def answer(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> Answered:
-        from ..api import arender
-
+    async def text(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> tuple[str, float]:
         text = self.text_for(item)
         if text is None:
             raise WriterError(f"--answers has no answer for item {item.key} (position {item.index + 1})")
+        return text, 0.0
+
+    async def answer(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> Answered:
+        from ..api import arender
+
+        text, _ = await self.text(item, prompt, images, seed)
         started = time.monotonic()
         doc = await arender(text, inputs=images, engine=self.engine, meta={"prompt": prompt, "writer": "given answers"})
         return Answered(doc, 0.0, time.monotonic() - started)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import ConfigError, LlmiError
 from ..image import ImageData
 from .judging import BenchJudge, content, prompt_text
+from .rubric import MAX_JUSTIFICATION
 from .runner import Item
 from .runs import file_sha256, text_sha256
 
@@ -315,8 +317,8 @@ def read_scores(data: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         raw = entry.get("Score", entry.get("score")) if isinstance(entry, dict) else entry
         if isinstance(entry, dict):
             why = entry.get("Justification", entry.get("justification"))
-            result["justification"] = why if isinstance(why, str) else ""
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw != int(raw):
+            result["justification"] = why[:MAX_JUSTIFICATION] if isinstance(why, str) else ""
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw != int(raw):
             result.update(error=f"the judge gave no integer score for {name}", error_type="InvalidReply")
         elif not 0 <= raw <= 10:
             result.update(error=f"the judge gave {name} {int(raw)}, not 0-10", error_type="InvalidReply")

@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 _CRITERION_KEY = re.compile(r"r([1-9][0-9]*)")
+#: characters of a justification kept (a runaway judge must not bloat results.jsonl)
+MAX_JUSTIFICATION = 4000
 
 #: the reply each criterion asks for
 RUBRIC_SCHEMA: Mapping[str, Any] = {
@@ -175,10 +177,10 @@ def read_reply(data: Mapping[str, Any] | None) -> tuple[int | None, str, str | N
         return None, "", "the judge's reply holds no JSON object"
     raw = data.get("score")
     justification = data.get("justification")
-    justification = justification if isinstance(justification, str) else ""
+    justification = justification[:MAX_JUSTIFICATION] if isinstance(justification, str) else ""
     try:
         score = int(raw) if not isinstance(raw, bool) and float(raw) == int(float(raw)) else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         score = None
     if score is None:
         return None, justification, f"the judge's reply has no integer score ({raw!r})"

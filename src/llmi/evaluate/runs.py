@@ -166,7 +166,9 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def _dump(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, sort_keys=False)
+    from ..renderers.json import jsonable
+
+    return json.dumps(jsonable(data), ensure_ascii=False, allow_nan=False)
 
 
 class RunDir:
@@ -221,6 +223,7 @@ class RunDir:
         except (FileExistsError, NotADirectoryError):
             raise ConfigError(f"cannot use {self.path} as a run folder: it is not a folder") from None
         self._lock()
+        config = json.loads(_dump(config))  # plain JSON values, so a resumed config compares equal
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         session = {"started": now, **dict(config.get("runtime") or {})}
         if self.exists():
