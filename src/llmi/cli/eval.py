@@ -162,7 +162,7 @@ class _Bar:
         self.progress.stop()
 
 
-def _evaluate(bench, opts: dict[str, Any], *, answers, judge, kind: str) -> None:
+def _evaluate(bench, opts: dict[str, Any], *, answers, judge, kind: str, close: tuple = ()) -> None:
     from rich.console import Console
 
     from ..evaluate.job import aevaluate
@@ -182,8 +182,9 @@ def _evaluate(bench, opts: dict[str, Any], *, answers, judge, kind: str) -> None
             engine = getattr(answers, "engine", None)
             if engine is not None:
                 await engine.aclose()
-            if judge is not None:
-                await judge.aclose()
+            for thing in (judge, *close):
+                if thing is not None:
+                    await thing.aclose()
 
     result = asyncio.run(main())
     _print_summary(console, result.summary)
@@ -305,6 +306,48 @@ def pairwise(data: Path, outputs: Path, system_a: str | None, system_b: str | No
     bench = PairwiseBenchmark(data, outputs, a=system_a, b=system_b)
     judge = _judge(opts, max_tokens=400)
     _evaluate(bench, opts, answers=None, judge=judge, kind="pairwise")
+
+
+@eval.command()
+@click.option("--data", "data_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The held-out rows: a parquet file in verl's layout (prompt, images, extra_info), or JSON lines.")
+@click.option("--split", default=None, help="Only rows whose extra_info.split is this (default: every row).")
+@click.option("--llm-judge-base-url", envvar="LLM_JUDGE_BASE_URL", metavar="URL",
+              help="The reward's LLM judge [env LLM_JUDGE_BASE_URL, as in LLM-I].")
+@click.option("--llm-judge-model", envvar="LLM_JUDGE_MODEL_NAME", metavar="NAME", help="[env LLM_JUDGE_MODEL_NAME]")
+@click.option("--mllm-judge-base-url", envvar="MLLM_JUDGE_BASE_URL", metavar="URL",
+              help="The reward's MLLM judge [env MLLM_JUDGE_BASE_URL, as in LLM-I].")
+@click.option("--mllm-judge-model", envvar="MLLM_JUDGE_MODEL_NAME", metavar="NAME", help="[env MLLM_JUDGE_MODEL_NAME]")
+@click.option("--factors", "factor_preset", type=click.Choice(["llmi", "mllmi"]), default="llmi", show_default=True,
+              help="Reward weights: LLM-I's text recipe or its multimodal one.")
+@writer_options
+@run_options
+@_handled
+def indomain(data_file: Path, split: str | None, llm_judge_base_url: str | None, llm_judge_model: str | None,
+             mllm_judge_base_url: str | None, mllm_judge_model: str | None, factor_preset: str, **opts: Any) -> None:
+    """Score a writer with the training reward on held-out rows, in evaluation mode (exact image
+    counts), broken down per image_num and per required tool.
+
+    \b
+    Example:
+      llmi eval indomain --data test.parquet --base-url http://127.0.0.1:8000/v1 \\
+          --llm-judge-base-url http://127.0.0.1:18901/v1 --mllm-judge-base-url http://127.0.0.1:18902/v1
+    """
+    from ..evaluate.indomain import InDomainBenchmark
+    from ..rewards.config import RewardFactors
+    from ..rewards.scorer import RewardScorer
+
+    env = dict(os.environ)
+    for name, value in (("LLM_JUDGE_BASE_URL", llm_judge_base_url), ("LLM_JUDGE_MODEL_NAME", llm_judge_model),
+                        ("MLLM_JUDGE_BASE_URL", mllm_judge_base_url), ("MLLM_JUDGE_MODEL_NAME", mllm_judge_model)):
+        if value:
+            env[name] = value
+    engine = _engine(opts["deadline"])
+    scorer = RewardScorer.from_env(env, engine=engine, factors=RewardFactors.preset(factor_preset))
+    scorer.require_judges()
+    bench = InDomainBenchmark(data_file, scorer, split=split)
+    answers = _answers(opts, engine)
+    _evaluate(bench, opts, answers=answers, judge=None, kind="indomain", close=(scorer,))
 
 
 @eval.command("judge-agreement")
