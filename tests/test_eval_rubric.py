@@ -10,16 +10,12 @@ import pytest
 from eval_fixtures import ScriptedJudge, rubric_reply
 
 from llmi.engine import Engine
-from llmi.errors import ConfigError, LlmiError
+from llmi.errors import ConfigError, JudgeError
 from llmi.evaluate.answers import GivenAnswers
 from llmi.evaluate.job import aevaluate
 from llmi.evaluate.rubric import RubricBenchmark, criterion_messages, item_score, load_rubric, parse_rubric, read_reply
 from llmi.image import ImageData
 from llmi.testing import LatencyTool
-
-
-class JudgeError(LlmiError):  # stands in for the judge client's error until it lands
-    pass
 
 
 CHART = "Sales rose.<imgen>{'source': 'search', 'description': 'a chart', 'params': {'query': 'sales chart'}}</imgen> The end."
@@ -109,7 +105,7 @@ def test_scores_failures_and_tables(tmp_path):
     def reply(system, user, schema):
         text = user if isinstance(user, str) else "".join(p.get("text", "") for p in user)
         if "flaky criterion" in text:
-            raise JudgeError("the judge timed out")
+            raise JudgeError("the judge timed out", transient=True)
         if "odd criterion" in text:
             return "I think it is fine."  # no JSON at all
         return rubric_reply(2 if "good" in text else 1)

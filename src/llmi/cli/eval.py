@@ -369,7 +369,7 @@ def judge_agreement(data: Path, verdict_files: tuple[Path, ...], runs: tuple[Pat
     from rich.console import Console
 
     from ..evaluate.agreement import ARENA_FILES, agreement, arena_dir, load_verdicts, reference_lines
-    from ..evaluate.pairwise import agreement_table, verdicts_of
+    from ..evaluate.pairwise import agreement_table, judge_label, verdicts_of
     from ..evaluate.runs import RunDir
     from ..evaluate.summary import Summary
 
@@ -379,8 +379,8 @@ def judge_agreement(data: Path, verdict_files: tuple[Path, ...], runs: tuple[Pat
         lines.append(agreement(load_verdicts(path), human, name=path.name))
     for folder in runs:
         run = RunDir(folder)
-        name = str((run.config().get("judge") or {}).get("model") or folder.name)
-        lines.append(agreement(verdicts_of(run.records()), human, name=name))
+        records = run.records()
+        lines.append(agreement(verdicts_of(records), human, name=judge_label(run.config(), records, folder.name)))
     if as_json:
         click.echo(json.dumps([a.to_dict() for a in lines], indent=2))
         return

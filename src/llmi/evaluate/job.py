@@ -138,6 +138,9 @@ async def aevaluate(
             s = item_seed(seed, item.key)
             record = dict(await bench.evaluate(item, Context(run, s, answers, judge)))
             record.setdefault("seed", s)
+            served = getattr(judge, "served_model", None)
+            if served:
+                record.setdefault("judge_model", served)
             return record
 
         records = await run_items(run, items, work, concurrency=concurrency, progress=progress,  # 3. run

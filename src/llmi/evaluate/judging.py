@@ -156,17 +156,20 @@ def reply_object(text: str) -> dict[str, Any] | None:
     {'verdict': 'A is better'}
     >>> reply_object("no json here") is None
     True
+    >>> reply_object('{"score": 1, "justification": "line one\\nline two"}')["score"]  # a raw newline in a string
+    1
     """
     text = _THINK.sub("", text or "").strip()
+    # strict=False: small models put raw newlines inside strings, which is the only flaw of many replies
+    decoder = json.JSONDecoder(strict=False)
     candidates = [text, *(m.group(1) for m in _FENCE.finditer(text))]
     for candidate in candidates:
         try:
-            data = json.loads(candidate)
+            data = decoder.decode(candidate)
         except (json.JSONDecodeError, ValueError):
             continue
         if isinstance(data, dict):
             return data
-    decoder = json.JSONDecoder()
     for m in re.finditer(r"\{", text):
         try:
             data, _ = decoder.raw_decode(text, m.start())
@@ -217,6 +220,8 @@ class ClientJudge:
         self.images = images
         self.temperature = temperature
         self.max_tokens = max_tokens
+        #: the model that actually answered (the endpoint's only model when none was named)
+        self.served_model: str | None = None
 
     @property
     def name(self) -> str:
@@ -231,6 +236,7 @@ class ClientJudge:
             messages, reply=SchemaReply(str(schema.get("title") or "benchmark_reply"), schema),
             sampling=JudgeSampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=seed),
         )
+        self.served_model = reply.model
         return JudgeAnswer(reply_object(reply.text), reply.text, reply.latency)
 
     def describe(self) -> dict[str, Any]:

@@ -70,11 +70,12 @@ SCORE_SCHEMA: Mapping[str, Any] = {
     "type": "object",
     "properties": {
         c: {"type": "object",
-            "properties": {"Score": {"type": "integer", "minimum": 0, "maximum": 10}, "Justification": {"type": "string"}},
-            "required": ["Score", "Justification"]}
+            "properties": {"Score": {"type": "integer", "enum": list(range(11))}, "Justification": {"type": "string"}},
+            "required": ["Score", "Justification"], "additionalProperties": False}
         for c in CRITERIA
     },
     "required": list(CRITERIA),
+    "additionalProperties": False,
 }
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9+._-]+")
@@ -310,9 +311,11 @@ def read_scores(data: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """
     if isinstance(data, dict) and isinstance(data.get("scores"), dict):
         data = data["scores"]
+    # "image-text coherency", "Image_Text_Coherency": the criterion all the same
+    by_name = {_squash(k): v for k, v in data.items()} if isinstance(data, dict) else {}
     out = []
     for name in CRITERIA:
-        entry = data.get(name) if isinstance(data, dict) else None
+        entry = by_name.get(_squash(name))
         result: dict[str, Any] = {"name": name, "max": 10, "score": None, "justification": ""}
         raw = entry.get("Score", entry.get("score")) if isinstance(entry, dict) else entry
         if isinstance(entry, dict):
@@ -326,6 +329,10 @@ def read_scores(data: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             result["score"] = int(raw)
         out.append(result)
     return out
+
+
+def _squash(name: Any) -> str:
+    return re.sub(r"[^a-z]", "", str(name).casefold())
 
 
 async def score_answer(judge: BenchJudge, item: OpeningItem, steps: Sequence[Step], *, seed: int) -> list[dict[str, Any]]:
@@ -342,8 +349,9 @@ async def score_answer(judge: BenchJudge, item: OpeningItem, steps: Sequence[Ste
     seconds = round(time.monotonic() - started, 4)
     for r in rows:
         r["seconds"] = seconds
-        if r.get("error") and answer.data is None:
-            r["error"] = "the judge's reply holds no JSON object"
+        if r.get("error"):
+            if answer.data is None:
+                r["error"] = "the judge's reply holds no JSON object"
             r["reply"] = answer.text[:2000]
     return rows
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .job import Context
     from .summary import Summary, Table
 
-__all__ = ["Pair", "PairwiseBenchmark", "arena_pairs", "parse_verdict", "summarise", "verdicts_of", "win_rates",
+__all__ = ["Pair", "PairwiseBenchmark", "arena_pairs", "judge_label", "parse_verdict", "summarise", "verdicts_of", "win_rates",
            "write_files"]
 
 _SPOKEN = {"A": "A is better", "B": "B is better", "Tie(A)": "Tie(A better)", "Tie(B)": "Tie(B better)"}
@@ -43,6 +43,7 @@ PAIR_SCHEMA: Mapping[str, Any] = {
         "verdict": {"type": "string", "enum": list(_SPOKEN.values())},
     },
     "required": ["justification", "verdict"],
+    "additionalProperties": False,
 }
 
 
@@ -187,7 +188,7 @@ def summarise(records: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -
     bench = config.get("benchmark") or {}
     data = Path(str(bench.get("path", "."))).parent
     verdicts = verdicts_of(records)
-    judge_name = str((config.get("judge") or {}).get("model") or "this judge")
+    judge_name = judge_label(config, records, "this judge")
     failed = sum(1 for r in records if r.get("status") == "ok" and not r.get("verdict"))
     headline = [("pairs judged", f"{len(verdicts)} of {len(records)}"),
                 ("judge failures (excluded)", str(failed)),
@@ -210,6 +211,13 @@ def write_files(run: RunDir, records: Sequence[Mapping[str, Any]], config: Mappi
     path = run.path / "verdicts.json"
     atomic_write(path, json.dumps([v.to_dict() for v in verdicts_of(records)], ensure_ascii=False, indent=4) + "\n")
     return [path]
+
+
+def judge_label(config: Mapping[str, Any], records: Sequence[Mapping[str, Any]], default: str) -> str:
+    """The judge's name: the model named in the configuration, else the one that answered."""
+    named = (config.get("judge") or {}).get("model")
+    served = next((r["judge_model"] for r in records if r.get("judge_model")), None)
+    return str(named or served or default)
 
 
 def _human_file(data: Path) -> Path | None:

@@ -51,7 +51,7 @@ _CRITERION_KEY = re.compile(r"r([1-9][0-9]*)")
 #: characters of a justification kept (a runaway judge must not bloat results.jsonl)
 MAX_JUSTIFICATION = 4000
 
-#: the reply each criterion asks for
+#: the reply each criterion asks for (plain enough for OpenAI's strict structured outputs)
 RUBRIC_SCHEMA: Mapping[str, Any] = {
     "type": "object",
     "properties": {
@@ -59,6 +59,7 @@ RUBRIC_SCHEMA: Mapping[str, Any] = {
         "justification": {"type": "string"},
     },
     "required": ["score", "justification"],
+    "additionalProperties": False,
 }
 
 
