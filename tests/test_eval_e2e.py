@@ -232,6 +232,8 @@ def test_indomain_split_with_the_training_reward(tmp_path, chat_server):
     assert hello["score"] == pytest.approx(0.2 + 0.3 + 0.5 * llm_part)  # no images: MLLM skipped as perfect (LLM-I)
     html = (run / "report.html").read_text()
     assert "Per image_num" in html and "Per required tool" in html
+    config = json.loads((run / "config.json").read_text())
+    assert config["engine"]["profile"] == "llmi-compat" and config["benchmark"]["reward"]["profile"] == "llmi-compat"
 
 
 @pytest.mark.slow

@@ -94,10 +94,10 @@ run_options = _options(
 # -- building the parts --------------------------------------------------------------------------
 
 
-def _engine(deadline: float):
+def _engine(deadline: float, profile: str = "llmi"):
     from ..engine import Engine
 
-    return Engine.from_env(deadline=deadline)
+    return Engine.from_env(deadline=deadline, profile=profile)
 
 
 def _answers(opts: dict[str, Any], engine):
@@ -342,7 +342,7 @@ def indomain(data_file: Path, split: str | None, llm_judge_base_url: str | None,
                         ("MLLM_JUDGE_BASE_URL", mllm_judge_base_url), ("MLLM_JUDGE_MODEL_NAME", mllm_judge_model)):
         if value:
             env[name] = value
-    engine = _engine(opts["deadline"])
+    engine = _engine(opts["deadline"], profile="llmi-compat")  # answers read exactly as LLM-I's reward reads them
     scorer = RewardScorer.from_env(env, engine=engine, factors=RewardFactors.preset(factor_preset))
     scorer.require_judges()
     bench = InDomainBenchmark(data_file, scorer, split=split)

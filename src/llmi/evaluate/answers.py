@@ -47,7 +47,9 @@ class Answered:
 
 def engine_facts(engine: "Engine") -> dict[str, Any]:
     """The engine settings that shape a document (for the run's configuration)."""
+    profile = getattr(engine, "profile", None)
     return {
+        "profile": getattr(profile, "name", profile),
         "tools": {s: t.backend for s, t in sorted(engine.tools.items())},
         "fallback": dict(sorted(engine.fallback.items())),
         "deadline": engine.deadline,

@@ -82,7 +82,8 @@ def document_facts(ctx: Context, item: Item, answered: "Answered") -> dict[str, 
     return {
         "doc": (folder / "document.json").relative_to(ctx.run.path).as_posix(),
         "images": {"tags": len(doc.image_segments), "made": len(doc.images)},
-        "tools": {tool: {"total": row["total"], "success": row["success"]} for tool, row in doc.stats().items()},
+        "tools": {tool: {"total": row["total"], "success": row["success"]}
+                  for tool, row in doc.stats().items() if row["total"]},
         "image_failures": failures,
         "timing": {"write": round(answered.write_seconds, 4), "tools": round(answered.tool_seconds, 4)},
     }
