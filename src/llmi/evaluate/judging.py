@@ -40,6 +40,7 @@ Piece = Union[str, "ImageData"]
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
 _THINK = re.compile(r"<think>.*?</think>", re.S)
+_MAX_STARTS = 64
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,8 @@ def reply_object(text: str) -> dict[str, Any] | None:
 
     >>> reply_object('<think>hmm {"x": 1}</think> The verdict: {"verdict": "A is better"}.')
     {'verdict': 'A is better'}
-    >>> reply_object("no json here") is None
-    True
+    >>> reply_object("no json here") is None, reply_object("[" * 100_000) is None, reply_object('{"a":' * 100_000)
+    (True, True, None)
     >>> reply_object('{"score": 1, "justification": "line one\\nline two"}')["score"]  # a raw newline in a string
     1
     """
@@ -166,14 +167,16 @@ def reply_object(text: str) -> dict[str, Any] | None:
     for candidate in candidates:
         try:
             data = decoder.decode(candidate)
-        except (json.JSONDecodeError, ValueError):
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; nesting bombs recurse
             continue
         if isinstance(data, dict):
             return data
-    for m in re.finditer(r"\{", text):
+    for n, m in enumerate(re.finditer(r"\{", text)):
+        if n >= _MAX_STARTS:  # a reply of nothing but openers must not take minutes to give up on
+            break
         try:
             data, _ = decoder.raw_decode(text, m.start())
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(data, dict):
             return data
