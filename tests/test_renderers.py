@@ -684,3 +684,16 @@ def test_in_a_real_browser_no_script_runs_and_images_decode(tmp_path: Path) -> N
     assert (
         by_color.get((180, 35, 24), 0) > 500
     )  # the failure box's red rule: our CSS passed the CSP
+
+
+def test_the_document_model_owns_its_schema_and_old_names_keep_working() -> None:
+    import llmi.document as document
+    import llmi.renderers.json as renderers_json
+    import llmi.tools as tools
+    import llmi.tools.base as tools_base
+
+    assert tools.Credit is tools_base.Credit is document.Credit is Credit
+    for name in ("SCHEMA_VERSION", "document_to_dict", "document_from_dict", "dumps", "jsonable", "load"):
+        assert getattr(renderers_json, name) is getattr(document, name)
+    doc = rich_document()
+    assert document.Document.from_dict(doc.to_dict()).judge_view() == doc.judge_view()
