@@ -6,9 +6,11 @@ sees, the statistics dict, and for every matched tag whether it was valid, count
 image. Tool outcomes are scripted: a tool fails exactly when its query, prompt or code contains
 ``FAIL`` (``llmi.testing.LatencyTool(fail_if=...)``), so every outcome is known in advance.
 
-Per-tag codes: ``+`` valid and made; ``-`` valid, counted, failed (the tool, or an edit of a
-failed image); ``x`` not counted (unreadable or invalid); ``!`` counted as a failed edit without
-running (LLM-I's index rule: an unusable ``img_index``, or an image that never ran).
+Per-tag codes: ``+`` valid and made; ``-`` valid (LLM-I's validity rules, ``0 <= img_index <
+M + T`` included), counted, failed: the tool failed, or an edit of a failed image, of itself,
+of a later tag or of a tag that never ran; ``x`` invalid or unreadable, not counted; ``!``
+invalid but counted as a failed edit (LLM-I's scheduler never runs it: an ``img_index``
+``int()`` cannot read or out of range, or an image that never ran).
 """
 
 from __future__ import annotations
@@ -308,19 +310,19 @@ CASES: list[Case] = [
          "search 1/1 edit 1/1", "x++"),
     # -- edits and their indices ------------------------------------------------------------
     Case("edit of an earlier tag", f"{S()} then {E(0)}", f"{IMG} then {IMG}", "search 1/1 edit 1/1", "++"),
-    Case("edit of itself", E(0), FAIL, "edit 0/1", "!"),
-    Case("edit of a later tag", f"{E(1)}{S()}", f"{FAIL}{IMG}", "search 1/1 edit 0/1", "!+"),
-    Case("edit of itself after inputs", f"{E(1)}", FAIL, "edit 0/1", "!", inputs=1),
+    Case("edit of itself", E(0), FAIL, "edit 0/1", "-"),
+    Case("edit of a later tag", f"{E(1)}{S()}", f"{FAIL}{IMG}", "search 1/1 edit 0/1", "-+"),
+    Case("edit of itself after inputs", f"{E(1)}", FAIL, "edit 0/1", "-", inputs=1),
     Case("edit of the first tag after one input", f"{S()}{E(1)}", IMG * 2, "search 1/1 edit 1/1", "++", inputs=1),
     Case("edit of the second input", E(1), IMG, "edit 1/1", "+", inputs=2),
     Case("edit of an input after tags", f"{S()}{D()}{E(0)}", IMG * 3, "search 1/1 diffusion 1/1 edit 1/1", "+++", inputs=1),
     Case("a negative index", E(-1), FAIL, "edit 0/1", "!", inputs=1),
     Case("an index past the end", f"{S()}{E(99)}", IMG + FAIL, "search 1/1 edit 0/1", "+!"),
-    Case("the last index points at itself", f"{S()}{E(2)}", IMG + FAIL, "search 1/1 edit 0/1", "+!", inputs=1),
+    Case("the last index points at itself", f"{S()}{E(2)}", IMG + FAIL, "search 1/1 edit 0/1", "+-", inputs=1),
     Case("a huge index", f"{S()}{E(10**20)}", IMG + FAIL, "search 1/1 edit 0/1", "+!"),
     Case("True is index 1", f"{S('a')}{S('b')}{E(True)}", IMG * 3, "search 2/2 edit 1/1", "+++"),
     Case("False is index 0", E(False), IMG, "edit 1/1", "+", inputs=1),
-    Case("True pointing at itself", f"{S()}{E(True)}", IMG + FAIL, "search 1/1 edit 0/1", "+!"),
+    Case("True pointing at itself", f"{S()}{E(True)}", IMG + FAIL, "search 1/1 edit 0/1", "+-"),
     Case("a numeric string index runs but is not counted", f"{S()}{E(repr('0'))}", IMG + FAIL, "search 1/1", "+x"),
     Case("a padded numeric string index", E(repr(" 0 ")), FAIL, "", "x", inputs=1),
     Case("a word as index is a counted failure", f"{S()}{E(repr('first'))}", IMG + FAIL, "search 1/1 edit 0/1", "+!"),
@@ -341,14 +343,14 @@ CASES: list[Case] = [
     Case("an edit with a numeric prompt is not counted", T(B("edit", "'img_index': 0, 'prompt': 5")), FAIL, "", "x", inputs=1),
     Case("edit of a failed search", f"{S('FAIL')}{E(0)}", FAIL * 2, "search 0/1 edit 0/1", "--"),
     Case("edit of an invalid tag", T(B("chart", "'code': 'x'")) + E(0), FAIL * 2, "edit 0/1", "x-"),
-    Case("edit of an unreadable tag", "<imgen>{nope}</imgen>" + E(0), FAIL * 2, "edit 0/1", "x!"),
+    Case("edit of an unreadable tag", "<imgen>{nope}</imgen>" + E(0), FAIL * 2, "edit 0/1", "x-"),
     Case("an invalid edit of an unreadable tag is counted", "<imgen>{nope}</imgen>" + T(B("edit", "'img_index': 0, 'prompt': 5")),
          FAIL * 2, "edit 0/1", "x!"),
     Case("an invalid edit of a readable tag is not counted", S() + T(B("edit", "'img_index': 0, 'prompt': 5")),
          IMG + FAIL, "search 1/1", "+x"),
     Case("a chain of edits", f"{S()}{E(0)}{E(1)}", IMG * 3, "search 1/1 edit 2/2", "+++"),
     Case("a chain after a failed edit", f"{S()}{E(0, 'FAIL')}{E(1)}", IMG + FAIL * 2, "search 1/1 edit 0/2", "+--"),
-    Case("a chain after an index failure", f"{E(5)}{E(0)}{E(1)}", FAIL * 3, "edit 0/3", "!!!"),
+    Case("a chain after an index failure", f"{E(5)}{E(0)}{E(1)}", FAIL * 3, "edit 0/3", "!--"),
     Case("edit of an uncounted edit", f"{S()}" + T(B("edit", "'img_index': 0, 'prompt': 'p', 'x': 1")) + E(1),
          IMG + FAIL * 2, "search 1/1 edit 0/1", "+x-"),
     Case("edit of an edit of an input", f"{E(0)}{E(1)}", IMG * 2, "edit 2/2", "++", inputs=1),
@@ -357,7 +359,7 @@ CASES: list[Case] = [
     Case("edit with the index written as a sum is unreadable", T(B("edit", "'img_index': 0+1, 'prompt': 'p'")), FAIL, "", "x",
          inputs=2),
     Case("edit with a negative zero", E("-0"), IMG, "edit 1/1", "+", inputs=1),
-    Case("edit without inputs or tags before", E(0), FAIL, "edit 0/1", "!"),
+    Case("edit without inputs or tags before", E(0), FAIL, "edit 0/1", "-"),
     # -- what the model typed -------------------------------------------------------------------
     Case("a typed image marker stays", f"Look <image> here {S()}", f"Look <image> here {IMG}", "search 1/1", "+"),
     Case("a typed failure marker stays", "<fail_to_generate_image>", "<fail_to_generate_image>"),
@@ -423,6 +425,8 @@ def test_compat_reading_matches_llmi(case: Case, engine: Engine) -> None:
     assert "".join(tag_code(s) for s in doc.image_segments) == case.tags
     assert len(doc.images) == case.tags.count("+")
     parsed = parse(remove_thinking(case.answer, "blocks")[0], LLMI_COMPAT, inputs=case.inputs)
+    assert [t.ok for t in parsed.tags] == [code in "+-" for code in case.tags]  # LLM-I's validity
+    assert [t.counted for t in parsed.tags] == [code != "x" for code in case.tags]
     if case.code:
         codes = [t.request.code for t in parsed.tags if t.request is not None and t.request.source == "code"]
         assert codes == list(case.code)

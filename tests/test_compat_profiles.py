@@ -230,10 +230,24 @@ def test_the_document_json_records_the_profile(tmp_path) -> None:
     assert Document.from_dict(old).profile is LLMI  # files from before profiles were llmi's
 
 
-def test_compat_numbering_needs_the_number_of_inputs() -> None:
-    text = "<imgen>{'source': 'edit', 'description': 'd', 'params': {'img_index': 0, 'prompt': 'p'}}</imgen>"
-    assert parse(text, "llmi-compat").tags[0].error.reason.startswith("img_index 0 refers to no earlier image")
-    assert parse(text, "llmi-compat", inputs=1).tags[0].ok
+def test_compat_validity_needs_the_number_of_inputs() -> None:
+    text = "<imgen>{'source': 'edit', 'description': 'd', 'params': {'img_index': 1, 'prompt': 'p'}}</imgen>"
+    (tag,) = parse(text, "llmi-compat").tags
+    assert tag.error.reason == "img_index 1 is outside 0..0 (the input images, then the answer's tags)"
+    assert tag.counted  # LLM-I counts it as a failed edit
+    assert parse(text, "llmi-compat", inputs=2).tags[0].ok
+
+
+def test_a_valid_edit_that_cannot_run_fails_in_the_engine() -> None:
+    """LLM-I's validity allows an index naming the edit itself or a later tag (below M + T);
+    its scheduler never runs such an edit, and counts it as a failed edit."""
+    text = "<imgen>{'source': 'edit', 'description': 'd', 'params': {'img_index': 1, 'prompt': 'p'}}</imgen>" + search()
+    assert [t.ok for t in parse(text, "llmi-compat").tags] == [True, True]
+    with scripted("llmi-compat") as engine:
+        doc = engine.run(text)
+    edit = doc.image_segments[0]
+    assert (edit.status, edit.error_type, edit.counted) == ("failed", "DependencyFailed", True)
+    assert "only earlier tags can be edited" in edit.error or "k-th earlier tag" in edit.error
 
 
 # -- the named options that fix LLM-I's mistakes -----------------------------------------------

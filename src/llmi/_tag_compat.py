@@ -8,8 +8,9 @@ Written from the rules in LLM-I's released code (``docs/compat.md`` lists them b
   string is taken as written (``RAW_CODE``); otherwise it is ``ast.literal_eval``-ed, and
   anything but a dict is unreadable (``read_body``);
 - chart code is cleaned by ``sanitize_code`` before it runs;
-- an edit's ``img_index`` is checked before its validity, and a failed check counts as a
-  failed edit while other invalid tags are not counted (``index_rule``).
+- an edit's ``img_index`` is checked by the scheduler before validity: an edit it never runs
+  counts as a failed edit, valid or not, while other invalid tags are not counted
+  (``index_rule``).
 
 ``llmi.tags.parse`` uses these when a profile asks for them.
 """
@@ -26,7 +27,7 @@ from typing import Any
 from ._tag_recovery import decode_code, quiet_escape_warnings
 from .errors import TagSyntaxError
 
-__all__ = ["SLOT", "find_slots", "index_problem", "index_rule", "read_body", "sanitize_code"]
+__all__ = ["SLOT", "find_slots", "index_problem", "index_rule", "range_problem", "read_body", "sanitize_code"]
 
 #: LLM-I's tag pattern (non-greedy, dot matches newlines)
 SLOT = re.compile(r"<imgen>(\{.*?\})</imgen>", re.DOTALL)
@@ -132,14 +133,19 @@ def index_problem(index: int, own: int, n_inputs: int) -> str | None:
     )
 
 
-def index_rule(objs: Sequence[Any], n_inputs: int) -> list[str | None]:
-    """LLM-I's scheduling of edits, applied before validity: for each tag, the reason it is a
-    *counted* failed edit, or ``None`` if it goes on to the validity rules.
+def range_problem(index: int, images: int) -> str:
+    """LLM-I's validity bound: ``img_index`` names one of the inputs or one of the tags."""
+    return f"img_index {index} is outside 0..{images - 1} (the input images, then the answer's tags)"
 
-    ``objs`` holds each slot's read dict (anything else for an unreadable body). An edit is
-    counted as failed without running when its ``img_index`` is not a number ``int()`` reads,
-    is out of ``0..M+T-1``, points at itself or a later tag, or points at a tag that never ran
-    (an unreadable one, or an edit that never ran); validity is not checked for such an edit.
+
+def index_rule(objs: Sequence[Any], n_inputs: int) -> list[str | None]:
+    """LLM-I's scheduling of edits: for each tag, why the scheduler never runs it, or ``None``.
+
+    ``objs`` holds each slot's read dict (anything else for an unreadable body). An edit never
+    runs when its ``img_index`` is not a number ``int()`` reads, is outside ``0..M+T-1``,
+    points at itself or a later tag, or points at a tag that never ran (an unreadable one, or
+    an edit that never ran). LLM-I counts such an edit as a failed edit whether or not it
+    passes the validity rules, which it never reaches.
     """
     total = len(objs)
     runs: list[bool] = []
@@ -162,7 +168,7 @@ def _edit_reason(obj: dict[Any, Any], own: int, n_inputs: int, total: int, runs:
     except Exception:  # noqa: BLE001 - LLM-I turns any failure here into "cannot run"
         return "the edit has no usable img_index (LLM-I reads it with int())"
     if not 0 <= index < n_inputs + total:
-        return f"img_index {index} is outside 0..{n_inputs + total - 1} (inputs, then the answer's tags)"
+        return range_problem(index, n_inputs + total)
     problem = index_problem(index, own, n_inputs)
     if problem is not None:
         return problem

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ._tag_compat import find_slots, index_rule, read_body, sanitize_code
+from ._tag_compat import find_slots, index_rule, range_problem, read_body, sanitize_code
 from ._tag_recovery import NAMES, Reader, decode_tree, quiet_escape_warnings
 from .errors import TagError, TagSyntaxError, TagValidationError
 from .profiles import LLMI, Profile, ProfileLike, get_profile
@@ -234,18 +234,21 @@ def parse(text: str, profile: ProfileLike = None, *, inputs: int = 0) -> ParsedT
     else:
         pairs, reads = _tolerant_pairs(text, prof, warns)
         slots = _absorb_fences(text, pairs, warns)
-    objs = [r.obj for r in reads]
-    index_errors = index_rule(objs, inputs) if prof.counting == "llmi" else [None] * len(reads)
+    llmi_rules = prof.counting == "llmi"
+    never_run = index_rule([r.obj for r in reads], inputs) if llmi_rules else [None] * len(reads)
+    images = inputs + len(reads)  # what img_index can name: the inputs, then every tag
     parts: list[str | Tag] = []
     pos = 0
-    for index, ((start, end), (open_at, _), read, index_error) in enumerate(
-        zip(slots, pairs, reads, index_errors)
-    ):
+    for index, ((start, end), (open_at, _), read, unrun) in enumerate(zip(slots, pairs, reads, never_run)):
         if start > pos:
             parts.append(text[pos:start])
-        request, error, counted = read.request, read.error, read.request is not None
-        if index_error is not None:  # LLM-I counts it as a failed edit, valid or not
-            request, error, counted = None, TagValidationError(index_error, open_at), True
+        request, error = read.request, read.error
+        if llmi_rules and request is not None and request.source == "edit" and request.img_index >= images:
+            request, error = None, TagValidationError(range_problem(request.img_index, images), open_at)
+        elif request is None and unrun is not None and error is not None:
+            error = TagValidationError(f"{error.reason} (LLM-I counts it as a failed edit: {unrun})", open_at)
+        # LLM-I counts a valid tag, and an edit its scheduler never runs, valid or not
+        counted = not llmi_rules or request is not None or unrun is not None
         if read.recovered and request is not None:
             warns.append(
                 ParseWarning(
@@ -255,10 +258,7 @@ def parse(text: str, profile: ProfileLike = None, *, inputs: int = 0) -> ParsedT
                 )
             )
         parts.append(
-            Tag(
-                index, start, end, text[start:end], request, error,
-                counted=counted or prof.counting == "all", declared=_declared(read.obj),
-            )
+            Tag(index, start, end, text[start:end], request, error, counted=counted, declared=_declared(read.obj))
         )
         pos = end
     if pos < len(text):
