@@ -255,11 +255,12 @@ class ClientJudge:
 
 def make_judge(base_url: str, *, model: str | None = None, api_key: str | None = None, images: bool = True,
                concurrency: int = 8, rpm: float | None = None, timeout: float = 120.0, retries: int = 3,
-               temperature: float = 0.0, max_tokens: int = 512) -> ClientJudge:
-    """The benchmark judge behind an OpenAI-compatible endpoint."""
+               backoff: float = 1.0, temperature: float = 0.0, max_tokens: int = 512) -> ClientJudge:
+    """The benchmark judge behind an OpenAI-compatible endpoint (retries transient errors
+    ``retries`` times, waiting ``backoff · 2^k`` seconds or the server's ``Retry-After``)."""
     from ..rewards.judge_client import JudgeClient
     from ..rewards.limits import JudgeLimits
 
-    limits = JudgeLimits(concurrency=concurrency, rpm=rpm, timeout=timeout, retries=retries)
+    limits = JudgeLimits(concurrency=concurrency, rpm=rpm, timeout=timeout, retries=retries, backoff=backoff)
     client = JudgeClient(base_url, model=model, api_key=api_key, limits=limits, label="benchmark judge")
     return ClientJudge(client, images=images, temperature=temperature, max_tokens=max_tokens)
