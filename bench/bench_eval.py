@@ -77,6 +77,10 @@ def main() -> None:
         print(f"{args.items} items x {args.criteria} criteria; writer {args.writer_latency * 1000:.0f} ms, "
               f"judge {args.judge_latency * 1000:.0f} ms, search tag {args.tool_latency * 1000:.0f} ms per call")
         print(f"sequential floor: {ideal:.2f} s per item = {60 / ideal:.1f} items/min\n")
+        warm = folder / "warm"
+        warm.mkdir()
+        asyncio.run(one_run(bench_file(warm, 1, 1), warm / "run", writer.base_url, judge.base_url, concurrency=1,
+                            sequential=True, tool_latency=0.0))  # imports and first connections, not measured
         print(f"{'mode':<34}{'seconds':>9}{'items/min':>11}{'vs sequential':>15}")
         runs = [("sequential (LLM-I's scripts)", 1, True)] + [(f"llmi, --concurrency {c}", c, False) for c in settings]
         baseline = None
