@@ -1,6 +1,6 @@
 """In-domain evaluation: the training reward on a held-out split, in evaluation mode.
 
-Rows are LLM-I's (verl's layout, as ``llmi data`` writes them): a ``prompt`` (a user string, or
+Rows are LLM-I's (verl's parquet layout, as its training data uses it): a ``prompt`` (a user string, or
 chat messages whose user text may hold ``<image>`` placeholders), optional ``images`` (dicts
 with ``bytes`` or ``path``) and ``extra_info`` with ``image_num``, ``tools``, ``question`` and
 ``split``. A parquet file, or JSON lines of the same rows.
