@@ -17,7 +17,7 @@ from typing import Sequence
 
 __all__ = ["histogram", "hbars", "stacked"]
 
-_W = 560
+_W = 680
 _FONT = 'font-family="system-ui, sans-serif" font-size="12"'
 _OK, _BAD, _BAR, _GRID, _INK = "#2f855a", "#c53030", "#3b6fb6", "#d9dee5", "#333"
 
@@ -62,7 +62,7 @@ def hbars(rows: Sequence[tuple[str, float]], *, hi: float, title: str, lo: float
           whiskers: Sequence[float] | None = None) -> str:
     """One horizontal bar per (label, value) on ``[lo, hi]``; ``whiskers`` draws a second value
     (a 90th percentile) as a line past each bar."""
-    label_w, bar_w, row_h, top = 170, _W - 240, 22, 26
+    label_w, bar_w, row_h, top = 170, _W - 380, 22, 26
     span = (hi - lo) or 1.0
     parts = []
     for i, (label, value) in enumerate(rows):
@@ -83,7 +83,7 @@ def hbars(rows: Sequence[tuple[str, float]], *, hi: float, title: str, lo: float
 
 def stacked(rows: Sequence[tuple[str, int, int]], *, title: str, labels: tuple[str, str] = ("ok", "failed")) -> str:
     """One bar per (label, good, bad), split into its good and bad share."""
-    label_w, bar_w, row_h, top = 170, _W - 260, 22, 26
+    label_w, bar_w, row_h, top = 170, _W - 380, 22, 26
     parts = []
     for i, (label, good, bad) in enumerate(rows):
         y = top + i * row_h

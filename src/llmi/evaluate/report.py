@@ -36,6 +36,9 @@ main.report { max-width: 64rem; }
 .report details.item > summary { cursor: pointer; font-weight: 600; }
 .report details.item.error { border-left: 5px solid var(--bad); }
 .report .score { font-variant-numeric: tabular-nums; }
+.report table { font-size: 0.85em; }
+.report th, .report td { overflow-wrap: normal; word-break: keep-all; }
+.report td.num { white-space: nowrap; }
 .report td.s0 { background: var(--bad-bg); }
 .report td.s2 { color: var(--ok); font-weight: 600; }
 .report .judge-error { color: var(--bad); }
