@@ -101,3 +101,15 @@ def test_report_in_a_real_browser(hostile_run):
     assert images and all(w > 0 for w in images)  # the embedded pictures load
     assert background in ("rgb(255, 255, 255)", "rgb(13, 17, 23)")  # the hashed stylesheet applied
     assert not [m for m in messages if "Content Security Policy" in m or "Refused" in m], messages
+
+
+def test_report_command_prints_the_summary_as_json(hostile_run):
+    from click.testing import CliRunner
+
+    from llmi.cli import main
+
+    result = CliRunner().invoke(main, ["eval", "report", str(hostile_run.run.path), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["kind"] == "rubric" and ["items scored", "1 of 2"] in summary["headline"]
+    assert {t["title"] for t in summary["tables"]} >= {"Per criterion", "Tool calls", "Failures"}

@@ -410,9 +410,12 @@ def merge(runs: tuple[Path, ...], out_dir: Path) -> None:
 
 @eval.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (headline, tables, notes).")
 @_handled
-def report(run_dir: Path) -> None:
+def report(run_dir: Path, as_json: bool) -> None:
     """Print a run's summary and write its report.html again from results.jsonl."""
+    import json
+
     from rich.console import Console
 
     from ..evaluate.job import finish_run
@@ -420,5 +423,8 @@ def report(run_dir: Path) -> None:
 
     console = Console(stderr=True, highlight=False)
     summary, path = finish_run(RunDir(run_dir))
-    _print_summary(console, summary)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_summary(console, summary)
     console.print(f"report: {path}")

@@ -38,17 +38,12 @@ from ..errors import ConfigError, LlmiError
 from ..image import ImageData
 from .judging import BenchJudge, content, prompt_text
 from .rubric import MAX_JUSTIFICATION
-from .runner import Item
-from .runs import file_sha256, text_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..document import Document
-    from .job import Context
-    from .summary import Summary
 
 __all__ = [
     "CRITERIA",
-    "OpeningBenchmark",
     "OpeningItem",
     "Step",
     "load_opening",

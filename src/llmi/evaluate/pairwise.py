@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ConfigError, LlmiError
 from .agreement import ARENA_FILES, PairVerdict, agreement, arena_dir, load_verdicts, normalise_verdict, reference_lines
-from .judging import BenchJudge, content, prompt_text, reply_object
+from .judging import content, prompt_text, reply_object
 from .opening import JUDGE_IMAGE_SIZE, OpeningItem, data_file, judge_pieces, load_opening, model_folder_name, read_output
 from .runner import Item
 from .runs import RunDir, atomic_write, file_sha256, text_sha256

@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -420,6 +420,3 @@ def _copy_extra(run: RunDir, target: RunDir, record: Mapping[str, Any]) -> None:
 def _comparable(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("timing", "finished")}
 
-
-def iter_keys(records: Iterable[Mapping[str, Any]]) -> set[str]:
-    return {r["key"] for r in records}
