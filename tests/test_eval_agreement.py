@@ -7,7 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from eval_fixtures import opening_data  # noqa: F401
+from eval_fixtures import chat_server, opening_data  # noqa: F401
 
 from llmi.cli import main
 from llmi.errors import ConfigError
@@ -132,3 +132,22 @@ def test_cli_reference_lines_and_a_judge(opening_data, tmp_path):
     assert "82.42%" in text.output and "71.08%" in text.output
     missing = CliRunner().invoke(main, ["eval", "judge-agreement", "--data", str(tmp_path)])
     assert missing.exit_code == 2 and "judge_modelAB_results.json" in missing.output
+
+
+def test_cli_judges_the_arena_pairs_then_compares(opening_data, tmp_path, chat_server):
+    from llmi.evaluate.opening import Step, load_opening, write_output
+
+    human = load_verdicts(opening_data / "arena" / ARENA_FILES["human"])[:6]
+    items = {it.uid: it for it in load_opening(opening_data, keep_missing=True)[0]}
+    for v in human:
+        for model in (v.model_a, v.model_b):
+            write_output(tmp_path / "gen" / f"{model}_output", items[v.data_id], [Step(f"{model} says hi.")])
+    server = chat_server(respond=lambda body: json.dumps({"justification": "first is fine", "verdict": "A is better"}))
+    result = CliRunner().invoke(main, ["eval", "judge-agreement", "--data", str(opening_data), "--outputs", str(tmp_path / "gen"),
+                                       "--judge-base-url", server.base_url, "--out", str(tmp_path / "run"), "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    rows = {r["judge"]: r for r in json.loads(result.stdout)}
+    mine = rows["latency-model"]  # the model the endpoint serves
+    forced_a = sum(v.winner in ("A", "Tie(A)") for v in human)  # a judge that always says A agrees on these
+    assert mine["pairs"] == 6 and mine["force_divided"] == forced_a / 6
+    assert server.calls == 6 and (tmp_path / "run" / "verdicts.json").is_file()

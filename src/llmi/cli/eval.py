@@ -162,7 +162,7 @@ class _Bar:
         self.progress.stop()
 
 
-def _evaluate(bench, opts: dict[str, Any], *, answers, judge, kind: str, close: tuple = ()) -> None:
+def _evaluate(bench, opts: dict[str, Any], *, answers, judge, kind: str, close: tuple = (), summary: bool = True):
     from rich.console import Console
 
     from ..evaluate.job import aevaluate
@@ -187,12 +187,14 @@ def _evaluate(bench, opts: dict[str, Any], *, answers, judge, kind: str, close: 
                     await thing.aclose()
 
     result = asyncio.run(main())
-    _print_summary(console, result.summary)
+    if summary:
+        _print_summary(console, result.summary)
     console.print(f"run: {result.run.path}")
     if result.report is not None:
         console.print(f"report: {result.report}")
-        if opts["quiet"]:
+        if opts["quiet"] and summary:
             click.echo(result.report)
+    return result
 
 
 def _print_summary(console, summary) -> None:
@@ -356,20 +358,32 @@ def indomain(data_file: Path, split: str | None, llm_judge_base_url: str | None,
               help="A judge's verdicts in the arena files' shape (repeatable).")
 @click.option("--run", "runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A pairwise run folder (repeatable).")
+@click.option("--outputs", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Judge the arena's pairs now: a folder of <MODEL>_output folders (the systems' answers), "
+                   "with the --judge-* options; the pairwise run goes to --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@judge_options
+@run_options
 @_handled
-def judge_agreement(data: Path, verdict_files: tuple[Path, ...], runs: tuple[Path, ...], as_json: bool) -> None:
+def judge_agreement(data: Path, verdict_files: tuple[Path, ...], runs: tuple[Path, ...], outputs: Path | None,
+                    as_json: bool, **opts: Any) -> None:
     """Agreement with OpenING's human verdicts: ties force-divided, kept and excluded.
 
     The published IntJudge and GPT-4o verdicts are always shown as reference lines (82.42% and
-    71.08% with ties force-divided, as the OpenING paper reports).
+    71.08% with ties force-divided, as the OpenING paper reports); add a judge's verdicts from a
+    file (--verdicts), a pairwise run (--run), or by judging the arena's pairs now (--outputs).
+
+    \b
+    Examples:
+      llmi eval judge-agreement --data OpenING/
+      llmi eval judge-agreement --data OpenING/ --outputs gen_outputs/ --judge-base-url http://127.0.0.1:8000/v1
     """
     import json
 
     from rich.console import Console
 
     from ..evaluate.agreement import ARENA_FILES, agreement, arena_dir, load_verdicts, reference_lines
-    from ..evaluate.pairwise import agreement_table, judge_label, verdicts_of
+    from ..evaluate.pairwise import PairwiseBenchmark, agreement_table, judge_label, verdicts_of
     from ..evaluate.runs import RunDir
     from ..evaluate.summary import Summary
 
@@ -377,7 +391,12 @@ def judge_agreement(data: Path, verdict_files: tuple[Path, ...], runs: tuple[Pat
     lines = reference_lines(data)
     for path in verdict_files:
         lines.append(agreement(load_verdicts(path), human, name=path.name))
-    for folder in runs:
+    folders = list(runs)
+    if outputs is not None:  # judge the pairs first (a resumable pairwise run), then compare
+        bench = PairwiseBenchmark(data, outputs)
+        result = _evaluate(bench, opts, answers=None, judge=_judge(opts, max_tokens=400), kind="pairwise", summary=False)
+        folders.append(result.run.path)
+    for folder in folders:
         run = RunDir(folder)
         records = run.records()
         lines.append(agreement(verdicts_of(records), human, name=judge_label(run.config(), records, folder.name)))
