@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
 
-__all__ = ["ImageData"]
+__all__ = ["MAX_PIXELS", "ImageData"]
+
+#: the most pixels llmi decodes in one image: larger ones are refused from their header alone,
+#: so no tool or renderer ever holds a decompression bomb's pixels in memory
+MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -36,16 +40,16 @@ class ImageData:
         return hashlib.sha256(self.data).hexdigest()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ImageData":
-        """Decode ``data`` to learn its format and size; raises ``ValueError`` if it is no image."""
+    def from_bytes(cls, data: bytes, max_pixels: int = MAX_PIXELS) -> "ImageData":
+        """Read ``data``'s format and size; ``ValueError`` if it is no image or over ``max_pixels``."""
         from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(io.BytesIO(data)) as im:
                 fmt = (im.format or "png").lower()
-                width, height = im.size
+                width, height = _within(im.size, max_pixels)
                 im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
             raise ValueError(f"not a readable image: {exc}") from exc
         return cls(data=data, width=width, height=height, format="jpeg" if fmt == "jpg" else fmt)
 
@@ -69,9 +73,11 @@ class ImageData:
         return cls.from_pil(Image.new("RGB", (width, height), color))
 
     def to_pil(self) -> "PILImage.Image":
+        """The decoded picture; ``ValueError`` (before decoding) if its header is over ``MAX_PIXELS``."""
         from PIL import Image
 
         im = Image.open(io.BytesIO(self.data))
+        _within(im.size, MAX_PIXELS)
         im.load()
         return im
 
@@ -84,3 +90,9 @@ class ImageData:
     @property
     def extension(self) -> str:
         return {"jpeg": "jpg"}.get(self.format, self.format)
+
+
+def _within(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    if size[0] * size[1] > max_pixels:
+        raise ValueError(f"image of {size[0]}x{size[1]} pixels is over the {max_pixels:,}-pixel limit")
+    return size

@@ -14,16 +14,20 @@ Three levels, strongest first (``CodeSandboxTool(sandbox="auto")`` takes the fir
     a plain child process with a scrubbed environment, its own session, a private temporary
     directory and rlimits. **No network isolation.**
 
-At every level, when llmi runs as root, each job drops to a dedicated random uid (so
-``RLIMIT_NPROC`` counts only the job's processes, host files are protected by their
-permissions, and the job cannot signal its worker) and the worker sets rlimits on each job.
+At every level the worker's supervisor and zygote keep only the capabilities a clean start
+needs (``CAP_SYS_ADMIN`` to give each job its own mount and IPC namespaces and tmpfs,
+``CAP_SETUID``/``CAP_SETGID`` to give it a uid, ``CAP_KILL`` to clear it away); when llmi runs
+as root each job runs as a uid no earlier job had (so ``RLIMIT_NPROC`` counts only its own
+processes, host files are protected by their permissions, and it cannot signal anything of
+ours), and every job has rlimits and a seccomp filter. The supervisor's configuration and
+bubblewrap's options travel on pipes, not on command lines a job could read.
 """
 
 from __future__ import annotations
 
 import glob
 import importlib.util
-import json
+import itertools
 import logging
 import os
 import secrets
@@ -31,19 +35,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 __all__ = ["LEVELS", "LaunchPlan", "Launcher", "probe_level"]
 
 log = logging.getLogger("llmi.tools.sandbox")
 
 LEVELS = ("bwrap", "unshare", "rlimits")
-_HERE = os.path.dirname(os.path.abspath(__file__))
-WORKER_PATH = os.path.join(_HERE, "worker.py")
-RENDER_PATH = os.path.join(_HERE, "render.py")  # imported by the worker
-_INSIDE_WORKER = "/.llmi/worker.py"
-_INSIDE_RENDER = "/.llmi/render.py"
-_INSIDE_FONT_CACHE = "/.llmi/fontcache"
+INSIDE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inside")
+WORKER_PATH = os.path.join(INSIDE_DIR, "worker.py")
+_INSIDE = "/.llmi"  # where INSIDE_DIR is bound in the bwrap sandbox
+_INSIDE_FONT_CACHE = "/.llmi-fontcache"
+_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_ADMIN")
+# each worker's jobs take uids from their own block, so no two jobs of this process share one
+_UID_BLOCK = 1 << 16
+_uid_blocks = itertools.count(secrets.randbelow((2**31 - 2**24) // _UID_BLOCK) + 2**24 // _UID_BLOCK)
+_uid_lock = threading.Lock()
 _PACKAGES = ("numpy", "pandas", "matplotlib", "seaborn", "PIL")
 _ETC = ("/etc/fonts", "/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
 _SANDBOX_ENV = {
@@ -129,9 +137,11 @@ class Limits:
 
     memory: int = 1024 << 20  # address space on top of the warm worker's own
     fsize: int = 64 << 20  # largest file a job may write
-    tmpfs: int = 256 << 20  # size of the private /tmp (bwrap, unshare)
+    tmpfs: int = 256 << 20  # size of each job's own /tmp
+    inodes: int = 16384  # files and directories each job's /tmp may hold
     nofile: int = 256
     nproc: int = 64  # processes and threads of the job's uid
+    stack: int = 8 << 20  # the main thread's stack (and the default for new threads)
     max_output: int = 1 << 20  # bytes the code may print before it is stopped
     max_pixels: int = 40_000_000
 
@@ -141,18 +151,32 @@ class Limits:
             "fsize": self.fsize,
             "nofile": self.nofile,
             "nproc": self.nproc,
+            "stack": self.stack,
         }
 
 
 @dataclass
 class LaunchPlan:
-    """One worker's command line, environment and clean-up."""
+    """One worker's command line, environment, configuration and clean-up.
 
-    argv: list[str]
+    ``options`` (bubblewrap's) and ``config`` (the supervisor's) are sent on pipes, so neither
+    shows on a command line inside the sandbox; ``argv`` puts the pipes' numbers in.
+    """
+
+    wrapper: list[str]  # the sandbox command in front of the interpreter
+    interpreter: list[str]  # the interpreter and the worker script
     env: dict[str, str]
     cwd: str | None
-    uid: int | None
+    config: dict
+    options: list[str] = field(default_factory=list)
+    pidns: bool = False
     private_dir: str | None = None
+
+    def argv(self, config_fd: int, options_fd: int | None) -> list[str]:
+        wrapper = self.wrapper
+        if self.options:
+            wrapper = [*wrapper, "--args", str(options_fd), "--"]
+        return [*wrapper, *self.interpreter, str(config_fd)]
 
     def cleanup(self) -> None:
         if self.private_dir:
@@ -173,31 +197,32 @@ class Launcher:
         self.prewarm = prewarm
         self.is_root = os.geteuid() == 0
 
-    def _new_uid(self) -> int | None:
-        # A uid no account uses: the job's processes are then the only ones with it.
-        return 1_000_000 + secrets.randbelow(900_000_000) if self.is_root else None
-
     def plan(self, fd_in: int, fd_out: int) -> LaunchPlan:
-        uid = self._new_uid()
-        return getattr(self, f"_plan_{self.level}")(uid, fd_in, fd_out)
-
-    def _config(self, uid: int | None, fd_in: int, fd_out: int, **extra) -> str:
-        debug = bool(os.environ.get("LLMI_SANDBOX_DEBUG"))  # workers keep stderr (to the log file)
-        return json.dumps(
-            {
-                "uid": uid,
-                "fd_in": fd_in,
-                "fd_out": fd_out,
-                "debug": debug,
-                "limits": self.limits.job_fields(),
-                "prewarm": self.prewarm,
-                **extra,
-            }
+        plan: LaunchPlan = getattr(self, f"_plan_{self.level}")()
+        uid_base = None
+        if self.is_root:
+            with _uid_lock:
+                uid_base = next(_uid_blocks) * _UID_BLOCK
+        plan.config.update(
+            fd_in=fd_in,
+            fd_out=fd_out,
+            uid_base=uid_base,
+            uid_count=_UID_BLOCK,
+            pidns=plan.pidns,
+            debug=bool(os.environ.get("LLMI_SANDBOX_DEBUG")),  # workers keep stderr (the log)
+            limits=self.limits.job_fields(),
+            tmpfs=self.limits.tmpfs,
+            inodes=self.limits.inodes,
+            prewarm=self.prewarm,
         )
+        return plan
 
-    def _plan_bwrap(self, uid: int | None, fd_in: int, fd_out: int) -> LaunchPlan:
-        argv = [
-            "bwrap",
+    def _keep(self, dirs: list[str]) -> list[str]:
+        """Directories under /tmp a job still needs once its own tmpfs covers /tmp."""
+        return [d for d in dirs if d.startswith("/tmp/")]
+
+    def _plan_bwrap(self) -> LaunchPlan:
+        opts = [
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "sandbox",
             "--die-with-parent", "--new-session", "--clearenv",
@@ -205,11 +230,11 @@ class Launcher:
         ]  # fmt: skip
         for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             if os.path.islink(top):
-                argv += ["--symlink", os.readlink(top), top]
+                opts += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
-                argv += ["--ro-bind", top, top]
-        binds = [(p, p) for p in interpreter_dirs(self.python) + user_font_dirs()]
-        binds += [(WORKER_PATH, _INSIDE_WORKER), (RENDER_PATH, _INSIDE_RENDER)]
+                opts += ["--ro-bind", top, top]
+        interpreter = interpreter_dirs(self.python) + user_font_dirs()
+        binds = [(p, p) for p in interpreter] + [(INSIDE_DIR, _INSIDE)]
         inside_caches = []
         for i, path in enumerate(font_cache_files()):
             dest = f"{_INSIDE_FONT_CACHE}/{i}/{os.path.basename(path)}"
@@ -225,101 +250,103 @@ class Launcher:
             while d not in ("/", ""):
                 ancestors.add(d)
                 d = os.path.dirname(d)
-        # The private /tmp comes before the binds: an interpreter or checkout that lives under
-        # the host's /tmp (a CI clone, a venv in /tmp) is then bound on top of it, not hidden.
-        argv += ["--size", str(self.limits.tmpfs), "--perms", "1777", "--tmpfs", "/tmp"]
+        # The sandbox's /tmp comes before the binds: an interpreter or checkout that lives
+        # under the host's /tmp (a CI clone, a venv in /tmp) is then bound on top of it, not
+        # hidden. Jobs never write here: each gets its own tmpfs on /tmp.
+        opts += ["--size", str(16 << 20), "--perms", "0755", "--tmpfs", "/tmp"]
         for d in sorted(ancestors, key=lambda p: (p.count("/"), p)):
             if d in ("/usr", "/tmp") or d.startswith("/usr/"):
                 continue
-            argv += ["--perms", "0755", "--dir", d]
+            opts += ["--perms", "0755", "--dir", d]
         for path in _ETC:
-            argv += ["--ro-bind-try", path, path]
+            opts += ["--ro-bind-try", path, path]
         for src, dest in binds:
-            argv += ["--ro-bind", src, dest]
-        argv += [
+            opts += ["--ro-bind", src, dest]
+        opts += [
             "--proc", "/proc", "--dev", "/dev",
             "--perms", "0755", "--dir", "/tmp/.llmi-mpl",
             "--perms", "0755", "--dir", "/tmp/.llmi-cache",
             "--chdir", "/tmp",
         ]  # fmt: skip
-        if self.is_root:
-            # The worker stays root only to fork jobs that drop to ``uid`` and to kill them.
-            argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
-        env = dict(
-            _SANDBOX_ENV,
-            HOME="/tmp",
-            MPLCONFIGDIR="/tmp/.llmi-mpl",
-            XDG_CACHE_HOME="/tmp/.llmi-cache",
-            TMPDIR="/tmp",
-        )
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
-        config = self._config(
-            uid,
-            fd_in,
-            fd_out,
+        if self.is_root or _can_unshare_user():
+            # Namespaced when rootless; as root, real capabilities, which the supervisor and
+            # zygote keep (they never run model code) and every job sheds before it starts.
+            for cap in _CAPS:
+                opts += ["--cap-add", cap]
+        for key, value in _private_env("/tmp").items():
+            opts += ["--setenv", key, value]
+        config = {"lazy": True, "job_tmp": "/tmp", "keep": self._keep(interpreter),
+                  "font_cache": inside_caches, "workdir": "/tmp/job"}  # fmt: skip
+        return LaunchPlan(
+            wrapper=["bwrap"],
+            interpreter=[self.python, "-I", "-B", f"{_INSIDE}/worker.py"],
+            env={"PATH": _SANDBOX_ENV["PATH"]},
+            cwd="/",
+            config=config,
+            options=opts,
             pidns=True,
-            private_tmp=True,
-            workdir="/tmp/job",
-            font_cache=inside_caches,
         )
-        argv += ["--", self.python, "-I", "-B", _INSIDE_WORKER, config]
-        return LaunchPlan(argv=argv, env={"PATH": _SANDBOX_ENV["PATH"]}, cwd="/", uid=uid)
 
-    def _plan_unshare(self, uid: int | None, fd_in: int, fd_out: int) -> LaunchPlan:
-        size = self.limits.tmpfs
+    def _plan_unshare(self) -> LaunchPlan:
         mounts = (
-            f"mount -t tmpfs -o size={size},mode=1777 llmi-tmp /tmp && "
+            "mount -t tmpfs -o size=16m,mode=0755 llmi-tmp /tmp && "
             "{ mount -t tmpfs -o size=1m,mode=1777 llmi-vartmp /var/tmp || true; } && "
             "{ mount -t tmpfs -o size=1m,mode=1777 llmi-shm /dev/shm || true; } && "
             'mkdir -m 0755 /tmp/.llmi-mpl /tmp/.llmi-cache && cd /tmp && exec "$@"'
         )
-        config = self._config(
-            uid,
-            fd_in,
-            fd_out,
-            pidns=True,
-            private_tmp=True,
-            workdir="/tmp/job",
-            font_cache=font_cache_files(),
-        )
-        argv = [
+        wrapper = [
             "unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
             "--ipc", "--uts", "--mount", "--propagation", "private",
             "/bin/sh", "-c", mounts, "sh",
-            self.python, "-I", "-B", WORKER_PATH, config,
         ]  # fmt: skip
-        env = dict(
-            _SANDBOX_ENV,
-            HOME="/tmp",
-            MPLCONFIGDIR="/tmp/.llmi-mpl",
-            XDG_CACHE_HOME="/tmp/.llmi-cache",
-            TMPDIR="/tmp",
+        config = {"job_tmp": "/tmp", "keep": [], "font_cache": font_cache_files(),
+                  "workdir": "/tmp/job"}  # fmt: skip
+        # the host's /tmp is covered by the sandbox's own before the worker starts
+        return LaunchPlan(
+            wrapper=wrapper,
+            interpreter=[self.python, "-I", "-B", WORKER_PATH],
+            env=_private_env("/tmp"),
+            cwd="/",
+            config=config,
+            pidns=True,
         )
-        return LaunchPlan(argv=argv, env=env, cwd="/", uid=uid)
 
-    def _plan_rlimits(self, uid: int | None, fd_in: int, fd_out: int) -> LaunchPlan:
+    def _plan_rlimits(self) -> LaunchPlan:
         private = tempfile.mkdtemp(prefix="llmi-sandbox-")
-        mpl = os.path.join(private, ".llmi-mpl")
-        cache = os.path.join(private, ".llmi-cache")
-        os.mkdir(mpl)
-        os.mkdir(cache)
-        if uid is not None:
-            os.chown(private, uid, uid)
-        os.chmod(private, 0o700 if uid is None else 0o755)
-        config = self._config(
-            uid,
-            fd_in,
-            fd_out,
-            pidns=False,
-            workdir=os.path.join(private, "job"),
-            font_cache=font_cache_files(),
+        env = _private_env(private)
+        os.mkdir(env["MPLCONFIGDIR"])
+        os.mkdir(env["XDG_CACHE_HOME"])
+        os.chmod(private, 0o700 if not self.is_root else 0o711)
+        keep = self._keep([*interpreter_dirs(self.python), INSIDE_DIR])
+        config = {"job_tmp": "/tmp", "keep": keep, "font_cache": font_cache_files(),
+                  "workdir": os.path.join(private, "job")}  # fmt: skip
+        return LaunchPlan(
+            wrapper=[],
+            interpreter=[self.python, "-I", "-B", WORKER_PATH],
+            env=env,
+            cwd=private,
+            config=config,
+            private_dir=private,
         )
-        env = dict(
-            _SANDBOX_ENV, HOME=private, MPLCONFIGDIR=mpl, XDG_CACHE_HOME=cache, TMPDIR=private
-        )
-        argv = [self.python, "-I", "-B", WORKER_PATH, config]
-        return LaunchPlan(argv=argv, env=env, cwd=private, uid=uid, private_dir=private)
+
+
+def _private_env(home: str) -> dict[str, str]:
+    return dict(
+        _SANDBOX_ENV,
+        HOME=home,
+        MPLCONFIGDIR=os.path.join(home, ".llmi-mpl"),
+        XDG_CACHE_HOME=os.path.join(home, ".llmi-cache"),
+        TMPDIR=home,
+    )
+
+
+def _can_unshare_user() -> bool:
+    """Whether this (rootless) host lets bubblewrap create a user namespace, hence caps in it."""
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as fh:
+            return int(fh.read().strip() or 0) > 0
+    except (OSError, ValueError):
+        return False
 
 
 def probe_level(level: str, python: str = sys.executable, timeout: float = 20.0) -> str | None:
@@ -329,10 +356,10 @@ def probe_level(level: str, python: str = sys.executable, timeout: float = 20.0)
     tool = "bwrap" if level == "bwrap" else "unshare"
     if shutil.which(tool) is None:
         return f"{tool} is not installed"
-    launcher = Launcher(level, Limits(), python)
-    plan = launcher.plan(3, 4)
-    # Same command, but the interpreter only proves it can start inside.
-    argv = plan.argv[: plan.argv.index(python)] + [python, "-I", "-S", "-c", "import os"]
+    plan = Launcher(level, Limits(), python).plan(3, 4)
+    # Same sandbox, but the interpreter only proves it can start inside.
+    argv = [*plan.wrapper, *plan.options, *(["--"] if plan.options else [])]
+    argv += [python, "-I", "-S", "-c", "import os"]
     try:
         proc = subprocess.run(
             argv, env=plan.env, cwd=plan.cwd, stdin=subprocess.DEVNULL,

@@ -7,13 +7,13 @@ thread-safe, so the async tool can drive it from any event loop through ``asynci
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import queue
 import select
 import signal
-import struct
 import subprocess
 import tempfile
 import threading
@@ -22,37 +22,51 @@ from concurrent.futures import Future
 from typing import Any
 
 from ...errors import SandboxError, ToolTimeout
+from .inside import frames
 from .launch import Launcher, LaunchPlan
 
 __all__ = ["Pool", "Worker", "WorkerGone"]
 
 log = logging.getLogger("llmi.tools.sandbox")
 
-_MAX_JSON = 1 << 20
-_MAX_BINARY = 64 << 20
-
 
 class WorkerGone(Exception):
-    """The worker stopped answering or broke the protocol; it must be replaced."""
+    """The worker stopped answering or broke the protocol; it must be replaced.
+
+    ``why`` is ``"late"`` (no answer by the deadline), ``"died"``, ``"protocol"`` or
+    ``"cancelled"``.
+    """
+
+    def __init__(self, why: str, message: str) -> None:
+        super().__init__(message)
+        self.why = why
 
 
 class Worker:
+    """One sandboxed worker behind two private pipes (jobs in, results out)."""
+
     def __init__(self, launcher: Launcher, startup_timeout: float) -> None:
         self.jobs = 0
         self.info: dict[str, Any] = {}
+        self.next_uid: int | None = None  # the uid of the job process it holds ready
         job_r, self._job_w = os.pipe()
         self._res_r, res_w = os.pipe()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _close_fds
         self.plan: LaunchPlan = launcher.plan(job_r, res_w)
+        self.plan.config["startup"] = startup_timeout
+        config_r = _pipe_holding(json.dumps(self.plan.config).encode())
+        options = b"".join(o.encode() + b"\0" for o in self.plan.options)
+        options_r = _pipe_holding(options) if options else None
+        passed = [fd for fd in (job_r, res_w, config_r, options_r) if fd is not None]
         try:
             self.proc = _spawn(
-                self.plan.argv,
+                self.plan.argv(config_r, options_r),
                 env=self.plan.env,
                 cwd=self.plan.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=self._stderr,
-                pass_fds=(job_r, res_w),
+                pass_fds=passed,
                 start_new_session=True,  # one process group to kill
             )
         except OSError as exc:
@@ -60,8 +74,8 @@ class Worker:
             self.plan.cleanup()
             raise SandboxError(f"could not start a sandbox worker: {exc}") from exc
         finally:
-            os.close(job_r)
-            os.close(res_w)
+            for fd in passed:
+                os.close(fd)
         try:
             header, _ = self._read_frame(time.monotonic() + startup_timeout, None)
         except WorkerGone as exc:
@@ -72,51 +86,48 @@ class Worker:
             self.kill()
             raise SandboxError(f"a sandbox worker failed to start: {header.get('message')}")
         self.info = header
+        self.next_uid = header.get("next_uid")
 
     def run(self, job: dict, deadline: float, cancel: threading.Event | None) -> tuple[dict, bytes]:
         self.jobs += 1
         self._write_frame(job)
-        return self._read_frame(deadline, cancel)
+        header, png = self._read_frame(deadline, cancel)
+        if header.get("type") != "result" or header.get("id") != job.get("id"):
+            raise WorkerGone("protocol", "the worker answered out of turn")
+        self.next_uid = header.get("next_uid")
+        return header, png
 
     def _write_frame(self, header: dict) -> None:
-        data = json.dumps(header).encode()
-        buf = struct.pack(">II", len(data), 0) + data
         try:
-            view = memoryview(buf)
-            while view:
-                view = view[os.write(self._job_w, view) :]
+            frames.write(self._job_w, header)
         except OSError as exc:
-            raise WorkerGone(f"the worker stopped reading jobs ({exc})") from None
+            raise WorkerGone("died", f"the worker stopped reading jobs ({exc})") from None
 
     def _read_exact(self, n: int, deadline: float, cancel: threading.Event | None) -> bytes:
         chunks = []
         while n:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise WorkerGone("the worker did not answer in time")
+                raise WorkerGone("late", "the worker did not answer in time")
             if cancel is not None and cancel.is_set():
-                raise WorkerGone("the call was cancelled")
+                raise WorkerGone("cancelled", "the call was cancelled")
             ready, _, _ = select.select([self._res_r], [], [], min(left, 0.25))
             if not ready:
                 continue
             chunk = os.read(self._res_r, min(n, 1 << 20))
             if not chunk:
-                raise WorkerGone("the worker died")
+                raise WorkerGone("died", "the worker died")
             chunks.append(chunk)
             n -= len(chunk)
         return b"".join(chunks)
 
     def _read_frame(self, deadline: float, cancel: threading.Event | None) -> tuple[dict, bytes]:
-        jlen, blen = struct.unpack(">II", self._read_exact(8, deadline, cancel))
-        if jlen > _MAX_JSON or blen > _MAX_BINARY:
-            raise WorkerGone("the worker sent an oversized frame")
         try:
-            header = json.loads(self._read_exact(jlen, deadline, cancel))
-        except ValueError:
-            raise WorkerGone("the worker sent a malformed frame") from None
+            jlen, blen = frames.lengths(self._read_exact(8, deadline, cancel))
+            header = frames.header_of(self._read_exact(jlen, deadline, cancel))
+        except frames.FrameError as exc:
+            raise WorkerGone("protocol", f"the worker broke the protocol ({exc})") from None
         payload = self._read_exact(blen, deadline, cancel) if blen else b""
-        if not isinstance(header, dict):
-            raise WorkerGone("the worker sent a malformed frame")
         return header, payload
 
     def _stderr_tail(self) -> str:
@@ -136,8 +147,8 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:
             pass
-        if self.plan.uid is not None:
-            _kill_uid(self.plan.uid)  # job processes that left the sandbox's process tree
+        if not self.plan.pidns and self.next_uid is not None:
+            _kill_uid(self.next_uid)  # a job's daemons outside the process group, no PID namespace
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - unkillable (D state)
@@ -152,6 +163,20 @@ class Worker:
             except OSError:
                 pass
         self._stderr.close()
+
+
+def _pipe_holding(data: bytes) -> int:
+    """The read end of a pipe that already holds ``data`` (and whose write end is closed)."""
+    r, w = os.pipe()
+    try:
+        if len(data) > 60_000:
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, min(1 << 20, len(data) + 4096))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view) :]
+    finally:
+        os.close(w)
+    return r
 
 
 _spawn_queue: queue.SimpleQueue[tuple[Future, tuple, dict]] = queue.SimpleQueue()
@@ -203,7 +228,11 @@ def _kill_uid(uid: int) -> None:
 
 
 class Pool:
-    """Keeps ``size`` workers started; hands idle ones out and replaces broken ones."""
+    """Keeps ``size`` workers started; hands idle ones out and replaces broken ones.
+
+    A cold pool starts one worker first and the others once it is ready, so the first chart
+    does not share the machine's cores with every other worker's imports.
+    """
 
     def __init__(self, launcher: Launcher, size: int, startup_timeout: float, max_jobs: int):
         self.launcher = launcher
@@ -219,10 +248,12 @@ class Pool:
         self._failures = 0
         self.started = 0
         self.replaced = 0
+        self.unhealthy = 0  # replaced because they could not promise a job a clean start
 
     def _fill(self) -> None:
         """Start workers until the pool is full again (caller holds the lock)."""
-        while self._count < self.size and not self._closed:
+        target = self.size if self.started else 1
+        while self._count < target and not self._closed:
             self._count += 1
             self._starting += 1
             threading.Thread(target=self._start_one, name="llmi-sandbox-start", daemon=True).start()
@@ -251,7 +282,19 @@ class Pool:
                 self._count -= 1
                 return
             self._idle.append(worker)
+            self._fill()  # the first worker is up: now the others
             self._cond.notify_all()
+
+    def wait_ready(self, deadline: float) -> None:
+        """Start every worker and wait until all are idle (or raise why they cannot start)."""
+        with self._cond:
+            self._fill()
+            while len(self._idle) < self.size and time.monotonic() < deadline:
+                if self._closed:
+                    raise SandboxError("the code tool was closed")
+                if self._start_error is not None and self._starting == 0:
+                    raise self._start_error
+                self._cond.wait(0.5)
 
     def acquire(self, deadline: float) -> Worker:
         with self._cond:
@@ -278,17 +321,20 @@ class Pool:
                     raise ToolTimeout("no sandbox worker became free in time")
                 self._cond.wait(min(left, 1.0))
 
-    def release(self, worker: Worker, healthy: bool) -> None:
+    def release(self, worker: Worker, healthy: bool, unhealthy: bool = False) -> None:
+        """Back to the idle list, or (``healthy=False``) killed and replaced; ``unhealthy``
+        counts a worker that said it could not give the next job a clean start."""
         if healthy and worker.jobs >= self.max_jobs:
             healthy = False
         with self._cond:
-            if healthy and not self._closed and worker.alive():
+            if healthy and not unhealthy and not self._closed and worker.alive():
                 self._idle.append(worker)
                 self._cond.notify_all()
                 return
             self._count -= 1
             if not self._closed:
                 self.replaced += 1
+                self.unhealthy += bool(unhealthy)
             self._fill()  # the replacement starts before the old one is even dead
         worker.kill()
 

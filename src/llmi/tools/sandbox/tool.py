@@ -10,15 +10,15 @@
 How it works (details in ``docs/sandbox.md``):
 
 1. On the first ``run`` the tool picks the strongest sandbox level the host supports
-   (``bwrap`` > ``unshare`` > ``rlimits``; a weaker one is logged as a warning) and starts
-   ``workers`` warm worker processes (``worker.py``) with numpy, pandas, matplotlib
-   and seaborn imported.
-2. Each job goes to an idle worker over a private pipe; the worker forks a fresh child for it
-   (new globals, own process group, dropped privileges, rlimits), which renders every drawn
-   figure to one PNG.
-3. A job that hangs, crashes, floods its output or leaves processes behind is killed; a worker
-   that dies or stops answering is killed with its whole sandbox and replaced, so the pool never
-   shrinks for good.
+   (``bwrap`` > ``unshare`` > ``rlimits``; a weaker one is logged as a warning) and starts one
+   worker (``inside/worker.py``), then the other ``workers - 1`` once it is ready.
+2. Each job goes to an idle worker over a private pipe; there a process forked from a zygote
+   that never saw a job, in its own namespaces, tmpfs, uid, rlimits and seccomp filter, runs
+   it and renders every drawn figure to one PNG.
+3. The answer is believed only as far as it checks out (``png.checked_png``). A job that hangs,
+   crashes, floods its output or leaves processes behind is killed; a worker that dies, stops
+   answering, breaks the protocol or cannot give a job a clean start is killed with its whole
+   sandbox and replaced, so the pool never shrinks for good.
 
 The pool lives in threads with blocking pipes, so ``run`` works from any event loop.
 """
@@ -34,9 +34,10 @@ from typing import Any, ClassVar
 
 from ...errors import EmptyFigure, SandboxError, ToolTimeout
 from ...image import ImageData
-from .launch import LEVELS, Launcher, Limits, probe_level
-from .pool import Pool, Worker, WorkerGone
 from ..base import ToolCall, ToolOutput
+from .launch import LEVELS, Launcher, Limits, probe_level
+from .png import checked_png
+from .pool import Pool, Worker, WorkerGone
 
 __all__ = ["CodeSandboxTool", "Limits"]
 
@@ -149,25 +150,24 @@ class CodeSandboxTool:
         return self._run_blocking(code, limit + self.startup_timeout, None, limit)
 
     def warm_up(self, wait: bool = True, timeout: float | None = None) -> None:
-        """Start the workers now instead of on the first ``run``."""
+        """Start the workers now instead of on the first ``run`` (cheap to call again).
+
+        With ``wait=False`` it returns at once: one worker starts, the rest when it is ready.
+        """
         pool = self._get_pool()
         if wait:
-            deadline = time.monotonic() + (timeout or self.startup_timeout)
+            pool.wait_ready(time.monotonic() + (timeout or self.startup_timeout))
+        else:
             with pool._cond:
                 pool._fill()
-                while len(pool._idle) < pool.size and time.monotonic() < deadline:
-                    if pool._start_error is not None and pool._starting == 0:
-                        raise pool._start_error
-                    pool._cond.wait(0.5)
 
     @property
     def stats(self) -> dict[str, int]:
+        """Workers ``started``, ``replaced`` and, of those, ``unhealthy`` (no clean start)."""
         pool = self._pool
-        return (
-            {"started": pool.started, "replaced": pool.replaced}
-            if pool
-            else {"started": 0, "replaced": 0}
-        )
+        if pool is None:
+            return {"started": 0, "replaced": 0, "unhealthy": 0}
+        return {"started": pool.started, "replaced": pool.replaced, "unhealthy": pool.unhealthy}
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -227,23 +227,29 @@ class CodeSandboxTool:
             try:
                 header, png = self._send(worker, code, limit, cancel)
             except WorkerGone as exc:
-                pool.release(worker, healthy=False)
-                if cancel is not None and cancel.is_set():
+                pool.release(worker, healthy=False, unhealthy=exc.why == "protocol")
+                if exc.why == "cancelled":
                     raise ToolTimeout("the chart was cancelled") from None
-                if "died" not in str(exc) and worker.alive():
+                if exc.why == "late" and worker.alive():
                     raise SandboxError(
                         f"the code ran longer than the {limit:.3g} s time limit and was killed"
                     ) from None
                 if attempt == 1:
                     # A worker can die between jobs (killed from outside, host OOM): the job
                     # gets one more try on a fresh worker.
-                    log.warning("sandbox worker died during a job; retrying on another")
+                    log.warning("sandbox worker lost during a job (%s); retrying on another", exc)
                     continue
                 raise SandboxError(
-                    "the sandbox worker died while running the code (it was replaced)"
+                    f"the sandbox worker failed while running the code ({exc}); it was replaced"
                 ) from None
-            # a worker whose private /tmp is filling up is replaced rather than reused
-            pool.release(worker, healthy=not header.get("recycle"))
+            if header.get("kind") == "unhealthy":
+                # it could not give this job a clean start: the job never ran; try another
+                pool.release(worker, healthy=False, unhealthy=True)
+                if attempt == 1:
+                    log.warning("%s; replacing it", header.get("message"))
+                    continue
+                raise SandboxError(str(header.get("message")))
+            pool.release(worker, healthy=True)
             # 3. the answer
             return self._to_output(header, png, waited)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -259,38 +265,32 @@ class CodeSandboxTool:
             "id": job_id,
             "code": code,
             "timeout": limit,
-            "limits": self.limits.job_fields(),
             "max_output": self.limits.max_output,
             "max_pixels": self.limits.max_pixels,
         }
-        header, png = worker.run(job, time.monotonic() + limit + _GRACE, cancel)
-        if header.get("type") != "result" or header.get("id") != job_id:
-            raise WorkerGone("the worker answered out of turn")
-        return header, png
+        return worker.run(job, time.monotonic() + limit + _GRACE, cancel)
 
     def _to_output(self, header: dict, png: bytes, waited: float) -> ToolOutput:
         level = self.sandbox_level
+        output = str(header.get("output") or "").strip()
         if not header.get("ok"):
             message = str(header.get("message") or "the code failed")
             if header.get("kind") == "empty":
                 raise EmptyFigure(message, _blank_figure())
-            output = str(header.get("output") or "").strip()
             if output and header.get("kind") in ("exit", "signal", "cpu", "timeout", "memory"):
                 message += f"; last output: {output[-300:]!r}"
             raise SandboxError(message)
         try:
-            image = ImageData.from_bytes(png)
+            image = checked_png(png, self.limits.max_pixels)
         except ValueError as exc:
-            raise SandboxError(f"the chart could not be read back: {exc}") from None
-        if image.format != "png":
-            raise SandboxError("the chart is not a PNG")
+            raise SandboxError(f"{exc}; it was refused") from None
         info: dict[str, Any] = {
-            "figures": int(header.get("figures", 1)),
+            "figures": _number(header.get("figures"), int, 1),
             "sandbox_level": level,
-            "render_s": round(float(header.get("wall_s", 0.0)), 4),
+            "render_s": round(_number(header.get("wall_s"), float, 0.0), 4),
             "queue_s": round(waited, 4),
+            "setup_ms": _number(header.get("setup_ms"), float, 0.0),
         }
-        output = str(header.get("output") or "").strip()
         if output:
             info["stdout_tail"] = output[-500:]
         return ToolOutput(image=image, info=info)
@@ -307,3 +307,10 @@ def _blank_figure() -> ImageData:
     """What LLM-I's runner saves when nothing was drawn: the empty default figure, 660x500 of
     white once ``bbox_inches='tight'`` pads it."""
     return ImageData.blank(660, 500)
+
+
+def _number(value: object, kind: type, default: float) -> Any:
+    """A number from the worker's answer, or ``default`` for anything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return kind(value)
+    return default

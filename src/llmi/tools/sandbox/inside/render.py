@@ -1,7 +1,11 @@
 """Running chart code and turning its figures into one PNG (inside the sandbox; no llmi imports).
 
-Used by ``worker.py``: the worker builds one ``Renderer`` (imports, CJK font fallback,
-warm-up) before it forks, and each job process calls ``Renderer.run`` once.
+Used by the zygote: it builds one ``Renderer`` before it forks any job, in two stages —
+``prepare_core`` (numpy, matplotlib, the CJK font fallback: all a first chart needs) and
+``prepare_rest`` (pandas, seaborn, the modules chart code often imports, a throw-away chart that
+fills matplotlib's caches). A job forked between the two finds ``pd`` and ``sns`` as
+``LazyModule`` stand-ins that import on first use, so the first chart of a cold start does not
+wait for libraries it may never touch. Each job process calls ``Renderer.run`` once.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import struct
 import sys
 import traceback
+import types
 import warnings
 
 CODE_FILENAME = "<chart code>"
@@ -43,6 +48,29 @@ DEFAULT_MAX_PIXELS = 40_000_000
 Result = tuple[dict, bytes]
 
 
+class LazyModule(types.ModuleType):
+    """Stands in for a module until first touched, then imports it and steps aside.
+
+    >>> ns = {}
+    >>> ns["j"] = LazyModule("json", ns, "j")
+    >>> ns["j"].dumps([1])
+    '[1]'
+    >>> type(ns["j"]).__name__  # the job's globals now hold the real module
+    'module'
+    """
+
+    def __init__(self, name: str, namespace: dict | None = None, key: str = "") -> None:
+        super().__init__(name)
+        self.__dict__["_llmi_where"] = (namespace, key)
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self.__name__)
+        namespace, key = self.__dict__["_llmi_where"]
+        if namespace is not None and namespace.get(key) is self:
+            namespace[key] = module
+        return getattr(module, attr)
+
+
 class Renderer:
     """The plotting libraries, imported and warmed once; ``run`` executes one job's code."""
 
@@ -50,31 +78,43 @@ class Renderer:
         self.memory_limit = memory_limit  # only for messages
         self.cjk_font: str | None = None
 
-    # 1. once, in the worker
-    def prepare(self) -> None:
+    # 1. once, in the zygote, before any job is forked
+    def prepare_core(self) -> None:
+        """What the first chart needs: numpy, matplotlib (Agg) and the CJK fallback."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib._pylab_helpers as pylab_helpers
         import matplotlib.pyplot as plt
         import numpy as np
-        import pandas as pd
-        import seaborn as sns
         from matplotlib.figure import Figure
 
         logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message=".*non-interactive.*cannot be shown")
-        self.np, self.pd, self.plt, self.sns, self.Figure = np, pd, plt, sns, Figure
-        self.helpers = pylab_helpers
+        plt.switch_backend("agg")  # resolved now: the job's pyplot has switch_backend disabled
+        self.np, self.plt, self.Figure, self.helpers = np, plt, Figure, pylab_helpers
+        self.pd = self.sns = None  # LazyModules in a job forked before prepare_rest
         self.save = Figure.savefig  # the real one; the code only ever sees a stand-in
+        self.cjk_font = install_cjk_fallback()
+
+    def prepare_rest(self):
+        """The rest, one step per ``next()``, so the zygote can fork jobs in between."""
+        import pandas as pd
+
+        self.pd = pd
+        yield
+        import seaborn as sns
+
+        self.sns = sns
+        yield
         for name in PRELOAD:
             try:
                 importlib.import_module(name)
             except ImportError:
                 pass
-        self.cjk_font = install_cjk_fallback()
+        yield
         self._warm_up()
-        plt.close("all")
+        self.plt.close("all")
 
     def _warm_up(self) -> None:
         """Fill matplotlib's font, text and renderer caches, which every job then inherits."""
@@ -114,14 +154,9 @@ class Renderer:
     # 3. the job: run the code, render what it drew
     def run(self, code: str, job: dict, job_pid: int) -> Result:
         kept = self._patch_pyplot()
-        namespace = {
-            "__name__": "__main__",
-            "__builtins__": __builtins__,
-            "plt": self.plt,
-            "pd": self.pd,
-            "sns": self.sns,
-            "np": self.np,
-        }
+        namespace = {"__name__": "__main__", "__builtins__": __builtins__, "plt": self.plt, "np": self.np}
+        namespace["pd"] = self.pd or LazyModule("pandas", namespace, "pd")
+        namespace["sns"] = self.sns or LazyModule("seaborn", namespace, "sns")
         try:
             compiled = compile(code, CODE_FILENAME, "exec")
         except SyntaxError as exc:

@@ -1,0 +1,481 @@
+"""The supervisor: the sandbox's first process, between llmi and the job processes.
+
+Started as ``python -I -B worker.py CONFIG_FD`` (the configuration arrives on a pipe, so no
+command line shows it). Standard library only, and small: it forks the zygote (``zygote.py``)
+*before* reading anything from llmi, then for each job
+
+1. takes the job process the zygote prepared (forked, in its clean start, waiting) and checks
+   that it made its clean start; a second one is tried, and a worker that cannot give a job a
+   clean start says so (``unhealthy``) and is replaced by llmi;
+2. writes the job to it and watches it: the time limit, the output cap, the result cap;
+3. reads its one result frame and trusts none of it: exactly one well-formed frame, only the
+   fields it expects, of the types it expects, the message shortened, the payload a PNG
+   (which llmi checks again, fully);
+4. answers llmi, then clears the job away: its process group, every process of its uid (a
+   uid no other job had; without one, every process in the sandbox but ours), and where the job
+   had no namespace of its own, its directory; then asks the zygote for the next job process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import stat
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script, with -I
+import frames  # noqa: E402 - the sibling frames.py
+
+_KINDS = frozenset(
+    {"syntax", "exit", "exception", "memory", "empty", "too_large", "signal", "cpu", "timeout",
+     "output", "protocol", "unhealthy"}
+)  # fmt: skip
+_MAX_MESSAGE = 2000
+_READY_TIMEOUT = 30.0  # a job process's clean start takes milliseconds; this is a hang
+
+
+class Spare:
+    """A job process the zygote forked: its pid, uid, our ends of its pipes and a pidfd."""
+
+    def __init__(self, pid: int, uid: int | None, fds: list[int]) -> None:
+        self.pid, self.uid = pid, uid
+        self.job_w, self.res_r, self.out_r, self.pidfd = fds
+        self.setup: dict = {}
+
+    def close(self) -> None:
+        for fd in (self.job_w, self.res_r, self.out_r, self.pidfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.job_w = self.res_r = self.out_r = self.pidfd = -1
+
+
+class Supervisor:
+    def __init__(self, config: dict, sock: socket.socket, zygote: int) -> None:
+        self.config = config
+        self.sock = sock
+        self.zygote = zygote
+        self.fd_in, self.fd_out = int(config["fd_in"]), int(config["fd_out"])
+        self.pidns = bool(config.get("pidns"))
+        self.pid1 = os.getpid() == 1  # then we reap the sandbox's orphans
+        base = config.get("uid_base")
+        count = int(config.get("uid_count", 1 << 20))
+        self.uids = iter(range(base + 1, base + count)) if base is not None else None
+        self.spare: Spare | None = None  # the next job's process, once the zygote forked it
+        self.next_uid: int | None = None  # the uid asked for it
+        self.pending = False  # asked the zygote for it, no answer yet
+        self.exits: dict[int, int] = {}  # wait statuses the zygote reported
+        self.problem: str | None = None  # why the next job could not get a clean start
+
+    # --- the serving loop -----------------------------------------------------------------
+
+    def serve(self) -> None:
+        ready = self._from_zygote("ready", time.monotonic() + float(self.config.get("startup", 120)))
+        if ready is None or ready.get("type") != "ready":
+            frames.write(self.fd_out, ready or {"type": "failed", "message": "the zygote died"})
+            return
+        self._ask_for_spare()  # forked while llmi sends the first job
+        frames.write(self.fd_out, {**ready, "pid": os.getpid(), "next_uid": self.next_uid})
+        while True:
+            frame = frames.read(self.fd_in)
+            if frame is None:  # llmi closed the pipe: we are done
+                self._clear(self._take_spare(wait=False))
+                return
+            header, _ = frame
+            if header.get("type") == "job":
+                started = time.monotonic()
+                spare, result, png = self.run_job(header)
+                result.update(type="result", id=header.get("id"), next_uid=self.next_uid,
+                              wall_s=round(time.monotonic() - started, 4))  # fmt: skip
+                frames.write(self.fd_out, result, png)
+                self._clear(spare)  # off the critical path: llmi has its answer
+                self._ask_for_spare()
+            elif header.get("type") == "ping":
+                frames.write(self.fd_out, {"type": "pong", "id": header.get("id")})
+
+    # --- 1. a job process in its clean start ------------------------------------------------
+
+    def _ask_for_spare(self) -> None:
+        if self.pending or self.spare is not None or self.problem:
+            return
+        uid = None
+        if self.uids is not None:
+            uid = next(self.uids, None)
+            if uid is None:
+                self.problem = "this worker has used up its block of fresh uids"
+                return
+        try:
+            self.sock.send(json.dumps({"type": "spawn", "uid": uid}).encode())
+        except OSError:
+            self.problem = "the zygote is gone"
+            return
+        self.pending, self.next_uid = True, uid
+
+    def _take_spare(self, wait: bool = True) -> Spare | None:
+        if self.spare is None and self.pending and wait:
+            if self._from_zygote("spawned", time.monotonic() + 60.0) is None:
+                self.problem = "the zygote did not fork a job process"
+        spare, self.spare = self.spare, None
+        return spare
+
+    def _from_zygote(self, wanted: str, deadline: float) -> dict | None:
+        """Messages from the zygote until one of type ``wanted`` (others are recorded)."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                return None
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 65536, 8)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                return None  # the zygote died
+            message = json.loads(data)
+            kind = message.get("type")
+            if kind == "exited":
+                self.exits[message["pid"]] = message["status"]
+            elif kind == "spawned" and len(fds) == 4:
+                self.pending = False
+                self.spare = Spare(message["pid"], message.get("uid"), fds)
+            if kind in (wanted, "failed"):
+                return message
+
+    def _ready_spare(self) -> tuple[Spare | None, list[str]]:
+        """The prepared job process once it reports its clean start (two tries)."""
+        reasons = [self.problem] if self.problem else []
+        for _ in range(2 if not reasons else 0):
+            self._ask_for_spare()
+            spare = self._take_spare()
+            if spare is None:
+                reasons.append(self.problem or "no job process was forked")
+                break
+            why = self._await_ready(spare)
+            if why is None:
+                return spare, reasons
+            reasons.append(why)
+            self._clear(spare)
+        return None, reasons
+
+    def _await_ready(self, spare: Spare) -> str | None:
+        """None once the job process said it made its clean start, else why not."""
+        deadline = time.monotonic() + _READY_TIMEOUT
+        buf = b""
+        try:
+            want = 8
+            while len(buf) < want:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([spare.res_r], [], [], left)[0]:
+                    return "its job process did not make its clean start in time"
+                chunk = os.read(spare.res_r, want - len(buf))
+                if not chunk:
+                    return "its job process died during its clean start"
+                buf += chunk
+                if len(buf) == 8:
+                    want = 8 + sum(frames.lengths(buf))
+            header, _ = frames.parse(buf)
+        except (frames.FrameError, OSError) as exc:
+            return f"its job process broke the protocol ({exc})"
+        if header.get("type") != "ready":
+            return str(header.get("message") or "its job process made no clean start")[:300]
+        spare.setup = header
+        return None
+
+    # --- 2. the job -------------------------------------------------------------------------
+
+    def run_job(self, job: dict) -> tuple[Spare | None, dict, bytes]:
+        spare, reasons = self._ready_spare()
+        if spare is None:
+            message = "the sandbox worker could not give the job a clean start: " + "; ".join(reasons)
+            return None, _fail("unhealthy", message), b""
+        try:
+            frames.write(spare.job_w, {k: job.get(k) for k in ("code", "timeout", "max_pixels")})
+        except OSError:
+            pass  # it died after saying ready: its exit status tells the story
+        os.close(spare.job_w)
+        spare.job_w = -1
+        timeout = float(job.get("timeout") or 20.0)
+        result, png = self._supervise(spare, timeout, int(job.get("max_output") or 1 << 20))
+        result.update(setup_ms=spare.setup.get("setup_ms"), isolated=bool(spare.setup.get("isolated")))
+        return spare, result, png
+
+    def _supervise(self, spare: Spare, timeout: float, max_output: int) -> tuple[dict, bytes]:
+        deadline = time.monotonic() + timeout
+        for fd in (spare.res_r, spare.out_r):
+            os.set_blocking(fd, False)
+        res, tail = bytearray(), bytearray()
+        printed = 0
+        failure: dict | None = None
+        open_fds = {spare.res_r, spare.out_r}
+        while failure is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failure = _fail("timeout", f"the code ran longer than the {timeout:.3g} s time limit and was killed")
+                break
+            ready = select.select([*open_fds, spare.pidfd], [], [], left)[0]
+            gone = spare.pidfd in ready
+            # once the process is gone, whatever it wrote is already in the pipes: drain them
+            for fd in list(open_fds if gone else (f for f in ready if f != spare.pidfd)):
+                while (chunk := _read_some(fd)) is not None:
+                    if not chunk:
+                        open_fds.discard(fd)
+                        break
+                    if fd == spare.res_r:
+                        res += chunk
+                        if len(res) > 8 + frames.MAX_JSON + frames.MAX_BINARY:
+                            failure = _fail("protocol", "the job's result was too large")
+                    else:
+                        printed += len(chunk)
+                        tail += chunk
+                        del tail[:-4096]
+                        if printed > max_output:
+                            failure = _fail("output", f"the code printed more than {_size(max_output)} and was stopped")
+                    if failure or not gone:
+                        break
+            if gone:
+                break
+        if failure is not None:
+            self._kill(spare)
+        status = self._exit_status(spare)
+        output = tail.decode("utf-8", "replace")
+        if failure is not None:
+            return {**failure, "output": output}, b""
+        header, png = _checked(bytes(res)) if res else (_describe_exit(status), b"")
+        return {**header, "output": output}, png
+
+    def _exit_status(self, spare: Spare) -> int:
+        """The job process's wait status, as the zygote (its parent, which reaps it) reports it."""
+        deadline = time.monotonic() + 10.0
+        while spare.pid not in self.exits:
+            if self._from_zygote("exited", deadline) is None:
+                self.problem = "the zygote stopped reporting its job processes"
+                return signal.SIGKILL
+        return self.exits.pop(spare.pid)
+
+    # --- 4. clearing the job away -----------------------------------------------------------
+
+    def _clear(self, spare: Spare | None) -> None:
+        """Kill everything the job left and remove what it could not take with it."""
+        if spare is None:
+            return
+        self._kill(spare)
+        if spare.uid is not None:
+            _as_uid(spare.uid, _kill_all_mine)
+        elif self.pidns and not _kill_all_but(self.zygote):
+            self.problem = "processes of the last job could not be killed"
+        if self.pid1:
+            _reap_orphans()
+        home = spare.setup.get("home")
+        if spare.setup and not spare.setup.get("isolated") and home:
+            if spare.uid is not None:
+                _as_uid(spare.uid, lambda: _remove_tree(home))  # its owner may always chmod
+            else:
+                _remove_tree(home)
+            if os.path.lexists(home):
+                self.problem = f"the last job's directory {home} could not be removed"
+        spare.close()
+
+    @staticmethod
+    def _kill(spare: Spare) -> None:
+        try:
+            os.killpg(spare.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _checked(buf: bytes) -> tuple[dict, bytes]:
+    """The job's answer, believed only as far as it checks out."""
+    try:
+        header, png = frames.parse(buf)
+    except frames.FrameError as exc:
+        return _malformed(str(exc))
+    if header.get("type") != "result":
+        return _malformed("not a result frame")
+    if header.get("ok") is True:
+        figures = header.get("figures")
+        if not isinstance(figures, int) or isinstance(figures, bool) or not 1 <= figures <= 1000:
+            return _malformed("no figure count")
+        if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+            return _fail("protocol", "the job sent something that is not a PNG"), b""
+        return {"ok": True, "figures": figures}, png
+    kind = header.get("kind")
+    message = header.get("message")
+    out = {
+        "ok": False,
+        "kind": kind if isinstance(kind, str) and kind in _KINDS else "exception",
+        "message": (message if isinstance(message, str) and message else "the code failed")[:_MAX_MESSAGE],
+    }
+    return out, b""
+
+
+def _malformed(why: str) -> tuple[dict, bytes]:
+    return _fail("protocol", f"the job sent a malformed result ({why})"), b""
+
+
+def _fail(kind: str, message: str) -> dict:
+    return {"ok": False, "kind": kind, "message": message}
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n} bytes"
+
+
+def _read_some(fd: int) -> bytes | None:
+    """Bytes available now; b"" at end of file; None when nothing is waiting."""
+    try:
+        return os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+def _as_uid(uid: int, action) -> None:
+    """Run ``action`` in a throw-away child that has become ``uid`` (and only that)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            action()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _kill_all_mine() -> None:
+    # kill(-1) reaches every process this uid may signal: only the job's, which had this uid
+    # alone; never init, never the caller
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _kill_all_but(zygote: int, deadline_s: float = 2.0) -> bool:
+    """Without a uid of the job's own: kill every process in our PID namespace but ours."""
+    ours = {1, os.getpid(), zygote}
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        left = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in ours]
+        alive = [p for p in left if _state(p) not in ("Z", "X", "")]
+        if not alive:
+            return True
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _reap_orphans()
+        time.sleep(0.002)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _remove_tree(path: str) -> None:
+    """Remove ``path`` whatever modes the job set on it (run as their owner)."""
+    if not os.path.lexists(path):
+        return
+
+    def allow(func, target, _exc) -> None:
+        parent = os.path.dirname(target)
+        for p in (parent, target):
+            try:
+                if not os.path.islink(p):
+                    os.chmod(p, stat.S_IRWXU)
+            except OSError:
+                pass
+        try:
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, onerror=allow)
+            else:
+                os.unlink(target)
+        except OSError:
+            pass
+
+    try:
+        os.chmod(path, stat.S_IRWXU)
+    except OSError:
+        pass
+    shutil.rmtree(path, onerror=allow)
+
+
+def _reap_orphans() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _describe_exit(status: int) -> dict:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        reason = {
+            "SIGXCPU": "it used up its CPU time limit",
+            "SIGKILL": "killed (perhaps out of memory, or by the code itself)",
+            "SIGSEGV": "it crashed (segmentation fault)",
+            "SIGXFSZ": "it exceeded the file size limit",
+            "SIGABRT": "it aborted",
+            "SIGSYS": "it made a forbidden system call",
+        }.get(name, "")
+        kind = "cpu" if name == "SIGXCPU" else "signal"
+        extra = f": {reason}" if reason else ""
+        return _fail(kind, f"the code was killed by {name}{extra}")
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    return _fail("exit", f"the code exited (status {code}) before the chart was rendered")
+
+
+def main() -> None:
+    with os.fdopen(int(sys.argv[1]), "rb") as fh:  # the configuration, then the pipe is gone
+        config = json.loads(fh.read())
+    for name in ("SIGINT", "SIGPIPE", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)  # llmi ends us with SIGKILL or EOF
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    zygote = os.fork()
+    if zygote == 0:  # the zygote: it has seen nothing of llmi's and never will
+        ours.close()
+        for fd in (int(config["fd_in"]), int(config["fd_out"])):
+            os.close(fd)
+        for name in ("SIGINT", "SIGPIPE", "SIGHUP"):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        import zygote as zygote_module
+
+        try:
+            zygote_module.main(config, theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    # After start-up nothing of ours writes to the inherited stderr (kept when debugging).
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    if not config.get("debug"):
+        os.dup2(null, 2)
+    Supervisor(config, ours, zygote).serve()
+
+
+if __name__ == "__main__":
+    main()
