@@ -5,14 +5,20 @@ Every backend that downloads (search results, generated-image URLs) goes through
 
 1. **Scheme**: ``http`` and ``https`` only.
 2. **Address**: the host is resolved first and *every* address it resolves to must be public
-   (no loopback, private, link-local, multicast, reserved, shared or unspecified address, also
-   when hidden in IPv4-mapped, NAT64, 6to4 or Teredo IPv6 forms). The connection then goes to
-   the vetted IP itself (the URL is rewritten to the IP, the ``Host`` header and TLS SNI carry
-   the original name, and the certificate is checked against that name), so a DNS answer that
-   changes between check and connect (DNS rebinding) cannot redirect the download.
+   (``is_public_address``: globally routable unicast, and none of the special-purpose ranges —
+   loopback, private, shared, link-local, site-local, multicast, reserved, documentation,
+   benchmarking, discard, unspecified — also when an IPv4 address hides inside an IPv6 one:
+   mapped, compatible, translated, NAT64 well-known and local-use, 6to4, Teredo). The
+   connection then goes to the vetted IP itself (the URL is rewritten to the IP, the ``Host``
+   header and TLS SNI carry the original name, and the certificate is checked against that
+   name), so a DNS answer that changes between check and connect (DNS rebinding) cannot
+   redirect the download.
 3. **Redirects** are followed by hand, at most ``max_redirects``, each hop checked as in 1-2.
 4. **Bytes**: a declared ``Content-Length`` over ``max_bytes`` is refused before reading; the
-   body is streamed and cut at ``max_bytes`` whatever the header said.
+   body is streamed and cut at ``max_bytes`` whatever the header said. Content encodings
+   (``gzip``, ``deflate``, stacked any number of times up to 8) are undone here, a bounded step
+   at a time, so the *decoded* bytes are capped as they are produced and memory stays near the
+   cap whatever the compression ratio; any other encoding is refused.
 5. **Time**: ``connect_timeout`` and ``read_timeout`` per operation, and ``total_timeout`` for
    the whole download, redirects included (a server trickling a byte a second is cut there).
 6. **Pixels**: the image header is read as soon as it arrives, and an image declaring more than
@@ -22,6 +28,10 @@ Every backend that downloads (search results, generated-image URLs) goes through
    ``min_width`` x ``min_height``.
 8. **Output**: JPEG, PNG and WebP are kept byte for byte; anything else (GIF, BMP, TIFF ...) is
    converted to PNG (first frame).
+
+Every failure — a rule, a transport or protocol error, a malformed URL or redirect, anything
+the HTTP stack raises — is a ``FetchError`` naming the URL, so one bad candidate never fails a
+search (``first_valid`` moves on to the next).
 
 Residual risks, stated plainly: proxies from the environment are ignored on purpose (a proxy
 would resolve the name itself); the allow-list (``FetchPolicy.allow_hosts``) is for tests and
@@ -38,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import io
 import ipaddress
+import logging
 import socket
 import ssl
 import time
@@ -46,10 +57,14 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from ._addresses import is_public_address, not_public_because
+from ._content_encoding import ContentDecoder
 from .errors import FetchError
 from .image import ImageData
 
-__all__ = ["LOOPBACK", "FetchPolicy", "Resolver", "SafeFetcher", "is_public_address"]
+__all__ = ["LOOPBACK", "FetchPolicy", "Resolver", "SafeFetcher", "is_public_address", "not_public_because"]
+
+log = logging.getLogger(__name__)
 
 #: resolver hook: ``(host, port) -> addresses`` (IP strings)
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -59,9 +74,6 @@ LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 #: formats kept as they are; everything else is converted to PNG
 _KEPT_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "mpo": "jpeg", "png": "png", "webp": "webp"}
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
 
 @dataclass(frozen=True)
 class FetchPolicy:
@@ -125,30 +137,6 @@ class FetchPolicy:
         return is_public_address(ip)
 
 
-def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> bool:
-    """True for a globally routable unicast address, looking inside IPv6 wrappers.
-
-    >>> [is_public_address(a) for a in ("93.184.216.34", "169.254.169.254", "::ffff:10.0.0.1", "64:ff9b::7f00:1")]
-    [True, False, False, False]
-    """
-    if isinstance(ip, str):
-        ip = ipaddress.ip_address(ip)
-    if ip.is_multicast or ip.is_unspecified or not ip.is_global:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded: list[ipaddress.IPv4Address] = []
-        if ip.ipv4_mapped is not None:
-            embedded.append(ip.ipv4_mapped)
-        if ip.sixtofour is not None:
-            embedded.append(ip.sixtofour)
-        if ip.teredo is not None:
-            embedded.extend(ip.teredo)
-        if ip in _NAT64:
-            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        return all(is_public_address(e) for e in embedded)
-    return True
-
-
 async def _system_resolver(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -208,6 +196,9 @@ class SafeFetcher:
                 f"{self.policy.total_timeout:g} s (stopped after {elapsed:.1f} s)",
                 transient=True,
             ) from None
+        except Exception as exc:  # noqa: BLE001 - whatever the HTTP stack raises is this URL's failure
+            log.debug("unexpected error fetching %s", url, exc_info=True)
+            raise FetchError(f"{_short(url)}: download failed ({type(exc).__name__}: {exc})") from None
 
     async def first_valid(self, urls: Iterable[str], concurrency: int = 4) -> tuple[ImageData, str]:
         """The first URL in rank order that yields a valid image, and that image.
@@ -247,20 +238,20 @@ class SafeFetcher:
     async def _download(self, url: str) -> bytes:
         p = self.policy
         timeout = httpx.Timeout(connect=p.connect_timeout, read=p.read_timeout, write=p.read_timeout, pool=p.connect_timeout)
-        # trust_env=False: an environment proxy would resolve the name itself and undo the pinning
-        async with httpx.AsyncClient(
-            timeout=timeout, follow_redirects=False, trust_env=False, verify=self._ssl_context()
-        ) as client:
+        # A transport, not a client: a client would resolve each redirect's Location itself
+        # (and raise on one it cannot parse); trust_env=False: an environment proxy would
+        # resolve the name itself and undo the pinning.
+        async with httpx.AsyncHTTPTransport(verify=self._ssl_context(), trust_env=False) as transport:
             current = self._parse(url)
             for hop in range(p.max_redirects + 1):
                 targets, headers, extensions = await self._pin(current)
-                response = await self._connect(client, targets, headers, extensions)
+                extensions["timeout"] = timeout.as_dict()
+                response = await self._connect(transport, targets, headers, extensions)
                 try:
                     if response.is_redirect:
-                        location = response.headers.get("location", "")
                         if hop == p.max_redirects:
                             raise _Refused(f"more than {p.max_redirects} redirects")
-                        current = self._parse(str(current.join(location)), redirected=True)
+                        current = self._follow(current, response)
                         continue
                     if response.status_code not in (200, 203):
                         transient = response.status_code >= 500 or response.status_code == 429
@@ -271,15 +262,15 @@ class SafeFetcher:
         raise _Refused("redirect loop")  # pragma: no cover - the loop above always returns or raises
 
     async def _connect(
-        self, client: httpx.AsyncClient, targets: list[httpx.URL], headers: dict[str, str], extensions: dict[str, object]
+        self, transport: httpx.AsyncBaseTransport, targets: list[httpx.URL], headers: dict[str, str], extensions: dict[str, object]
     ) -> httpx.Response:
         """Send to the vetted addresses in turn (up to 3) until one accepts the connection."""
         p = self.policy
         failure = ""
         for target in targets[:3]:
             try:
-                request = client.build_request("GET", target, headers=headers, extensions=extensions)
-                return await client.send(request, stream=True)
+                request = httpx.Request("GET", target, headers=headers, extensions=extensions)
+                return await transport.handle_async_request(request)
             except httpx.ConnectTimeout:
                 failure = f"could not connect within {p.connect_timeout:g} s"
             except httpx.ConnectError as exc:
@@ -291,6 +282,17 @@ class SafeFetcher:
             except httpx.HTTPError as exc:
                 raise _Refused(f"connection failed ({type(exc).__name__}: {exc})", True) from None
         raise _Refused(failure, True)
+
+    def _follow(self, current: httpx.URL, response: httpx.Response) -> httpx.URL:
+        """Where a redirect points, checked like any URL."""
+        location = response.headers.get("location", "").strip()
+        if not location:
+            raise _Refused(f"redirect (HTTP {response.status_code}) without a Location")
+        try:
+            target = str(current.join(location))
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise _Refused(f"redirect to an invalid URL ({exc})") from None
+        return self._parse(target, redirected=True)
 
     def _parse(self, url: str, redirected: bool = False) -> httpx.URL:
         where = "redirect to " if redirected else ""
@@ -329,7 +331,8 @@ class SafeFetcher:
                     raise _Refused(f"host {host!r} resolved to an invalid address {address!r}") from None
                 if not allowed:
                     what = "" if literal is not None else f"host {host!r} resolves to "
-                    raise _Refused(f"{what}non-public address {address} refused ({_kind(address)})")
+                    why = not_public_because(address) or "not allowed"
+                    raise _Refused(f"{what}non-public address {address} refused ({why})")
         targets = [url.copy_with(host=address, fragment=None) for address in addresses]
         host_header = f"[{host}]" if ":" in host and not host.startswith("[") else host
         if url.port is not None:
@@ -350,18 +353,29 @@ class SafeFetcher:
         declared = response.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > cap:
             raise _Refused(f"response declares {int(declared):,} bytes, over the {cap:,}-byte limit")
+        try:
+            decoder = ContentDecoder(response.headers.get_list("content-encoding"))
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
         buf = bytearray()
+        received = 0
         size_known = False
         next_probe = 32  # probe the header at doubling sizes: a few probes, however small the chunks
         try:
-            # aiter_bytes decodes any Content-Encoding, so the cap applies to the decoded bytes
-            async for chunk in response.aiter_bytes():
-                buf += chunk
-                if len(buf) > cap:
+            # raw bytes, decoded here a bounded step at a time: the cap holds while decoding
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received > cap:
                     raise _Refused(f"response exceeded the {cap:,}-byte limit")
+                for piece in decoder.feed(chunk):
+                    buf += piece
+                    if len(buf) > cap:
+                        raise _Refused(f"response exceeded the {cap:,}-byte limit once decoded")
                 if not size_known and next_probe <= len(buf) and len(buf) <= 1 << 21:
                     size_known = self._check_header(bytes(buf))
                     next_probe = 2 * len(buf)
+        except ValueError as exc:  # a corrupt encoding
+            raise _Refused(str(exc)) from None
         except httpx.ReadTimeout:
             raise _Refused(f"server stopped sending for {self.policy.read_timeout:g} s", True) from None
         except httpx.HTTPError as exc:
@@ -424,23 +438,6 @@ class SafeFetcher:
         return self._ssl
 
 
-def _kind(address: str) -> str:
-    ip = ipaddress.ip_address(address)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    for attr, label in (
-        ("is_loopback", "loopback"),
-        ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"),
-        ("is_private", "private"),
-        ("is_unspecified", "unspecified"),
-        ("is_reserved", "reserved"),
-    ):
-        if getattr(ip, attr):
-            return label
-    return "not globally routable"
-
-
 def _short(url: str, limit: int = 120) -> str:
+    url = str(url)
     return url if len(url) <= limit else url[: limit - 3] + "..."

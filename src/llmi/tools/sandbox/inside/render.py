@@ -77,6 +77,7 @@ class Renderer:
     def __init__(self, memory_limit: int = 0) -> None:
         self.memory_limit = memory_limit  # only for messages
         self.cjk_font: str | None = None
+        self.warm = False  # prepare_rest has run to the end
 
     # 1. once, in the zygote, before any job is forked
     def prepare_core(self) -> None:
@@ -115,6 +116,7 @@ class Renderer:
         yield
         self._warm_up()
         self.plt.close("all")
+        self.warm = True
 
     def _warm_up(self) -> None:
         """Fill matplotlib's font, text and renderer caches, which every job then inherits."""

@@ -179,8 +179,10 @@ def job_main(renderer: Renderer, config: dict, uid: int | None, r_job: int, w_re
         os._exit(70)
     facts["setup_ms"] = round((time.perf_counter() - started) * 1000, 3)
     frames.write(_RES_FD, {"type": "ready", **facts})
-    # Prewarm only when no job is already waiting (a busy pool wants the CPU for jobs).
-    if config.get("prewarm", True) and not select.select([_JOB_FD], [], [], 0.03)[0]:
+    # Prewarm only when no job is already waiting (a busy pool wants the CPU for jobs), and
+    # not in a cold start: there the throw-away chart would cost a whole first render.
+    prewarm = config.get("prewarm", True) and renderer.warm
+    if prewarm and not select.select([_JOB_FD], [], [], 0.03)[0]:
         renderer.prewarm()
     frame = frames.read(_JOB_FD)
     if frame is None:

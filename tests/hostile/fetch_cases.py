@@ -1,0 +1,144 @@
+"""A corpus of hostile downloads, each with the reason ``SafeFetcher`` must give for refusing it.
+
+Every case is a URL a model, a search engine or an image provider could hand llmi, served by
+a real HTTP server on 127.0.0.1 that only the made-up name ``images.test`` is trusted to reach
+(``FetchPolicy(allow_hosts=("images.test",))`` with a resolver mapping it to 127.0.0.1): every
+literal address, redirect target and other name is judged by the public-address rules.
+
+``url`` is a path on that server (``/x``, fetched as ``http://images.test:PORT/x``) or a whole
+URL where ``@PORT@`` is the server's port; ``route`` (``(handler) -> None``) is what the server
+does at that path; ``dns`` are the addresses the resolver gives for ``evil.test``.
+
+Whatever the case, the test also checks that the refusal is a ``FetchError``, that
+``first_valid([case, good])`` still returns the good image, and that the next fetch works.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+
+from search_fixtures import png_bytes
+
+GOOD_PNG = png_bytes(64, 64)
+
+
+@dataclass(frozen=True)
+class FetchCase:
+    name: str
+    url: str
+    reason: str  # regex the FetchError must match
+    route: Callable[[BaseHTTPRequestHandler], None] | None = None
+    dns: tuple[str, ...] = ()
+
+
+def _raw(data: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A route that writes ``data`` as the whole response, status line and all."""
+
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.close_connection = True
+        h.wfile.write(data)
+        h.wfile.flush()
+
+    return fn
+
+
+def encoded(body: bytes, encoding: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "image/png")
+        h.send_header("Content-Encoding", encoding)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    return fn
+
+
+def _nested_gzip(data: bytes, times: int) -> bytes:
+    for _ in range(times):
+        data = gzip.compress(data, compresslevel=9)
+    return data
+
+
+def _zeros_gzip(megabytes: int) -> bytes:
+    """A gzip stream of a PNG signature and ``megabytes`` MB of zeros, made in milliseconds.
+
+    After a full flush the compressor starts afresh, so every megabyte of zeros compresses to
+    the same bytes: one is made and repeated. The stream has no end (the fetcher must stop
+    long before it).
+    """
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head = z.compress(GOOD_PNG[:16]) + z.flush(zlib.Z_FULL_FLUSH)
+    block = z.compress(b"\0" * (1 << 20)) + z.flush(zlib.Z_FULL_FLUSH)
+    return head + block * megabytes
+
+
+# 2 GB of zeros, gzipped twice: a few kB on the wire (the issue's was 1,827 bytes)
+GZIP_GZIP_BOMB = gzip.compress(_zeros_gzip(2048), compresslevel=9)
+
+
+def _redirect(location: str) -> Callable[[BaseHTTPRequestHandler], None]:
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(302)
+        h.send_header("Location", location.replace("@PORT@", str(h.server.server_address[1])))
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    return fn
+
+
+def _no_location(h: BaseHTTPRequestHandler) -> None:
+    h.send_response(302)
+    h.send_header("Content-Length", "0")
+    h.end_headers()
+
+
+# fmt: off
+FETCH_CASES: tuple[FetchCase, ...] = (
+    # --- IPv6 forms of loopback and private addresses, written into the URL -------------------
+    FetchCase("IPv4-compatible loopback in the URL", "http://[::7f00:1]:@PORT@/ok.png", r"::7f00:1 refused \(IPv4-compatible"),
+    FetchCase("IPv4-translated loopback in the URL", "http://[::ffff:0:7f00:1]:@PORT@/ok.png", r"refused \(IPv4-translated\)"),
+    FetchCase("IPv4-mapped loopback in the URL", "http://[::ffff:127.0.0.1]:@PORT@/ok.png", r"refused \(loopback, in IPv4-mapped\)"),
+    FetchCase("NAT64 well-known prefix around a private address", "http://[64:ff9b::a00:1]:@PORT@/ok.png", r"refused \(private, in NAT64\)"),
+    FetchCase("NAT64 local-use prefix", "http://[64:ff9b:1::808:808]:@PORT@/ok.png", r"refused \(NAT64 local-use\)"),
+    FetchCase("6to4 around loopback", "http://[2002:7f00:1::1]:@PORT@/ok.png", r"refused \(loopback, in 6to4\)"),
+    FetchCase("Teredo with a private client", "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]:@PORT@/ok.png", r"refused \(private, in Teredo\)"),
+    FetchCase("site-local IPv6", "http://[fec0::1]:@PORT@/ok.png", r"refused \(site-local"),
+    FetchCase("documentation IPv6", "http://[2001:db8::1]:@PORT@/ok.png", r"refused \(documentation\)"),
+    FetchCase("benchmarking IPv4", "http://198.18.0.1:@PORT@/ok.png", r"refused \(benchmarking\)"),
+    FetchCase("reserved IPv4", "http://240.0.0.1:@PORT@/ok.png", r"refused \(reserved\)"),
+    FetchCase("shared address space", "http://100.64.0.1:@PORT@/ok.png", r"refused \(shared\)"),
+    FetchCase("decimal loopback host", "http://2130706433:@PORT@/ok.png", r"127\.0\.0\.1 refused \(loopback\)|cannot resolve"),
+    # --- DNS answers ---------------------------------------------------------------------------
+    FetchCase("DNS: a public answer beside a mapped loopback", "http://evil.test:@PORT@/ok.png", r"resolves to non-public address ::ffff:127\.0\.0\.1",
+              dns=("93.184.216.34", "::ffff:127.0.0.1")),
+    FetchCase("DNS: IPv4-compatible answer", "http://evil.test:@PORT@/ok.png", r"::7f00:1 refused \(IPv4-compatible", dns=("::7f00:1",)),
+    FetchCase("DNS: NAT64 local-use answer", "http://evil.test:@PORT@/ok.png", r"refused \(NAT64 local-use\)", dns=("64:ff9b:1::a00:1",)),
+    FetchCase("DNS: 6to4 around metadata", "http://evil.test:@PORT@/ok.png", r"refused \(link-local, in 6to4\)", dns=("2002:a9fe:a9fe::1",)),
+    FetchCase("DNS: scoped link-local answer", "http://evil.test:@PORT@/ok.png", r"refused \(scoped|refused \(link-local", dns=("fe80::1%1",)),
+    FetchCase("DNS: garbage answer", "http://evil.test:@PORT@/ok.png", r"invalid address", dns=("not-an-address",)),
+    # --- redirects -------------------------------------------------------------------------------
+    FetchCase("redirect to a mapped loopback", "/to-mapped", r"refused \(loopback, in IPv4-mapped\)", _redirect("http://[::ffff:127.0.0.1]:@PORT@/ok.png")),
+    FetchCase("redirect to an IPv4-compatible address", "/to-compatible", r"refused \(IPv4-compatible", _redirect("http://[::a00:1]/ok.png")),
+    FetchCase("redirect to Teredo around loopback", "/to-teredo", r"refused \(loopback, in Teredo\)|refused \(\w+, in Teredo\)", _redirect("http://[2001:0:7f00:1::]/x.png")),
+    FetchCase("redirect to data:", "/to-data", r"redirect to scheme 'data' refused", _redirect("data:image/png;base64,iVBORw0KGgo=")),
+    FetchCase("redirect to javascript:", "/to-js", r"redirect to scheme 'javascript' refused", _redirect("javascript:alert(1)")),
+    FetchCase("redirect to a malformed URL", "/to-broken", r"redirect to an invalid URL", _redirect("http://[::1")),
+    FetchCase("redirect without a Location", "/no-location", r"without a Location", _no_location),
+    # --- content encodings -------------------------------------------------------------------------
+    FetchCase("gzip, gzip bomb (2 GB from 2 kB)", "/gzip-gzip", r"exceeded the [\d,]+-byte limit once decoded", encoded(GZIP_GZIP_BOMB, "gzip, gzip")),
+    FetchCase("nine stacked encodings", "/nine", r"9 content encodings stacked", encoded(_nested_gzip(GOOD_PNG, 9), ", ".join(["gzip"] * 9))),
+    FetchCase("brotli, which is not supported", "/br", r"unsupported content encoding 'br'", encoded(b"\x1b\x00\x00", "br")),
+    FetchCase("corrupt gzip", "/corrupt", r"gzip encoding is corrupt", encoded(b"\x1f\x8b\x08\x00garbage-garbage-garbage", "gzip")),
+    # --- protocol errors -------------------------------------------------------------------------------
+    FetchCase("garbage instead of a status line", "/garbage", r"connection failed|download failed|broke off", _raw(b"NOT HTTP AT ALL\r\n\r\n")),
+    FetchCase("broken chunked encoding", "/bad-chunks", r"broke off|download failed",
+              _raw(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n")),
+    FetchCase("body shorter than its Content-Length", "/short", r"broke off|not a readable image",
+              _raw(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n" + GOOD_PNG[:100])),
+)
+# fmt: on
