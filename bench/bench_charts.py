@@ -1,18 +1,22 @@
-"""Charts: 16 simple charts through the engine's sandboxed code tool, against two baselines.
+"""Charts through llmi's sandbox against LLM-I's way (a fresh interpreter per chart), in one run.
 
-* **cold** — LLM-I's approach: a fresh ``python -c`` interpreter per chart (imports numpy,
-  pandas, matplotlib, seaborn, runs the code, saves the PNG). Run two at a time, one per core,
-  so the baseline gets the same parallelism as the pool.
-* **warm** — the same charts rendered in this already-warm interpreter (no sandbox, no
-  process boundary): the floor for per-chart latency. Measured alternately with llmi's
-  one-chart documents, so both see the same load on a shared machine.
-* **llmi** — ``Engine(tools={"code": CodeSandboxTool(workers=2)})``: throughput of one document
-  with 16 code tags, and per-chart latency of one-tag documents run one at a time.
+Four figures, each against a baseline measured in the same run:
 
-Targets (issue 2): llmi throughput >= 8x cold; llmi median latency <= 1.5x warm.
+* **cold, one chart** — ``llmi render`` of a one-chart answer from a cold process, against one
+  fresh ``python -c`` rendering the same chart (LLM-I's way: import numpy, pandas, matplotlib
+  and seaborn, run the code, save the PNG). Alternated, ``--cold-rounds`` times. Target <= 1.0x.
+* **cold, many charts** — ``llmi render`` of a ``--charts``-chart answer (default 48) from a
+  cold process, against the throughput of fresh interpreters, two at a time (one per core,
+  the parallelism the pool gets). Target >= 15x.
+* **warm** — the same answer through an already-started ``Engine`` (throughput), and one-chart
+  documents one at a time against the same chart in this already-warm interpreter (the floor
+  for latency), alternated. Target: median latency <= 1.5x.
+* **clean start** — what giving every job a fresh start costs: the job process's own set-up
+  (namespaces, tmpfs, uid, limits, seccomp; ``setup_ms``) and the supervisor's clearing-away
+  after it (``clear_ms``), medians over the warm run. Target: a few milliseconds.
 
-    python bench/bench_charts.py             # about 30 s on 2 busy cores
-    python bench/bench_charts.py --cold 16   # every chart cold too (the slow part)
+    python bench/bench_charts.py                 # about a minute on 2 busy cores
+    python bench/bench_charts.py --fresh 16      # more fresh interpreters (the slow part)
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 CHARTS = [
     "plt.plot([1, 3, 2, 4])\nplt.title('line')",
@@ -52,19 +58,33 @@ PRELUDE = (
 SAVE = "\nbuf = io.BytesIO()\nplt.gcf().savefig(buf, format='png', bbox_inches='tight')\n"
 
 
-def cold(codes: list[str], parallel: int) -> tuple[float, list[float]]:
-    """Wall time for the batch and each chart's latency, one fresh interpreter per chart."""
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+def charts(n: int) -> list[str]:
+    """``n`` chart codes cycling through CHARTS, each distinct (so the engine's cache stays out)."""
+    return [f"{CHARTS[i % len(CHARTS)]}\n# chart {i}" for i in range(n)]
 
-    def one(code: str) -> float:
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", PRELUDE + code + SAVE], env=env, check=True)
-        return time.perf_counter() - t
 
-    t0 = time.perf_counter()
+def answer(codes: list[str]) -> str:
+    from llmi.tags import ImageRequest, serialise
+
+    return "\n".join(f"Chart {i}: " + serialise(ImageRequest("code", f"chart {i}", {"code": c}))
+                     for i, c in enumerate(codes))  # fmt: skip
+
+
+# --- baselines ----------------------------------------------------------------------------------
+
+
+def fresh(code: str) -> float:
+    """LLM-I's way: one fresh interpreter renders one chart. Its wall time."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PRELUDE + code + SAVE], env={**os.environ, "MPLBACKEND": "Agg"}, check=True)
+    return time.perf_counter() - t
+
+
+def fresh_batch(codes: list[str], parallel: int) -> float:
+    t = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
-        latencies = list(pool.map(one, codes))
-    return time.perf_counter() - t0, latencies
+        list(pool.map(fresh, codes))
+    return time.perf_counter() - t
 
 
 def warm_renderer():
@@ -91,92 +111,106 @@ def warm_renderer():
     return one
 
 
-def llmi(codes: list[str], workers: int, rounds: int) -> dict:
-    """Throughput of a 16-tag document, and per-chart latency of one-tag documents.
+# --- llmi ---------------------------------------------------------------------------------------
 
-    Latency is measured chart by chart, alternating with the warm in-process render of the
-    same chart, so both see the same load on a shared machine.
-    """
+
+def llmi_render(text: str, folder: Path) -> float:
+    """``llmi render`` of ``text`` from a cold process; its wall time (the document must be whole)."""
+    import json
+
+    source = folder / "answer.txt"
+    source.write_text(text, encoding="utf-8")
+    out = folder / f"out-{time.monotonic_ns()}"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "llmi", "render", str(source), "--out", str(out), "--format", "json", "-q"],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    wall = time.perf_counter() - t
+    doc = json.loads((out / "document.json").read_text(encoding="utf-8"))
+    failed = [s for s in doc["segments"] if s.get("type") == "image" and s.get("status") != "ok"]
+    assert not failed, failed[:2]
+    return wall
+
+
+def warm_engine(codes: list[str], workers: int, rounds: int) -> dict:
+    """Throughput of one document with every chart, latency of one-chart documents, clean-start costs."""
     from llmi.engine import Engine
-    from llmi.tags import ImageRequest, serialise
     from llmi.tools.sandbox.tool import CodeSandboxTool
 
     warm_one = warm_renderer()
-    tags = [serialise(ImageRequest("code", f"chart {i}", {"code": c})) for i, c in enumerate(codes)]
     tool = CodeSandboxTool(workers=workers)
-    t = time.perf_counter()
     tool.warm_up()
-    startup = time.perf_counter() - t
     engine = Engine({"code": tool}, cache=False)
     try:
-        for tag, code in zip(tags[:3], codes[:3]):
-            engine.run("warm-up " + tag)
+        for code in codes[:3]:
+            engine.run(answer([code]))
             warm_one(code)
-        latencies, warm_latencies = [], []
+        latencies, warm_latencies, setup, clear = [], [], [], []
         for _ in range(rounds):
-            for tag, code in zip(tags, codes):
-                doc = engine.run(f"A chart: {tag}")
-                seg = doc.image_segments[0]
+            for code in codes[: len(CHARTS)]:
+                seg = engine.run(answer([code])).image_segments[0]
                 assert seg.status == "ok", seg.error
                 latencies.append(seg.elapsed)
+                setup.append(seg.info["setup_ms"])
+                clear.append(seg.info.get("clear_ms", 0.0))
                 warm_latencies.append(warm_one(code))
-        text = "\n".join(f"Chart {i}: {tag}" for i, tag in enumerate(tags))
         t = time.perf_counter()
-        doc = engine.run(text)
+        doc = engine.run(answer(codes))
         wall = time.perf_counter() - t
         failed = [s.error for s in doc.image_segments if s.status != "ok"]
         assert not failed, failed
         level = tool.sandbox_level
     finally:
         engine.close()
-    return {
-        "startup": startup,
-        "latencies": latencies,
-        "warm": warm_latencies,
-        "wall": wall,
-        "level": level,
-    }
+    return {"latencies": latencies, "warm": warm_latencies, "wall": wall, "level": level,
+            "setup_ms": setup, "clear_ms": clear[1:]}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cold", type=int, default=8, help="charts for the cold baseline")
+    parser.add_argument("--charts", type=int, default=48, help="charts in the many-chart answer")
+    parser.add_argument("--fresh", type=int, default=8, help="fresh interpreters for the throughput baseline")
+    parser.add_argument("--cold-rounds", type=int, default=3, help="one-chart cold renders (and fresh ones)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="latency rounds over the charts")
     args = parser.parse_args()
-    n = len(CHARTS)
-
-    result = llmi(CHARTS, args.workers, args.rounds)
-    warm_lat = result["warm"]
-    cold_codes = CHARTS[: max(1, min(args.cold, n))]
-    cold_wall, cold_lat = cold(cold_codes, parallel=args.workers)
-
-    cold_rate = len(cold_codes) / cold_wall
-    llmi_rate = n / result["wall"]
     med = statistics.median
-    print(
-        f"charts: {n}  cores: {os.cpu_count()}  workers: {args.workers}  sandbox: {result['level']}"
-    )
-    print(
-        f"cold python -c per chart ({len(cold_codes)} charts, {args.workers} at a time): "
-        f"{cold_rate:.2f} charts/s, median {med(cold_lat) * 1000:.0f} ms/chart"
-    )
-    print(
-        f"warm in-process:  median {med(warm_lat) * 1000:.0f} ms/chart "
-        f"({1 / med(warm_lat):.1f} charts/s on one core)"
-    )
-    print(
-        f"llmi engine + sandbox pool: {llmi_rate:.2f} charts/s (batch of {n} in "
-        f"{result['wall']:.2f} s), median {med(result['latencies']) * 1000:.0f} ms/chart "
-        f"(pool start-up {result['startup']:.1f} s, once)"
-    )
-    ratio = llmi_rate / cold_rate
-    lat_ratio = med(result["latencies"]) / med(warm_lat)
-    print(f"throughput vs cold: {ratio:.1f}x (target >= 8x) {'OK' if ratio >= 8 else 'MISSED'}")
-    print(
-        f"median latency vs warm: {lat_ratio:.2f}x (target <= 1.5x) "
-        f"{'OK' if lat_ratio <= 1.5 else 'MISSED'}"
-    )
+    codes = charts(args.charts)
+
+    with tempfile.TemporaryDirectory(prefix="llmi-bench-charts-") as tmp:
+        folder = Path(tmp)
+        # 1. cold, one chart: alternated with a fresh interpreter rendering the same chart
+        cold_one, fresh_one = [], []
+        for _ in range(args.cold_rounds):
+            cold_one.append(llmi_render(answer(codes[:1]), folder))
+            fresh_one.append(fresh(codes[0]))
+        # 2. cold, many charts, against fresh interpreters two at a time
+        cold_many = llmi_render(answer(codes), folder)
+    fresh_codes = codes[: max(1, min(args.fresh, len(codes)))]
+    fresh_rate = len(fresh_codes) / fresh_batch(fresh_codes, parallel=args.workers)
+    # 3. warm engine, 4. clean-start costs
+    warm = warm_engine(codes, args.workers, args.rounds)
+
+    n = len(codes)
+    print(f"charts: {n}  cores: {os.cpu_count()}  workers: {args.workers}  sandbox: {warm['level']}")
+    print(f"fresh interpreter per chart (LLM-I's way): median {med(fresh_one) * 1000:.0f} ms for one chart; "
+          f"{fresh_rate:.2f} charts/s over {len(fresh_codes)}, {args.workers} at a time")  # fmt: skip
+    ratio_one = med(cold_one) / med(fresh_one)
+    print(f"llmi render, one chart, cold process: median {med(cold_one) * 1000:.0f} ms = {ratio_one:.2f}x "
+          f"the fresh interpreter (target <= 1.0x) {'OK' if ratio_one <= 1.0 else 'MISSED'}")  # fmt: skip
+    many_rate = n / cold_many
+    ratio_many = many_rate / fresh_rate
+    print(f"llmi render, {n} charts, cold process: {cold_many:.2f} s = {many_rate:.2f} charts/s = "
+          f"{ratio_many:.1f}x the fresh interpreters (target >= 15x) {'OK' if ratio_many >= 15 else 'MISSED'}")  # fmt: skip
+    warm_rate = n / warm["wall"]
+    print(f"warm engine: {warm_rate:.2f} charts/s ({n} in {warm['wall']:.2f} s) = {warm_rate / fresh_rate:.1f}x "
+          f"the fresh interpreters")  # fmt: skip
+    lat = med(warm["latencies"]) / med(warm["warm"])
+    print(f"warm engine latency: median {med(warm['latencies']) * 1000:.0f} ms vs {med(warm['warm']) * 1000:.0f} ms "
+          f"in this interpreter = {lat:.2f}x (target <= 1.5x) {'OK' if lat <= 1.5 else 'MISSED'}")  # fmt: skip
+    setup, clear = med(warm["setup_ms"]), med(warm["clear_ms"] or [0.0])
+    print(f"clean start per job: {setup:.2f} ms set-up in the job process (off the critical path while the "
+          f"worker waits) + {clear:.2f} ms clearing away after it = {setup + clear:.2f} ms "
+          f"(target: a few ms) {'OK' if setup + clear <= 5 else 'MISSED'}")  # fmt: skip
 
 
 if __name__ == "__main__":

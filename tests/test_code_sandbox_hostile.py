@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import re
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from code_sandbox_fixtures import (  # noqa: F401
     listener,
     sandbox_tool,
 )
-from hostile.cases import CASES, Case
+from hostile.cases import CASES, FORGE, Case
 
 from llmi.errors import SandboxError
 from llmi.tags import ImageRequest
@@ -54,7 +55,7 @@ def _params(cases):
 
 
 def test_corpus_is_big_enough():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 80
     assert len({c.name for c in CASES}) == len(CASES)
 
 
@@ -62,24 +63,31 @@ def test_corpus_is_big_enough():
 def test_hostile_code_is_contained(case: Case, sandbox_tool, listener, outside):  # noqa: F811
     if case.host_risk and sandbox_tool.sandbox_level == "rlimits" and os.geteuid() != 0:
         pytest.skip("needs a PID namespace or a dedicated uid, which this host lacks")
+    if case.machine and platform.machine() != case.machine:
+        pytest.skip(f"the case uses {case.machine} machine code or system call numbers")
     code = (
         case.code.replace("@PORT@", str(listener.port))
         .replace("@SECRET_FILE@", str(outside / "secret.txt"))
         .replace("@HOST_DIR@", str(outside))
         .replace("@REPO@", str(REPO))
+        .replace("@FORGE@", FORGE)
     )
     hits_before = len(listener.hits)
+    unhealthy = sandbox_tool.stats["unhealthy"]
     out, error = _render(sandbox_tool, code)
 
-    # 1. the outcome the case expects, with a clear reason
+    # 1. the outcome the case expects, with a clear, short reason
     if case.expect == "fail":
         assert out is None, f"expected a failed image, got {out.info}"
         assert re.search(case.reason, error), error
     elif case.expect == "ok":
         assert error is None, error
         assert out.image.format == "png" and out.image.width > 10
+        if case.shows:
+            assert re.search(case.shows, out.info.get("stdout_tail", "")), out.info
     else:
         assert out is not None or re.search(case.reason, error), error
+    assert len(error or "") < 2500
     # 2. no secret leaked into anything the caller sees
     seen = (error or "") + repr(out.info if out else {})
     for secret in [*FAKE_SECRETS.values(), "llmi-test-secret-file-contents"]:
@@ -87,10 +95,12 @@ def test_hostile_code_is_contained(case: Case, sandbox_tool, listener, outside):
     # 3. nothing reached the host's loopback, nothing was written outside
     assert listener.hits[hits_before:] == []
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
-    # 4. the pool still serves good charts
+    # 4. the pool still serves good charts, from workers that could give every job a clean start
     good, error = _render(sandbox_tool, GOOD_CHART)
     assert error is None, f"after {case.name!r}: {error}"
     assert good.info["figures"] == 1
+    if os.geteuid() == 0:  # rootless, a job has the worker's uid and can kill it (then replaced)
+        assert sandbox_tool.stats["unhealthy"] == unhealthy
 
 
 def test_pool_keeps_its_size_after_the_corpus(sandbox_tool):  # noqa: F811

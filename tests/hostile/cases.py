@@ -5,13 +5,18 @@ image fails and the error matches ``reason``), ``"ok"`` (harmless: the chart ren
 attack has no effect) or ``"any"`` (either, as long as it is contained). Placeholders filled in by the test:
 
 ``@PORT@``        a TCP port on 127.0.0.1 where the test listens (it must see no connection)
+``@FORGE@``       helpers to forge result frames and PNGs (``send``, ``png``, ``chunk``)
 ``@SECRET_FILE@`` a file outside the sandbox holding a secret
 ``@HOST_DIR@``    a directory outside the sandbox where nothing may appear
 ``@REPO@``        the repository checkout
 
 Whatever the outcome, the test also checks that the parent's API keys never appear in the
-error or the info, that the loopback server saw nothing, that nothing was written outside, and
-that the pool still renders a good chart afterwards.
+error or the info, that the loopback server saw nothing, that nothing was written outside, that
+an error message stays short, and that the pool still renders a good chart afterwards, with no
+worker replaced for want of a clean start.
+
+Cases of one job against the next (a leak from one chart to a later one) are in
+``cross_cases.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,24 @@ class Case:
     slow: bool = False  # runs into the time limit
     #: only safe where jobs have their own uid or PID namespace (never run it otherwise)
     host_risk: bool = False
+    shows: str = ""  # regex the printed output must match (for "ok")
+    machine: str = ""  # only on this platform.machine()
 
+
+FORGE = """import os, json, struct, zlib
+def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+def png(width, height, raw, extra=b''):
+    head = b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
+    return head + extra + chunk(b'IDAT', zlib.compress(raw, 1)) + chunk(b'IEND', b'')
+def send(header, payload=b'', exit=True):
+    data = header if isinstance(header, bytes) else json.dumps(header).encode()
+    os.write(3, struct.pack('>II', len(data), len(payload)) + data + payload)
+    if exit:
+        os._exit(0)
+RESULT = {'type': 'result', 'ok': True, 'figures': 1}
+"""
+LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\ndef denied(r):\n    if r == -1:\n        raise PermissionError(os.strerror(ctypes.get_errno()))\n"
 
 # fmt: off
 CASES: tuple[Case, ...] = (
@@ -74,15 +96,15 @@ CASES: tuple[Case, ...] = (
     Case("signal the parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nplt.plot([1])",
          "fail", r"PermissionError|killed|died"),
     Case("signal init", "import os, signal\nos.kill(1, signal.SIGKILL)\nplt.plot([1])",
-         "fail", r"PermissionError|killed|died"),
+         "any", r"PermissionError|killed|died"),  # as the worker's own uid (rootless) it is ignored
     Case("kill everything", "import os, signal\nos.kill(-1, signal.SIGKILL)\nplt.plot([1])",
-         "ok", host_risk=True),  # reaches only the job's own uid, and never the caller
+         "any", r"died|killed", host_risk=True),  # reaches only the job's own uid (rootless: its worker, replaced)
     Case("kill own group", "import os, signal\nos.killpg(0, signal.SIGTERM)\nplt.plot([1])",
          "fail", r"SIGTERM|killed"),
     Case("leave a daemon behind", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\n    os._exit(0)\nplt.plot([1])",
          "ok"),
     Case("become root", "import os\nos.setuid(0)\nplt.plot([1])",
-         "fail", r"PermissionError"),
+         "fail", r"PermissionError|Invalid argument"),  # rootless: uid 0 is not even mapped
     Case("ctypes segfault", "import ctypes\nctypes.string_at(0)",
          "fail", r"SIGSEGV|segmentation"),
     Case("thread bomb", "import threading, time\nfor _ in range(100000):\n    threading.Thread(target=time.sleep, args=(60,)).start()",
@@ -131,5 +153,86 @@ CASES: tuple[Case, ...] = (
          "fail", r"could not be read|not a PNG|malformed"),
     Case("poison the next job", "import matplotlib, numpy\nnumpy.pi = 3\nmatplotlib.rcParams['lines.linewidth'] = 80\nplt.plot = None\nopen('/tmp/planted.py', 'w').write('x')\nimport builtins\nbuiltins.print = None\nplt.figure().gca().bar([1], [1])",
          "ok"),
+    # --- namespace tricks (issue 9) -------------------------------------------------------------
+    Case("nested user namespace via unshare(2)", LIBC + "denied(libc.unshare(0x10000000))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),
+    Case("nested user namespace via clone(2)", LIBC + "denied(libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("nested user namespace via unshare -r", "import subprocess\nsubprocess.run(['unshare', '-r', 'true'], check=True, capture_output=True)\nplt.plot([1])",
+         "fail", r"CalledProcessError|FileNotFoundError"),
+    Case("new mount and network namespaces", LIBC + "denied(libc.unshare(0x00020000 | 0x40000000))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),
+    Case("clone3, whose flags a filter cannot see", LIBC + "if libc.syscall(435, 0, 0) == -1:\n    raise OSError(os.strerror(ctypes.get_errno()))\nplt.plot([1])",
+         "fail", r"Function not implemented"),
+    Case("join init's namespaces", "import os\nos.open('/proc/1/ns/user', os.O_RDONLY)\nplt.plot([1])",
+         "fail", r"FileNotFoundError"),
+    Case("32-bit system calls (int 0x80)", "import ctypes, mmap\nm = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\nm.write(b'\\xb8\\x14\\x00\\x00\\x00\\xcd\\x80\\xc3')\nctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))()\nplt.plot([1])",
+         "fail", r"SIGSYS", machine="x86_64"),
+    Case("x32 system calls", LIBC + "denied(libc.syscall(0x40000000 | 39))\nplt.plot([1])",
+         "fail", r"PermissionError", machine="x86_64"),
+    # --- what the job may see of the host and the sandbox ------------------------------------
+    Case("read bwrap's command line", "print(open('/proc/1/cmdline').read())\nplt.plot([1])",
+         "fail", r"FileNotFoundError"),
+    Case("read the mount table", "print(open('/proc/self/mountinfo').read())\nplt.plot([1])",
+         "fail", r"FileNotFoundError"),
+    Case("read the supervisor's environment", "print(open('/proc/2/environ').read())\nplt.plot([1])",
+         "fail", r"FileNotFoundError"),
+    Case("find a pipe or socket of the worker's", "import os, stat\nchannels = []\nfor fd in range(4, 1024):\n    try:\n        mode = os.fstat(fd).st_mode\n    except OSError:\n        continue\n    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):\n        channels.append(fd)\nprint(channels)\nplt.plot([1])",
+         "ok", shows=r"^\[\]$"),  # 0-2 are /dev/null and the output pipe, 3 its own result pipe
+    # --- keyrings and the kernel's wider surface ------------------------------------------------
+    Case("a key in the user keyring", LIBC + "denied(libc.syscall(248, b'user', b'llmi-leak', b'secret', 6, -4))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("the persistent keyring", LIBC + "denied(libc.syscall(250, 22, -1, -2))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("a request_key upcall", LIBC + "denied(libc.syscall(249, b'user', b'llmi', b'callout', 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("io_uring", LIBC + "p = ctypes.create_string_buffer(120)\ndenied(libc.syscall(425, 8, p))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("bpf and perf events", LIBC + "denied(libc.syscall(321, 0, 0, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("userfaultfd", LIBC + "denied(libc.syscall(323, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("ptrace the zygote", LIBC + "denied(libc.ptrace(16, 3, 0, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),
+    # --- limits and permission tricks ---------------------------------------------------------
+    Case("an unlimited stack", "import resource\nresource.setrlimit(resource.RLIMIT_STACK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\nplt.plot([1])",
+         "fail", r"ValueError|not allowed"),
+    Case("the stack limit is finite", "import resource\nsoft, hard = resource.getrlimit(resource.RLIMIT_STACK)\nprint('finite' if hard != resource.RLIM_INFINITY and soft == hard else 'unlimited')\nplt.plot([1])",
+         "ok", shows=r"^finite$"),
+    Case("pin 150,000 inodes", "import os\nos.makedirs('/tmp/pin')\ntry:\n    for i in range(150000):\n        open(f'/tmp/pin/{i}', 'w').close()\nfinally:\n    os.chmod('/tmp/pin', 0)",
+         "fail", r"No space left on device"),
+    Case("lock the working directory and /tmp", "import os\nos.chmod('.', 0)\nos.chmod('/tmp', 0)\nplt.plot([1])",
+         "ok"),
+    Case("make /tmp immutable", "import fcntl, os, struct\nfd = os.open('/tmp', os.O_RDONLY)\nfcntl.ioctl(fd, 0x40086602, struct.pack('l', 0x10))\nplt.plot([1])",
+         "fail", r"OSError|PermissionError"),
+    Case("bind-mount over /tmp", LIBC + "denied(libc.mount(b'/usr', b'/tmp', None, 4096, None))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),
+    Case("hard-link the worker's script", "import os\nos.link('/.llmi/worker.py', '/tmp/worker.py')\nplt.plot([1])",
+         "fail", r"OSError|PermissionError|FileNotFoundError"),
+    Case("rename /tmp away", "import os\nos.rename('/tmp', '/tmp-gone')\nplt.plot([1])",
+         "fail", r"OSError|PermissionError"),
+    # --- forged result frames (issue 9: trust nothing the job says) ----------------------------
+    Case("forge a 12000x12000 chart", "@FORGE@send(RESULT, png(12000, 12000, b''))",
+         "fail", r"12000x12000 pixels, over the limit"),
+    Case("forge a decompression bomb", "@FORGE@send(RESULT, png(8000, 8000, bytes(8001 * 8000)))",
+         "fail", r"8000x8000 pixels, over the limit"),
+    Case("forge a small chart whose data inflates to 100 MB", "@FORGE@send(RESULT, png(10, 10, bytes(100 << 20)))",
+         "fail", r"image data is [\d,]+ bytes, not the 110"),
+    Case("send two result frames", "@FORGE@send(RESULT, png(2, 2, bytes(6)), exit=False)\nplt.plot([1])",
+         "fail", r"more than one frame"),
+    Case("forge an oversized frame", "import os, struct\nos.write(3, struct.pack('>II', 0xFFFFFFFF, 0xFFFFFFFF))\nos._exit(0)",
+         "fail", r"oversized frame"),
+    Case("forge a deeply nested header", "@FORGE@send(b'[' * 300000)",
+         "fail", r"malformed result"),
+    Case("forge a result with lying fields", "@FORGE@send({'type': 'result', 'ok': True, 'figures': 'lots', 'width': -1}, png(2, 2, bytes(6)))",
+         "fail", r"no figure count"),
+    Case("forge a failure with a 1 MB message", "@FORGE@send({'type': 'result', 'ok': False, 'kind': 'rm -rf', 'message': 'x' * (1 << 19)})",
+         "fail", r"^x+$"),
+    Case("forge a JPEG as the chart", "@FORGE@import io\nfrom PIL import Image\nbuf = io.BytesIO()\nImage.new('RGB', (8, 8)).save(buf, 'JPEG')\nsend(RESULT, buf.getvalue())",
+         "fail", r"not a PNG"),
+    Case("forge an animated chart", "@FORGE@send(RESULT, png(2, 2, bytes(6), extra=chunk(b'acTL', bytes(8))))",
+         "fail", r"animated"),
+    Case("forge a truncated chart", "@FORGE@send(RESULT, png(50, 50, bytes(2550))[:-30])",
+         "fail", r"truncated|corrupt"),
 )
 # fmt: on

@@ -249,7 +249,7 @@ class CodeSandboxTool:
                     log.warning("%s; replacing it", header.get("message"))
                     continue
                 raise SandboxError(str(header.get("message")))
-            pool.release(worker, healthy=True)
+            pool.release(worker, healthy=True, unhealthy=bool(header.get("unhealthy")))
             # 3. the answer
             return self._to_output(header, png, waited)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -290,6 +290,7 @@ class CodeSandboxTool:
             "render_s": round(_number(header.get("wall_s"), float, 0.0), 4),
             "queue_s": round(waited, 4),
             "setup_ms": _number(header.get("setup_ms"), float, 0.0),
+            "clear_ms": _number(header.get("clear_ms"), float, 0.0),  # the worker's previous job
         }
         if output:
             info["stdout_tail"] = output[-500:]

@@ -73,6 +73,7 @@ class Supervisor:
         self.pending = False  # asked the zygote for it, no answer yet
         self.exits: dict[int, int] = {}  # wait statuses the zygote reported
         self.problem: str | None = None  # why the next job could not get a clean start
+        self.clear_ms = 0.0  # how long clearing the last job away took
 
     # --- the serving loop -----------------------------------------------------------------
 
@@ -93,9 +94,13 @@ class Supervisor:
                 started = time.monotonic()
                 spare, result, png = self.run_job(header)
                 result.update(type="result", id=header.get("id"), next_uid=self.next_uid,
-                              wall_s=round(time.monotonic() - started, 4))  # fmt: skip
+                              wall_s=round(time.monotonic() - started, 4), clear_ms=self.clear_ms)  # fmt: skip
+                if self.problem:  # known already: llmi replaces us now, not at the next job
+                    result["unhealthy"] = self.problem
                 frames.write(self.fd_out, result, png)
+                cleared = time.perf_counter()
                 self._clear(spare)  # off the critical path: llmi has its answer
+                self.clear_ms = round((time.perf_counter() - cleared) * 1000, 3)
                 self._ask_for_spare()
             elif header.get("type") == "ping":
                 frames.write(self.fd_out, {"type": "pong", "id": header.get("id")})

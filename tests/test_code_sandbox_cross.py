@@ -1,0 +1,130 @@
+"""Nothing passes from one chart to a later one: the cross-job corpus on one long-lived engine.
+
+``tests/hostile/cross_cases.py`` pairs a job that plants something with a later job that looks
+for it. Each pair runs on one shared engine whose pool has a single worker (so both jobs land on
+the same worker, one after the other), within one document and across documents, as a
+long-lived process or server would run them. Host-side checks add what a job cannot see: no
+process of an earlier job survives it, and no two jobs share a uid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import time
+
+import pytest
+from code_sandbox_fixtures import GOOD_CHART, _secrets_in_environment  # noqa: F401
+from hostile.cross_cases import CROSS_CASES, MARK, CrossCase
+
+from llmi.engine import Engine, ToolLimits
+from llmi.tags import ImageRequest, serialise
+from llmi.tools.sandbox.tool import CodeSandboxTool, Limits
+
+
+def tag(code: str) -> str:
+    return serialise(ImageRequest("code", "chart", {"code": code}))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """One engine, one worker, one job at a time: every job follows the last on that worker."""
+    tool = CodeSandboxTool(workers=1, timeout=30.0, limits=Limits(memory=512 << 20))
+    shared = Engine({"code": tool}, limits={"code": ToolLimits(concurrency=1, timeout=90.0)}, cache=False)
+    yield shared
+    shared.close()
+
+
+def _printed(segment) -> str:
+    assert segment.ok, segment.error
+    return segment.info.get("stdout_tail", "")
+
+
+def test_corpus_is_big_enough():
+    assert len(CROSS_CASES) >= 12
+    assert len({c.name for c in CROSS_CASES}) == len(CROSS_CASES)
+    for case in CROSS_CASES:
+        assert MARK not in case.probe  # the probe must assemble what it looks for
+
+
+@pytest.mark.parametrize("case", CROSS_CASES, ids=[c.name for c in CROSS_CASES])
+def test_nothing_passes_to_a_later_job(case: CrossCase, engine):
+    if case.machine and platform.machine() != case.machine:
+        pytest.skip(f"the case uses {case.machine} system call numbers")
+    tool = engine.tools["code"]
+    replaced = tool.stats["replaced"]
+    # 1. within one document: the plant, then the probe twice (same worker, back to back)
+    doc = engine.run(f"Plant: {tag(case.plant)} Probe: {tag(case.probe)} Again: {tag(case.probe)}")
+    for probe in doc.image_segments[1:]:
+        assert _printed(probe).endswith("clean"), _printed(probe)
+    # 2. across documents on the same engine
+    engine.run(f"Plant: {tag(case.plant)}")
+    assert _printed(engine.run(f"Probe: {tag(case.probe)}").image_segments[0]).endswith("clean")
+    # 3. the worker gave every job a clean start without being replaced; the next document is fine
+    assert tool.stats["replaced"] == replaced and tool.stats["unhealthy"] == 0
+    good = engine.run(f"A good chart: {tag(GOOD_CHART)}").image_segments[0]
+    assert good.ok and good.info["figures"] == 1
+
+
+def _job_uid(engine, code: str) -> int:
+    out = engine.run(tag("import os\nprint(os.getuid())\n" + code)).image_segments[0]
+    return int(_printed(out).splitlines()[0])
+
+
+def test_every_job_has_a_uid_of_its_own(engine):
+    if os.geteuid() != 0:
+        pytest.skip("jobs get uids of their own only when llmi runs as root")
+    uids = [_job_uid(engine, "plt.plot([1])") for _ in range(6)]
+    assert len(set(uids)) == 6 and os.geteuid() not in uids
+
+
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:
+            continue
+        if int(fields["Uid"].split()[0]) == uid and fields["State"].split()[0] not in ("Z", "X"):
+            found.append(int(name))
+    return found
+
+
+@pytest.mark.parametrize(
+    "leave",
+    [
+        "if os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\n",
+        # a process that keeps changing its pid, to slip through a sweep
+        "if os.fork() == 0:\n    os.setsid()\n    while True:\n        if os.fork():\n            os._exit(0)\n",
+        "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)\n",
+    ],
+    ids=["sleeper", "pid hopper", "subprocess"],
+)
+def test_no_process_of_a_job_survives_it(leave, engine):
+    """Seen from the host, which sees every process: none of the job's uid is left."""
+    if os.geteuid() != 0:
+        pytest.skip("jobs get uids of their own only when llmi runs as root")
+    uid = _job_uid(engine, "import time\n" + leave + "plt.plot([1])")
+    deadline = time.monotonic() + 5.0
+    while _processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_of(uid) == []
+    assert engine.run(tag(GOOD_CHART)).image_segments[0].ok
+
+
+def test_cross_cases_also_hold_on_the_shared_two_worker_pool():
+    """Plant and probe from many documents at once on two workers: still nothing passes."""
+    tool = CodeSandboxTool(workers=2, timeout=30.0)
+    engine = Engine({"code": tool}, cache=False)
+    try:
+        case = CROSS_CASES[0]
+        texts = [f"{tag(case.plant)} {tag(case.probe)}" for _ in range(4)]
+        docs = asyncio.run(engine.arun_many(texts))
+        for doc in docs:
+            assert _printed(doc.image_segments[1]).endswith("clean")
+    finally:
+        engine.close()
