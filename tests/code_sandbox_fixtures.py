@@ -93,13 +93,13 @@ def _secrets_in_environment() -> Iterator[None]:
 
 @pytest.fixture
 def sandbox_tool(_secrets_in_environment) -> CodeSandboxTool:
-    """One two-worker tool with short limits, shared by every code-tool test module.
+    """One two-worker tool with a small memory limit, shared by every code-tool test module.
 
     Started inside a test (so with the fake keys set), closed when the interpreter exits.
     """
     global _shared
     if _shared is None:
-        _shared = CodeSandboxTool(workers=2, timeout=3.0, limits=Limits(memory=512 << 20))
+        _shared = CodeSandboxTool(workers=2, timeout=10.0, limits=Limits(memory=512 << 20))
         atexit.register(_shared.close)
         _shared.warm_up()
     return _shared

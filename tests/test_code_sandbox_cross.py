@@ -15,7 +15,7 @@ import platform
 import time
 
 import pytest
-from code_sandbox_fixtures import GOOD_CHART, _secrets_in_environment  # noqa: F401
+from code_sandbox_fixtures import GOOD_CHART, _secrets_in_environment, sandbox_tool  # noqa: F401
 from hostile.cross_cases import CROSS_CASES, MARK, CrossCase
 
 from llmi.engine import Engine, ToolLimits
@@ -54,10 +54,9 @@ def test_nothing_passes_to_a_later_job(case: CrossCase, engine):
         pytest.skip(f"the case uses {case.machine} system call numbers")
     tool = engine.tools["code"]
     replaced = tool.stats["replaced"]
-    # 1. within one document: the plant, then the probe twice (same worker, back to back)
-    doc = engine.run(f"Plant: {tag(case.plant)} Probe: {tag(case.probe)} Again: {tag(case.probe)}")
-    for probe in doc.image_segments[1:]:
-        assert _printed(probe).endswith("clean"), _printed(probe)
+    # 1. within one document: the plant, then the probe (same worker, back to back)
+    doc = engine.run(f"Plant: {tag(case.plant)} Probe: {tag(case.probe)}")
+    assert _printed(doc.image_segments[1]).endswith("clean"), _printed(doc.image_segments[1])
     # 2. across documents on the same engine
     engine.run(f"Plant: {tag(case.plant)}")
     assert _printed(engine.run(f"Probe: {tag(case.probe)}").image_segments[0]).endswith("clean")
@@ -116,15 +115,10 @@ def test_no_process_of_a_job_survives_it(leave, engine):
     assert engine.run(tag(GOOD_CHART)).image_segments[0].ok
 
 
-def test_cross_cases_also_hold_on_the_shared_two_worker_pool():
-    """Plant and probe from many documents at once on two workers: still nothing passes."""
-    tool = CodeSandboxTool(workers=2, timeout=30.0)
-    engine = Engine({"code": tool}, cache=False)
-    try:
-        case = CROSS_CASES[0]
-        texts = [f"{tag(case.plant)} {tag(case.probe)}" for _ in range(4)]
-        docs = asyncio.run(engine.arun_many(texts))
-        for doc in docs:
-            assert _printed(doc.image_segments[1]).endswith("clean")
-    finally:
-        engine.close()
+def test_cross_cases_also_hold_on_the_shared_two_worker_pool(sandbox_tool):  # noqa: F811
+    """Plants and probes from many documents at once on two workers: still nothing passes."""
+    engine = Engine({"code": sandbox_tool}, cache=False)  # not closed: the pool is shared
+    quick = [c for c in CROSS_CASES if c.name.startswith(("files", "System V", "POSIX", "a daemon"))]
+    texts = [f"{tag(case.plant)} {tag(case.probe)}" for case in quick]
+    for doc in asyncio.run(engine.arun_many(texts)):
+        assert _printed(doc.image_segments[1]).endswith("clean")

@@ -289,9 +289,10 @@ class CodeSandboxTool:
             "sandbox_level": level,
             "render_s": round(_number(header.get("wall_s"), float, 0.0), 4),
             "queue_s": round(waited, 4),
-            "setup_ms": _number(header.get("setup_ms"), float, 0.0),
-            "clear_ms": _number(header.get("clear_ms"), float, 0.0),  # the worker's previous job
         }
+        # the clean start: this job's set-up, and clearing away the worker's previous job
+        for key in ("setup_ms", "setup_cpu_ms", "clear_ms", "clear_cpu_ms"):
+            info[key] = _number(header.get(key), float, 0.0)
         if output:
             info["stdout_tail"] = output[-500:]
         return ToolOutput(image=image, info=info)

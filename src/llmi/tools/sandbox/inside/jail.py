@@ -23,6 +23,7 @@ the supervisor removes and checks afterwards; its inodes are then not capped.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import resource
@@ -121,13 +122,10 @@ def fresh_directory(path: str, uid: int | None) -> None:
 def vm_size() -> int:
     """This process's address-space size in bytes (0 if /proc cannot tell)."""
     try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def set_limits(limits: dict, base_vm: int) -> None:
@@ -277,15 +275,28 @@ class _Program(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter))]
 
 
-def confine() -> bool:
-    """Install the seccomp filter on this process and all it forks; False on an unknown machine."""
+@functools.cache
+def _compiled() -> tuple[_Program, ctypes.Array] | None:
+    """The filter as the kernel takes it, built once (the zygote builds it before any fork)."""
     rows = seccomp_program()
     if rows is None:
-        return False
+        return None
     table = (_Filter * len(rows))(*(_Filter(*row) for row in rows))
-    program = _Program(len(rows), table)
+    return _Program(len(rows), table), table  # the table must outlive the program
+
+
+def prepare() -> None:
+    """Build what ``confine`` needs now, in the zygote, rather than in every job."""
+    _compiled()
+
+
+def confine() -> bool:
+    """Install the seccomp filter on this process and all it forks; False on an unknown machine."""
+    compiled = _compiled()
+    if compiled is None:
+        return False
     prctl(_PR_SET_NO_NEW_PRIVS, 1)
-    _check(_libc.prctl(_PR_SET_SECCOMP, 2, ctypes.byref(program), 0, 0), "seccomp")
+    _check(_libc.prctl(_PR_SET_SECCOMP, 2, ctypes.byref(compiled[0]), 0, 0), "seccomp")
     return True
 
 

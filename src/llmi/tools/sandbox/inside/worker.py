@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -73,7 +74,7 @@ class Supervisor:
         self.pending = False  # asked the zygote for it, no answer yet
         self.exits: dict[int, int] = {}  # wait statuses the zygote reported
         self.problem: str | None = None  # why the next job could not get a clean start
-        self.clear_ms = 0.0  # how long clearing the last job away took
+        self.cleared = {"clear_ms": 0.0, "clear_cpu_ms": 0.0}  # clearing the last job away took
 
     # --- the serving loop -----------------------------------------------------------------
 
@@ -94,16 +95,12 @@ class Supervisor:
                 started = time.monotonic()
                 spare, result, png = self.run_job(header)
                 result.update(type="result", id=header.get("id"), next_uid=self.next_uid,
-                              wall_s=round(time.monotonic() - started, 4), clear_ms=self.clear_ms)  # fmt: skip
+                              wall_s=round(time.monotonic() - started, 4), **self.cleared)  # fmt: skip
                 if self.problem:  # known already: llmi replaces us now, not at the next job
                     result["unhealthy"] = self.problem
                 frames.write(self.fd_out, result, png)
-                cleared = time.perf_counter()
-                self._clear(spare)  # off the critical path: llmi has its answer
-                self.clear_ms = round((time.perf_counter() - cleared) * 1000, 3)
+                self._timed_clear(spare)  # off the critical path: llmi has its answer
                 self._ask_for_spare()
-            elif header.get("type") == "ping":
-                frames.write(self.fd_out, {"type": "pong", "id": header.get("id")})
 
     # --- 1. a job process in its clean start ------------------------------------------------
 
@@ -146,6 +143,8 @@ class Supervisor:
             kind = message.get("type")
             if kind == "exited":
                 self.exits[message["pid"]] = message["status"]
+                while len(self.exits) > 16:  # statuses nobody asked for (jobs that answered)
+                    del self.exits[next(iter(self.exits))]
             elif kind == "spawned" and len(fds) == 4:
                 self.pending = False
                 self.spare = Spare(message["pid"], message.get("uid"), fds)
@@ -207,7 +206,8 @@ class Supervisor:
         spare.job_w = -1
         timeout = float(job.get("timeout") or 20.0)
         result, png = self._supervise(spare, timeout, int(job.get("max_output") or 1 << 20))
-        result.update(setup_ms=spare.setup.get("setup_ms"), isolated=bool(spare.setup.get("isolated")))
+        result.update({k: spare.setup.get(k) for k in ("setup_ms", "setup_cpu_ms")},
+                      isolated=bool(spare.setup.get("isolated")))  # fmt: skip
         return spare, result, png
 
     def _supervise(self, spare: Spare, timeout: float, max_output: int) -> tuple[dict, bytes]:
@@ -247,11 +247,13 @@ class Supervisor:
                 break
         if failure is not None:
             self._kill(spare)
-        status = self._exit_status(spare)
         output = tail.decode("utf-8", "replace")
         if failure is not None:
             return {**failure, "output": output}, b""
-        header, png = _checked(bytes(res)) if res else (_describe_exit(status), b"")
+        if res:  # its answer is all we need: no waiting for the zygote to report its exit
+            header, png = _checked(bytes(res))
+        else:
+            header, png = _describe_exit(self._exit_status(spare)), b""
         return {**header, "output": output}, png
 
     def _exit_status(self, spare: Spare) -> int:
@@ -264,6 +266,13 @@ class Supervisor:
         return self.exits.pop(spare.pid)
 
     # --- 4. clearing the job away -----------------------------------------------------------
+
+    def _timed_clear(self, spare: Spare | None) -> None:
+        """``_clear``, with its wall and CPU time (ours and the throw-away children's) kept."""
+        wall, before = time.perf_counter(), _cpu()
+        self._clear(spare)
+        self.cleared = {"clear_ms": round((time.perf_counter() - wall) * 1000, 3),
+                        "clear_cpu_ms": round((_cpu() - before) * 1000, 3)}  # fmt: skip
 
     def _clear(self, spare: Spare | None) -> None:
         """Kill everything the job left and remove what it could not take with it."""
@@ -342,6 +351,12 @@ def _read_some(fd: int) -> bytes | None:
         return None
     except OSError:
         return b""
+
+
+def _cpu() -> float:
+    """CPU seconds used by this process and its reaped children (microsecond resolution)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _as_uid(uid: int, action) -> None:

@@ -51,6 +51,7 @@ class Zygote:
     # 1. start
     def main(self) -> None:
         try:
+            jail.prepare()  # the seccomp filter, built once and inherited by every job
             self._seed_font_cache()
             self.renderer.prepare_core()
             self.rest = self.renderer.prepare_rest()
@@ -155,7 +156,6 @@ class Zygote:
 
 def job_main(renderer: Renderer, config: dict, uid: int | None, r_job: int, w_res: int, w_out: int) -> None:  # pragma: no cover
     """One job's process: clean start, ready, wait for the job, run it, answer, exit."""
-    started = time.perf_counter()
     os.setpgid(0, 0)
     jail.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
     null = os.open(os.devnull, os.O_RDWR)
@@ -170,6 +170,7 @@ def job_main(renderer: Renderer, config: dict, uid: int | None, r_job: int, w_re
         signal.signal(sig, signal.SIG_DFL)
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         lazy = (renderer.pd is None) + (renderer.sns is None)
         facts = jail.enter(config, uid, extra_vm=lazy * _LAZY_VM)
@@ -178,6 +179,7 @@ def job_main(renderer: Renderer, config: dict, uid: int | None, r_job: int, w_re
         frames.write(_RES_FD, {"type": "jail_failed", "message": f"{type(exc).__name__}: {exc}"})
         os._exit(70)
     facts["setup_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    facts["setup_cpu_ms"] = round((time.process_time() - cpu) * 1000, 3)
     frames.write(_RES_FD, {"type": "ready", **facts})
     # Prewarm only when no job is already waiting (a busy pool wants the CPU for jobs), and
     # not in a cold start: there the throw-away chart would cost a whole first render.
