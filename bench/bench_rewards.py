@@ -2,9 +2,13 @@
 against LLM-I's structure, in the same run, on the same local servers.
 
 A batch of N answers (default 256) with T diffusion tags each (default 4). A local server
-process answers Qwen-Image's ``POST /generate/`` after a fixed tool latency, and an
-OpenAI-compatible ``/v1/chat/completions`` (an LLM judge and an MLLM judge) after a fixed
-judge latency. Both are driven by llmi's real clients (``QwenImageDiffusion``, ``JudgeClient``).
+process answers an OpenAI-compatible images API (``POST /v1/images/generations``, or
+Qwen-Image's ``POST /generate/``) after a fixed tool latency, and an OpenAI-compatible
+``/v1/chat/completions`` (an LLM judge and an MLLM judge) after a fixed judge latency. The
+judges are llmi's ``JudgeClient``; the diffusion tool is, by default, a minimal HTTP tool that
+keeps its connections in small pools (``--tool-backend bench``), so that the figures measure
+the scorer's scheduling; ``--tool-backend openai`` or ``qwen`` uses llmi's own image clients
+instead (see bench/README.md for what they cost at this concurrency).
 
 * **llmi**: ``RewardScorer.ascore_batch``: one engine, the tool calls under a concurrency limit
   of C_tool, each judge under C_judge.
@@ -17,8 +21,8 @@ judge latency. Both are driven by llmi's real clients (``QwenImageDiffusion``, `
 
 Targets (issue 10): llmi within 1.3× of the bound and at least 5× faster than LLM-I's structure.
 
-Run: python bench/bench_rewards.py [--answers 256] [--tags 4] [--tool-latency 0.5]
-     [--judge-latency 1.0] [--tool-concurrency 128] [--judge-concurrency 64] [--group 8 --shared 2]
+Run: python bench/bench_rewards.py [--answers 256] [--tags 4] [--tool-latency 2]
+     [--judge-latency 4] [--tool-concurrency 128] [--judge-concurrency 64] [--group 8 --shared 2]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import io
 import json
 import math
 import multiprocessing
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -79,14 +84,16 @@ def serve(port: int, tool_latency: float, judge_latency: float) -> None:
             return await reply(send, stats)
         if path.endswith("/v1/models"):
             return await reply(send, {"object": "list", "data": [{"id": "judge", "object": "model"}]})
-        kind = "tool" if path == "/generate/" else "judge"
+        kind = "tool" if path in ("/generate/", "/v1/images/generations") else "judge"
         running[kind] += 1
         stats[f"{kind}_calls"] += 1
         stats[f"{kind}_peak"] = max(stats[f"{kind}_peak"], running[kind])
         try:
             if kind == "tool":
                 await asyncio.sleep(tool_latency)
-                return await reply(send, {"status": "success", "images": [image]})
+                if path == "/generate/":
+                    return await reply(send, {"status": "success", "images": [image]})
+                return await reply(send, {"created": 0, "data": [{"b64_json": image}]})
             await asyncio.sleep(judge_latency)
             text = MLLM_REPLY if b"Image Quality" in body else LLM_REPLY
             return await reply(send, {"id": "x", "object": "chat.completion", "model": "judge",
@@ -149,12 +156,55 @@ def bound(n: int, calls: int, tool_latency: float, judge_latency: float, c_tool:
 # -- llmi ---------------------------------------------------------------------------------------
 
 
+class BenchImageTool:
+    """``diffusion`` through the images API, over small connection pools (one set per loop)."""
+
+    source = "diffusion"
+    backend = "bench-http"
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.url = url
+        self.pools = max(1, concurrency // 8)
+        self._clients: dict = {}
+        self._turn = 0
+
+    async def run(self, call):
+        import httpx
+
+        from llmi.image import ImageData
+        from llmi.tools.base import ToolOutput
+
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            tls = httpx.create_ssl_context()
+            self._clients[loop] = [httpx.AsyncClient(limits=httpx.Limits(max_connections=9), verify=tls)
+                                   for _ in range(self.pools)]
+        self._turn += 1
+        client = self._clients[loop][self._turn % self.pools]
+        body = (await client.post(f"{self.url}/v1/images/generations",
+                                  json={"model": "bench", "prompt": call.request.prompt, "size": "64x64"},
+                                  timeout=call.timeout)).json()
+        return ToolOutput(ImageData.from_bytes(base64.b64decode(body["data"][0]["b64_json"])))
+
+    async def aclose(self) -> None:
+        for client in self._clients.pop(asyncio.get_running_loop(), []):
+            await client.aclose()
+
+
+
 async def run_llmi(url: str, batch, args) -> tuple[float, list]:
     from llmi.engine import Engine, ToolLimits
     from llmi.rewards import ExtraInfo, JudgeClient, JudgeLimits, LLMJudge, MLLMJudge, RewardScorer, Sample
-    from llmi.tools.images.qwen import QwenImageDiffusion
+    if args.tool_backend == "bench":
+        tool = BenchImageTool(url, args.tool_concurrency)
+    elif args.tool_backend == "qwen":
+        from llmi.tools.images.qwen import QwenImageDiffusion
 
-    tool = QwenImageDiffusion(url, width=64, height=64, max_concurrency_per_server=args.tool_concurrency)
+        tool = QwenImageDiffusion(url, width=64, height=64, max_concurrency_per_server=args.tool_concurrency)
+    else:
+        from llmi.tools.images.openai import OpenAIDiffusion
+
+        tool = OpenAIDiffusion(base_url=f"{url}/v1", model="bench", size="64x64")
     engine = Engine({"diffusion": tool}, limits={"diffusion": ToolLimits(concurrency=args.tool_concurrency, timeout=120)})
     limits = JudgeLimits(concurrency=args.judge_concurrency, timeout=120)
     scorer = RewardScorer(
@@ -164,9 +214,10 @@ async def run_llmi(url: str, batch, args) -> tuple[float, list]:
         sample_timeout=None,
     )
     samples = [Sample(text, ExtraInfo(args.tags, f"Question {i}")) for i, (text, _) in enumerate(batch)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     results = await scorer.ascore_batch(samples)
     elapsed = time.perf_counter() - started
+    args.cpu = time.process_time() - cpu
     await scorer.aclose()
     await engine.aclose()
     return elapsed, results
@@ -183,8 +234,13 @@ def run_llmi_structure(url: str, batch, args) -> float:
     client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
 
     def generate(prompt: str):
-        body = client.post(f"{url}/generate/", json={"prompt": prompt, "height": 64, "width": 64}).json()
-        return Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).convert("RGB")
+        if args.tool_backend == "qwen":
+            body = client.post(f"{url}/generate/", json={"prompt": prompt, "height": 64, "width": 64}).json()
+            encoded = body["images"][0]
+        else:
+            body = client.post(f"{url}/v1/images/generations", json={"model": "bench", "prompt": prompt, "size": "64x64"}).json()
+            encoded = body["data"][0]["b64_json"]
+        return Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
 
     def interleaved(text: str, prompts: list[str]):
         with ThreadPoolExecutor(max_workers=8) as pool:  # a new pool per answer, as LLM-I makes it
@@ -224,12 +280,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--answers", type=int, default=256)
     ap.add_argument("--tags", type=int, default=4)
-    ap.add_argument("--tool-latency", type=float, default=0.5)
-    ap.add_argument("--judge-latency", type=float, default=1.0)
+    ap.add_argument("--tool-latency", type=float, default=2.0, help="seconds per image (a diffusion call)")
+    ap.add_argument("--judge-latency", type=float, default=4.0, help="seconds per judge reply")
     ap.add_argument("--tool-concurrency", type=int, default=128)
     ap.add_argument("--judge-concurrency", type=int, default=64)
     ap.add_argument("--group", type=int, default=8, help="answers per GRPO group")
     ap.add_argument("--shared", type=int, default=0, help="tags shared by a group's answers (the engine's cache)")
+    ap.add_argument("--tool-backend", choices=("bench", "openai", "qwen"), default="bench",
+                    help="the diffusion client: the bench's, llmi's images API client, or llmi's Qwen-Image client")
     ap.add_argument("--skip-baseline", action="store_true", help="do not run LLM-I's structure")
     args = ap.parse_args()
 
@@ -249,13 +307,14 @@ def main() -> None:
                       args.judge_concurrency)
         tools = sum(r.timings["tools"] for r in results) / len(results)
         judges = sum(r.timings["judges"] for r in results) / len(results)
-        print(f"{args.answers} answers x {args.tags} tags ({unique} distinct tool calls), tool latency "
+        print(f"{args.answers} answers x {args.tags} {args.tool_backend} diffusion tags ({unique} distinct tool calls), tool latency "
               f"{args.tool_latency:g} s, judge latency {args.judge_latency:g} s, limits: tools {args.tool_concurrency}, "
               f"each judge {args.judge_concurrency}")
         print(f"llmi batch scorer:        {elapsed:7.2f} s   ({after['tool_calls'] - before['tool_calls']} tool calls, "
               f"{after['judge_calls'] - before['judge_calls']} judge calls; peak at the server: tools "
               f"{after['tool_peak']}, judges {after['judge_peak']}; mean per answer: tools {tools:.2f} s, judges {judges:.2f} s)")
-        print(f"bound from the limits:    {lower:7.2f} s   -> llmi at {elapsed / lower:.2f}x the bound (target <= 1.3x)")
+        print(f"bound from the limits:    {lower:7.2f} s   -> llmi at {elapsed / lower:.2f}x the bound (target <= 1.3x); "
+              f"the scorer used {args.cpu:.1f} s of CPU (load average {os.getloadavg()[0]:.1f})")
         if not args.skip_baseline:
             baseline = run_llmi_structure(url, batch, args)
             print(f"LLM-I's structure:        {baseline:7.2f} s   -> llmi {baseline / elapsed:.1f}x faster (target >= 5x)")

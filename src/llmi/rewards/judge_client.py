@@ -25,6 +25,8 @@ change.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import threading
 import time
 import weakref
@@ -77,10 +79,23 @@ class JudgeReply:
     finish_reason: str | None = None
 
 
+# httpx's connection pool does work per request that grows with the pool's size, which makes one
+# pool of 64+ connections several times slower than several small ones: connections are spread
+# over pools of at most this many
+_POOL_SIZE = 8
+
+
 @dataclass
 class _LoopState:
-    client: httpx.AsyncClient
+    clients: list[httpx.AsyncClient]
     model_lock: asyncio.Lock
+    busy: list[int] = field(default_factory=list)  # requests in flight per pool
+
+    def pick(self) -> int:
+        """The pool with the fewest requests in flight (it has a free connection)."""
+        i = min(range(len(self.clients)), key=self.busy.__getitem__)
+        self.busy[i] += 1
+        return i
 
 
 class JudgeClient:
@@ -221,10 +236,14 @@ class JudgeClient:
                     raise refused from None
 
     async def _send(self, state: _LoopState, method: str, path: str, body: Any = None) -> http.Response:
-        return await http.request(
-            self._service, method, f"{self.base_url}/{path}", json=body, api_key=self.api_key, headers=self._headers,
-            timeout=self.limits.timeout, max_bytes=_MAX_BODY, client=state.client,
-        )
+        pool = state.pick()
+        try:
+            return await http.request(
+                self._service, method, f"{self.base_url}/{path}", json=body, api_key=self.api_key,
+                headers=self._headers, timeout=self.limits.timeout, max_bytes=_MAX_BODY, client=state.clients[pool],
+            )
+        finally:
+            state.busy[pool] -= 1
 
     # -- request shape --------------------------------------------------------------------
     def _body(
@@ -312,13 +331,17 @@ class JudgeClient:
         with self._lock:
             state = self._loops.get(loop)
             if state is None:
-                client = httpx.AsyncClient(
-                    trust_env=False, follow_redirects=False,
-                    timeout=httpx.Timeout(self.limits.timeout, connect=min(10.0, self.limits.timeout)),
-                    limits=httpx.Limits(max_connections=self.limits.concurrency + 4,
-                                        max_keepalive_connections=self.limits.concurrency + 4),
-                )
-                state = self._loops[loop] = _LoopState(client, asyncio.Lock())
+                pools = -(-self.limits.concurrency // _POOL_SIZE)
+                size = -(-self.limits.concurrency // pools) + 1  # +1: the model listing may run beside
+                clients = [
+                    httpx.AsyncClient(
+                        trust_env=False, follow_redirects=False, verify=_tls(),
+                        timeout=httpx.Timeout(self.limits.timeout, connect=min(10.0, self.limits.timeout)),
+                        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                    )
+                    for _ in range(pools)
+                ]
+                state = self._loops[loop] = _LoopState(clients, asyncio.Lock(), [0] * pools)
             return state
 
     async def aclose(self) -> None:
@@ -327,7 +350,15 @@ class JudgeClient:
         with self._lock:
             state = self._loops.pop(loop, None)
         if state is not None:
-            await state.client.aclose()
+            for client in state.clients:
+                await client.aclose()
+
+
+@functools.lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every pool: building one reads the CA bundle (~0.1 s, more on a busy
+    machine), which a client would otherwise do for each of its pools."""
+    return httpx.create_ssl_context()
 
 
 def _refused(exc: JudgeError) -> bool:
