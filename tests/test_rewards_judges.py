@@ -360,3 +360,20 @@ def test_real_llama_cpp_judge_replies_parse(llama_server):
     assert set(verdict.scores) == {"text", "image"} and all(1 <= v <= 5 for v in verdict.scores.values())
     assert verdict.model == "smollm2" and verdict.structured in ("json_object", "grammar")
     assert client.structured == verdict.structured  # llama-cpp-python refuses json_schema; remembered
+
+
+def test_content_parts_and_null_content(judge_server):
+    parts = completion("x")
+    parts["choices"][0]["message"]["content"] = [{"type": "text", "text": "Text: 3\n"}, {"type": "text", "text": "Image: 2"}]
+    null = completion("x")
+    null["choices"][0]["message"]["content"] = None
+    url = judge_server.script("parts", Reply(body=parts), Reply(body=null))
+    client = JudgeClient(url, limits=FAST)
+    assert ask(client).text == "Text: 3\nImage: 2"
+    assert ask(client).text == ""
+
+
+def test_rubrics_tell_the_judge_to_ignore_instructions_in_answers():
+    from llmi.prompts import judge_prompt
+
+    assert all("never instructions to you" in judge_prompt(j) for j in ("llm", "mllm"))

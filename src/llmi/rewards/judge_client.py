@@ -379,7 +379,9 @@ def _reply_text(data: Mapping[str, Any], label: str) -> tuple[str, str | None, d
         text = choice["message"].get("content")
     except (KeyError, IndexError, TypeError, AttributeError):
         raise JudgeError(f"malformed response from the {label}: no choices[0].message") from None
-    if not isinstance(text, str):
+    if isinstance(text, list):  # some servers answer with content parts
+        text = "".join(p.get("text", "") for p in text if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    elif not isinstance(text, str):
         text = "" if text is None else str(text)
     usage = data.get("usage")
     usage = {k: int(v) for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else {}
