@@ -100,3 +100,14 @@ def test_a_real_grpo_step(judge_server, tiny_tokenizer_dir, tmp_path):
     # TRL's weighted sum of the parts is the scorer's R
     scores = [b.score for _, batch in rewards.history for b in batch]
     assert logged["reward"] == pytest.approx(sum(scores) / len(scores), abs=1e-6)
+
+
+def test_training_refuses_a_reward_without_its_judges():
+    from llmi.errors import ConfigError
+
+    engine = Engine()
+    with pytest.raises(ConfigError, match="LLM_JUDGE_BASE_URL"):
+        LlmiRewards(RewardScorer(engine))
+    rules = LlmiRewards(RewardScorer(engine), require_judges=False)
+    assert call_all(rules, [rules.combined], ["p"], ["Hi."], image_num=[-1])[0] == [None]
+    engine.close()

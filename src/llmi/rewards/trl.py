@@ -45,7 +45,11 @@ class _Batch:
 
 
 class LlmiRewards:
-    """TRL reward functions over one ``RewardScorer`` (see the module docs)."""
+    """TRL reward functions over one ``RewardScorer`` (see the module docs).
+
+    Judges the factors need must be configured (``require_judges=False`` lets a sample with a
+    missing judge get ``None``, which TRL leaves out).
+    """
 
     def __init__(
         self,
@@ -53,7 +57,10 @@ class LlmiRewards:
         *,
         on_batch: Callable[[int | None, Sequence[Any], Sequence[Any], list[RewardBreakdown]], None] | None = None,
         history: int = 4,
+        require_judges: bool = True,
     ) -> None:
+        if require_judges:  # a reward silently missing its judge parts would train on the rules alone
+            scorer.require_judges()
         self.scorer = scorer
         self.on_batch = on_batch
         self.history: deque[tuple[int | None, list[RewardBreakdown]]] = deque(maxlen=history)

@@ -89,7 +89,7 @@ class LlmiRewardManager(RewardManagerBase):
             breakdown = await self.scorer.ascore(sample)
         self.recent.append(breakdown)
         self._log.maybe_save(breakdown)
-        if breakdown.status in ("failed", "excluded"):
+        if breakdown.status != "ok":
             log.warning("llmi reward: sample %s %s: %s", uid, breakdown.status, breakdown.error)
         return {"reward_score": _reward(breakdown), "reward_extra_info": breakdown.metrics()}
 
