@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from llmi.engine import Engine
-from llmi.rewards import ExtraInfo, JudgeClient, JudgeLimits, LLMJudge, MLLMJudge, RewardOptions, RewardScorer, Sample
+from llmi.rewards import JudgeClient, JudgeLimits, LLMJudge, MLLMJudge, RewardOptions, RewardScorer
 from llmi.rewards.trl import LlmiRewards, completion_text
 from llmi.testing import LatencyTool
 
