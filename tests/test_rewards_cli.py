@@ -105,12 +105,13 @@ def test_option_flags_reach_the_reward(tmp_path, judge_server, no_judges):
     answers = write_rows(tmp_path / "answers.jsonl", [ROWS[1]])
     out = tmp_path / "s.jsonl"
     result = CliRunner().invoke(main, ["score", str(answers), "--out", str(out), "--llm-judge", llm, "--no-images", "neutral",
-                                       "--factor", "mllm_factor=0", "--on-error", "exclude", "-q"])
+                                       "--factor", "tool_factor=0.5", "--on-error", "exclude", "-q"])
     assert result.exit_code == 0, result.output
     (row,) = read_out(out)
     assert row["mllm"]["skip_reason"] == "no_images" and row["mllm"]["scores"]["quality"] == 3
     settings = json.loads((tmp_path / "s.jsonl.meta.json").read_text())["settings"]
-    assert settings["options"]["no_images"] == "neutral" and settings["factors"]["mllm_factor"] == 0.0
+    assert settings["options"]["no_images"] == "neutral" and settings["factors"]["tool_factor"] == 0.5
+    assert row["r_tool"] == 0.5 and row["score"] == pytest.approx(0.5 * ((1.4 * 4 + 0.6 * 5) / 2 - 1) / 4 + 0.5 * 0.5)
     bad = CliRunner().invoke(main, ["score", str(answers), "--factor", "llm_factr=1"])
     assert bad.exit_code != 0 and "unknown reward factor" in bad.output
 

@@ -20,8 +20,8 @@ breakdown.
 >>> from llmi.engine import Engine
 >>> scorer = RewardScorer(Engine(), llm_judge=None, mllm_judge=None, factors=RewardFactors(llm_factor=0, mllm_factor=0))
 >>> b = scorer.score(Sample("Just prose.", ExtraInfo(image_num=-1, question="Say hi")))
->>> b.score, b.img_num_score, b.llm.status
-(0.2, 1.0, 'not_configured')
+>>> b.score, b.img_num_score, b.llm.skip_reason      # a part that weighs nothing is not asked for
+(0.2, 1.0, 'unweighted')
 >>> scorer.close()
 """
 
@@ -228,7 +228,7 @@ class RewardScorer:
             async with asyncio.timeout(budget):
                 return await self._score(sample, started)
         except TimeoutError:
-            return self._failure(sample, f"scoring took longer than the sample's {budget:g} s", "ToolTimeout", started)
+            return self._failure(sample, f"scoring took longer than the sample's {budget:g} s", "TimeoutError", started)
         except Exception as exc:  # isolation: one broken sample must never fail a batch
             log.exception("scoring sample %s failed", sample.id)
             return self._failure(sample, f"{type(exc).__name__}: {exc}", type(exc).__name__, started)
@@ -262,7 +262,8 @@ class RewardScorer:
         llm_value = llm_part(llm.verdict.scores, self.factors) if llm.verdict.usable else 0.0
         mllm_value = mllm_part(mllm.verdict.scores, self.factors) if mllm.verdict.usable else 0.0
         status, score, error = "ok", None, None
-        judge_failed = [v.verdict for v in (llm, mllm) if v.verdict.status == "failed" and not v.verdict.usable]
+        judge_failed = [v.verdict for v in (llm, mllm) if v.verdict.status == "failed" and not v.verdict.usable
+                        and self._needs(v.verdict)]
         missing = [v.verdict.judge for v in (llm, mllm) if v.verdict.status == "not_configured" and self._needs(v.verdict)]
         if judge_failed:
             status, error = "excluded", "; ".join(f"{v.judge} judge: {v.error}" for v in judge_failed)
@@ -284,6 +285,8 @@ class RewardScorer:
 
     # -- the judges, with LLM-I's rules and the options ---------------------------------------
     async def _llm(self, view: RewardView, info: ExtraInfo) -> _Part:
+        if self.factors.llm_factor == 0:  # its part weighs nothing: no need to ask
+            return _Part(JudgeVerdict("llm", "skipped", skip_reason="unweighted"))
         if self.llm_judge is None:
             return _Part(JudgeVerdict("llm", "not_configured"), [RewardFallback("llm", "not_configured", "set LLM_JUDGE_BASE_URL")])
         started = time.monotonic()
@@ -296,6 +299,8 @@ class RewardScorer:
 
     async def _mllm(self, view: RewardView, info: ExtraInfo, inputs: "Sequence[ImageData]") -> _Part:
         opts = self.options
+        if self.factors.mllm_factor == 0:
+            return _Part(JudgeVerdict("mllm", "skipped", skip_reason="unweighted"))
         markers = view.text.count(IMAGE_TOKEN)
         if markers == 0 and not (opts.no_images == "score" and view.tags):
             value, why = (3, "neutral: 3/3/3") if opts.no_images == "neutral" else (5, "skipped as perfect: 5/5/5")
@@ -382,7 +387,7 @@ class RewardScorer:
             await asyncio.gather(*tasks, return_exceptions=True)
         for i, sample in enumerate(samples):
             if results[i] is None:
-                results[i] = self._failure(sample, f"the batch's {batch_timeout:g} s deadline passed first", "ToolTimeout", started)
+                results[i] = self._failure(sample, f"the batch's {batch_timeout:g} s deadline passed first", "TimeoutError", started)
                 if on_result is not None:
                     maybe = on_result(i, results[i])  # type: ignore[arg-type]
                     if asyncio.iscoroutine(maybe):
