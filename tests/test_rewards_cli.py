@@ -17,10 +17,14 @@ from llmi.cli import main
 
 from rewards_fixtures import LLM_OK, MLLM_OK, Reply, judge_server, search_tag  # noqa: F401
 
+def info(image_num: int, question: str = "q", tools=(), split: str = "train") -> dict:
+    return {"image_num": image_num, "question": question, "tools": list(tools), "split": split}
+
+
 ROWS = [
-    {"answer": "Owls hunt at night.", "extra_info": {"image_num": -1, "question": "What do owls do?"}, "id": "a"},
-    {"response": "Owls. " + search_tag("owl"), "extra_info": {"image_num": 1, "question": "Show an owl", "tools": ["search"]}},
-    {"answer": "Two owls.", "extra_info": {"image_num": 2, "question": "Two owls", "split": "test"}},
+    {"answer": "Owls hunt at night.", "extra_info": info(-1, "What do owls do?"), "id": "a"},
+    {"response": "Owls. " + search_tag("owl"), "extra_info": info(1, "Show an owl", ["search"])},
+    {"answer": "Two owls.", "extra_info": info(2, "Two owls", split="test")},
 ]
 
 
@@ -69,7 +73,7 @@ def test_with_judges_resume_and_never_duplicate(tmp_path, judge_server, no_judge
     # a killed run left half a line; a new row was added; rerun: only the new row is scored
     with open(out, "a", encoding="utf-8") as fh:
         fh.write('{"row": 3, "score": 0.')
-    write_rows(answers, ROWS + [{"answer": "Another.", "extra_info": {"image_num": 0, "question": "q"}}])
+    write_rows(answers, ROWS + [{"answer": "Another.", "extra_info": info(0)}])
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     second = read_out(out)
@@ -80,7 +84,7 @@ def test_with_judges_resume_and_never_duplicate(tmp_path, judge_server, no_judge
     result = CliRunner().invoke(main, args + ["--factor", "tool_factor=0.5"])
     assert result.exit_code != 0 and "--restart" in result.output
     # the input changed under an old output: refused too
-    write_rows(answers, [{"answer": "Changed.", "extra_info": {"image_num": 0, "question": "q"}}] + ROWS[1:])
+    write_rows(answers, [{"answer": "Changed.", "extra_info": info(0)}] + ROWS[1:])
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0 and "another input" in result.output
 
@@ -94,7 +98,7 @@ def test_bad_rows_are_failed_rows_and_can_be_retried(tmp_path, judge_server, no_
     rows = {r["row"]: r for r in read_out(out)}
     assert rows[0]["status"] == rows[1]["status"] == "failed" and "image_num" in rows[1]["error"]
     assert rows[2]["status"] == "ok"
-    write_rows(answers, [ROWS[0], {"answer": "y", "extra_info": {"question": "q", "image_num": -1}}, ROWS[0]])
+    write_rows(answers, [ROWS[0], {"answer": "y", "extra_info": info(-1)}, ROWS[0]])
     assert CliRunner().invoke(main, args + ["--retry", "failed"]).exit_code == 0
     rows = read_out(out)
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
@@ -118,7 +122,7 @@ def test_option_flags_reach_the_reward(tmp_path, judge_server, no_judges):
 
 def test_a_killed_run_loses_only_rows_in_flight(tmp_path, judge_server, no_judges):
     llm = judge_server.script("kill-llm", Reply(LLM_OK, delay=0.4))
-    rows = [{"answer": f"Owls {i}.", "extra_info": {"image_num": -1, "question": "q"}} for i in range(12)]
+    rows = [{"answer": f"Owls {i}.", "extra_info": info(-1)} for i in range(12)]
     answers = write_rows(tmp_path / "answers.jsonl", rows)
     out = tmp_path / "s.jsonl"
     cmd = [sys.executable, "-m", "llmi", "score", str(answers), "--out", str(out), "--llm-judge", llm,
@@ -138,3 +142,15 @@ def test_a_killed_run_loses_only_rows_in_flight(tmp_path, judge_server, no_judge
     assert sorted(r["row"] for r in final) == list(range(12))
     assert final[: len(partial)] == partial
     assert len(judge_server.bodies("kill-llm")) <= 12 + 2  # at most the rows in flight were asked twice
+
+
+def test_compat_rows_need_all_of_llmis_fields(tmp_path, judge_server, no_judges):
+    llm = judge_server.script("fields-llm", LLM_OK)
+    answers = write_rows(tmp_path / "answers.jsonl", [{"answer": "Hi.", "extra_info": {"image_num": -1, "question": "q"}}])
+    for profile, status in (("llmi-compat", "failed"), ("llmi", "ok")):
+        out = tmp_path / f"{profile}.jsonl"
+        assert CliRunner().invoke(main, ["score", str(answers), "--out", str(out), "--llm-judge", llm,
+                                         "--profile", profile, "--factor", "mllm_factor=0", "-q"]).exit_code == 0
+        (row,) = read_out(out)
+        assert row["status"] == status, row["error"]
+    assert "no 'tools'" in read_out(tmp_path / "llmi-compat.jsonl")[0]["error"]

@@ -109,5 +109,5 @@ def test_training_refuses_a_reward_without_its_judges():
     with pytest.raises(ConfigError, match="LLM_JUDGE_BASE_URL"):
         LlmiRewards(RewardScorer(engine))
     rules = LlmiRewards(RewardScorer(engine), require_judges=False)
-    assert call_all(rules, [rules.combined], ["p"], ["Hi."], image_num=[-1])[0] == [None]
+    assert call_all(rules, [rules.combined], ["p"], ["Hi."], image_num=[-1], tools=[[]], split=["train"])[0] == [None]
     engine.close()

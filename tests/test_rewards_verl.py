@@ -29,9 +29,10 @@ from rewards_fixtures import (  # noqa: E402,F401
 )
 
 ANSWERS = [
-    ("Squares grow fast. " + code_tag("plt.plot([1, 4, 9])"), {"image_num": 1, "question": "Plot squares", "tools": ["code"]}),
-    ("<think>plan</think>No chart needed here.", {"image_num": -1, "question": "Say hi", "split": "test"}),
-    ("Broken row.", {"image_num": "many", "question": "q"}),
+    ("Squares grow fast. " + code_tag("plt.plot([1, 4, 9])"),
+     {"image_num": 1, "question": "Plot squares", "tools": ["code"], "split": "train"}),
+    ("<think>plan</think>No chart needed here.", {"image_num": -1, "question": "Say hi", "tools": [], "split": "test"}),
+    ("Broken row.", {"image_num": "many", "question": "q", "tools": [], "split": "train"}),
 ]
 
 

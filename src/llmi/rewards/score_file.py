@@ -35,7 +35,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError, LlmiError
 from .breakdown import RewardBreakdown
-from .scorer import ExtraInfo, RewardScorer, Sample
+from .scorer import RewardScorer, Sample
 
 __all__ = ["ScoreRow", "ScoreSummary", "read_rows", "score_file"]
 
@@ -177,7 +177,7 @@ async def _score_row(scorer: RewardScorer, row: ScoreRow | str, base: Path, load
         if isinstance(row, str):
             raise ConfigError(row)
         images = [img if img.startswith(("http://", "https://")) else str(base / img) for img in row.images]
-        sample = Sample(row.answer, ExtraInfo.from_mapping(row.extra_info), await load_inputs(images), row.id,
+        sample = Sample(row.answer, scorer.extra_info(row.extra_info), await load_inputs(images), row.id,
                         row.data_source)
     except LlmiError as exc:
         return RewardBreakdown.failure(str(exc), type(exc).__name__, excluded=scorer.options.on_error == "exclude",

@@ -77,12 +77,17 @@ class ExtraInfo:
             raise ConfigError(f"extra_info.split must be a string, not {self.split!r}")
 
     @classmethod
-    def from_mapping(cls, info: Mapping[str, Any]) -> "ExtraInfo":
-        """From a dataset row's ``extra_info`` (extra keys such as ``index`` are ignored)."""
+    def from_mapping(cls, info: Mapping[str, Any], *, strict: bool = False) -> "ExtraInfo":
+        """From a dataset row's ``extra_info`` (extra keys such as ``index`` are ignored).
+
+        ``image_num`` and ``question`` are required; without ``strict``, missing ``tools`` mean
+        none and a missing ``split`` means ``train``. ``strict`` (the ``llmi-compat`` profile)
+        requires all four, as LLM-I's reward does (a row without them scores 0 there).
+        """
         if not isinstance(info, Mapping):
             raise ConfigError(f"extra_info must be a mapping, not {type(info).__name__}")
-        for key in ("image_num", "question"):
-            if key not in info:
+        for key in ("image_num", "question", "tools", "split") if strict else ("image_num", "question"):
+            if key not in info or (strict and info[key] is None):
                 raise ConfigError(f"extra_info has no {key!r}; LLM-I's rows carry image_num, question, tools and split")
         tools = info.get("tools")
         tools = () if tools is None else tuple(tools.tolist() if hasattr(tools, "tolist") else tools)
@@ -197,6 +202,11 @@ class RewardScorer:
         scorer = cls(engine or Engine.from_env(env), llm_judge=llm, mllm_judge=mllm, profile=profile, **kwargs)
         scorer._own_engine = engine is None
         return scorer
+
+    def extra_info(self, info: Mapping[str, Any]) -> ExtraInfo:
+        """A row's ``extra_info``, read as strictly as the profile says (``llmi-compat``: all of
+        LLM-I's fields are required)."""
+        return ExtraInfo.from_mapping(info, strict=self.profile == "llmi-compat")
 
     @property
     def missing_judges(self) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import LlmiError
 from .breakdown import METRIC_KEYS, RewardBreakdown
 from .rules import tag_validity
-from .scorer import ExtraInfo, RewardScorer, Sample, as_images
+from .scorer import RewardScorer, Sample, as_images
 
 __all__ = ["LlmiRewards", "completion_text"]
 
@@ -126,8 +126,8 @@ class LlmiRewards:
         samples: list[Sample | RewardBreakdown] = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions)):
             try:
-                samples.append(Sample(completion_text(completion), _extra_info(i, prompt, columns), _inputs(i, columns),
-                                      id=str(i)))
+                info = self.scorer.extra_info(_row(i, prompt, columns))
+                samples.append(Sample(completion_text(completion), info, _inputs(i, columns), id=str(i)))
             except LlmiError as exc:  # a bad row costs that row only
                 samples.append(RewardBreakdown.failure(str(exc), type(exc).__name__, id=str(i),
                                                        excluded=self.scorer.options.on_error == "exclude"))
@@ -178,13 +178,15 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
-def _extra_info(i: int, prompt: Any, columns: Mapping[str, Any]) -> ExtraInfo:
+def _row(i: int, prompt: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The item's fields: its ``extra_info`` column, or its own columns; the question defaults
+    to the prompt's last user turn."""
     info = columns.get("extra_info")
     row = dict(info[i]) if info is not None else {k: columns[k][i] for k in ("image_num", "question", "tools", "split")
                                                   if k in columns}
     if not row.get("question"):
         row["question"] = _question(prompt)
-    return ExtraInfo.from_mapping(row)
+    return row
 
 
 def _question(prompt: Any) -> str:

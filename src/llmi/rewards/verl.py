@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from llmi.errors import LlmiError, MissingDependency
 from llmi.rewards.breakdown import RewardBreakdown
-from llmi.rewards.scorer import ExtraInfo, RewardScorer, Sample, as_images
+from llmi.rewards.scorer import RewardScorer, Sample, as_images
 from llmi.rewards.settings import RewardSettings, shared_scorer
 
 try:
@@ -77,7 +77,7 @@ class LlmiRewardManager(RewardManagerBase):
         uid = non_tensor.get("uid")
         try:
             sample = Sample(
-                answer, ExtraInfo.from_mapping(_plain(non_tensor.get("extra_info")) or {}),
+                answer, self.scorer.extra_info(_plain(non_tensor.get("extra_info")) or {}),
                 sample_inputs(non_tensor), id=None if uid is None else str(uid),
                 data_source=str(non_tensor.get("data_source", "interleaved")),
             )
@@ -102,7 +102,7 @@ async def compute_score(data_source: str, solution_str: str, ground_truth: Any =
     settings = RewardSettings.parse({k: v for k, v in kwargs.items() if k not in _VERL_KWARGS})
     scorer = shared_scorer(settings)
     try:
-        sample = Sample(solution_str, ExtraInfo.from_mapping(_plain(extra_info) or {}), data_source=str(data_source))
+        sample = Sample(solution_str, scorer.extra_info(_plain(extra_info) or {}), data_source=str(data_source))
     except LlmiError as exc:
         breakdown = RewardBreakdown.failure(str(exc), type(exc).__name__, excluded=scorer.options.on_error == "exclude")
     else:
