@@ -96,13 +96,15 @@ def test_prompt_changes_the_image(gen_server):
     [
         ({"height": 16}, 422),  # no prompt
         (gen_body(width=100000), 422),
-        (gen_body(height=24), 422),  # not a multiple of 16
+        (gen_body(height=8), 422),  # rounds down to nothing
+        (gen_body(height=True), 422),  # a boolean is not a size
+        (gen_body(height=16.5), 422),
         (gen_body(num_inference_steps=10000), 422),
         (gen_body(num_inference_steps=0), 422),
         (gen_body(num_images_per_prompt=5), 422),
-        (gen_body(height="16"), 422),  # strict ints
+        (gen_body(num_inference_steps="many"), 422),
         (gen_body(seed=-1), 422),
-        (gen_body(prompt=""), 422),
+        (gen_body(prompt=None), 422),
         ([1, 2, 3], 422),
     ],
 )
@@ -122,9 +124,10 @@ def test_malformed_json_is_422_and_server_stays_up(gen_server):
     assert len(decode(post(gen_server, "/generate/", gen_body()))) == 1
 
 
-def test_edit_on_a_generation_server_is_404(gen_server):
+def test_edit_on_a_generation_server_is_400(gen_server):
     response = post(gen_server, "/edit/", {"image_b64": png_b64(8, 8), "prompt": "x"})
-    assert response.status_code == 404
+    assert response.status_code == 400
+    assert "only available in edit mode" in response.json()["detail"]
 
 
 # --- edit ------------------------------------------------------------------------------------

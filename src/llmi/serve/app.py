@@ -12,8 +12,12 @@ Endpoints (LLM-I's, kept compatible, plus readiness):
 
 Inference runs on one worker thread behind a bounded queue (:mod:`llmi.serve.worker`); a full
 queue answers 503 with ``Retry-After``. Requests are validated before they are queued: sizes
-must be multiples the pipeline accepts and within limits, steps bounded, the image valid base64
-of a readable, not-too-large picture — anything else is a 4xx and the server carries on.
+within limits (a size that is not a multiple of the pipeline's is rounded down to one, as the
+pipeline itself would, and the answer reports the real size), steps bounded, the image valid
+base64 of a readable, not-too-large picture — anything else is a 4xx and the server carries on.
+What LLM-I's server accepts is accepted (numbers as strings, empty prompts); where it answered
+500 (bad base64, a size below the pipeline's multiple) llmi answers 4xx; a wrong-mode endpoint
+is 400, as in LLM-I.
 
 >>> app = create_app(ServerConfig(model="tiny", mode="generation", device="cpu"))  # doctest: +SKIP
 """
@@ -159,9 +163,16 @@ def create_app(
     def check_size(name: str, value: int, lim: Limits) -> str | None:
         if value > lim.max_side:
             return f"{name}={value} is larger than this server's limit of {lim.max_side}"
-        if value % lim.size_multiple:
-            return f"{name}={value} must be a multiple of {lim.size_multiple}"
+        if value < lim.size_multiple:
+            return (
+                f"{name}={value} is smaller than {lim.size_multiple}: sizes are rounded down to a "
+                f"multiple of {lim.size_multiple}, and this one would round to nothing"
+            )
         return None
+
+    def rounded(value: int | None, lim: Limits) -> int | None:
+        # what the pipeline does itself (with a warning): round down to its multiple
+        return None if value is None else value - value % lim.size_multiple
 
     def check_common(req: GenerateRequest | EditRequest, lim: Limits) -> list[str]:
         problems = []
@@ -180,10 +191,11 @@ def create_app(
 
     def refuse_unless_ready(expected_mode: str):
         if config.mode != expected_mode:
+            # 400, as LLM-I's server answers: the route exists, the server's mode is wrong
             other = "/edit/" if config.mode == "edit" else "/generate/"
             return error(
-                404, f"this server runs in {config.mode} mode; use {other} or start one with "
-                f"--mode {expected_mode}"
+                400, f"this endpoint is only available in {expected_mode} mode; this server runs "
+                f"in {config.mode} mode: use {other}, or start a server with --mode {expected_mode}"
             )
         if worker.load_error is not None:
             return error(503, f"pipeline failed to load: {worker.load_error}")
@@ -221,11 +233,13 @@ def create_app(
                 return error(503, f"out of GPU memory: {exc}", {"Retry-After": "10"})
             log.exception("inference failed")
             return error(500, f"inference failed: {type(exc).__name__}: {exc}")
-        encoded = await asyncio.to_thread(lambda: [base64.b64encode(b).decode() for b in images])
+        encoded, (width, height) = await asyncio.to_thread(_encode, images)
         return {
             "status": "success",
             "images": encoded,
             "seed": job.seed,
+            "width": width,
+            "height": height,
             "elapsed_s": round(time.monotonic() - t0, 4),
         }
 
@@ -269,20 +283,24 @@ def create_app(
             "limits": asdict(lim),
             "edit_max_pixels": loaded.edit_max_pixels if loaded else config.edit_max_pixels,
             "pid": os.getpid(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            # LLM-I's three: its clients and scripts read them
+            "model_path": config.model,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "N/A"),
+            "available_endpoints": ["/edit/"] if config.mode == "edit" else ["/generate/"],
             "uptime_s": round(time.time() - started, 1),
         }
 
     async def generate(req: GenerateRequest, request: Request):
         if (refusal := refuse_unless_ready("generation")) is not None:
             return refusal
-        if problems := check_common(req, limits()):
+        lim = limits()
+        if problems := check_common(req, lim):
             return error(422, problems)
         job = GenerateJob(
             prompt=req.prompt,
             negative_prompt=req.negative_prompt,
-            height=req.height,
-            width=req.width,
+            height=rounded(req.height, lim),
+            width=rounded(req.width, lim),
             num_inference_steps=req.num_inference_steps,
             guidance_scale=req.guidance_scale,
             num_images_per_prompt=req.num_images_per_prompt,
@@ -315,8 +333,8 @@ def create_app(
             guidance_scale=req.guidance_scale,
             num_images_per_prompt=req.num_images_per_prompt,
             seed=req.seed if req.seed is not None else secrets.randbelow(2**31),
-            height=req.height,
-            width=req.width,
+            height=rounded(req.height, lim),
+            width=rounded(req.width, lim),
         )
         return await run("edit", job, request)
 
@@ -326,6 +344,19 @@ def create_app(
     for path in ("/edit/", "/edit"):
         app.add_api_route(path, edit, methods=["POST"], include_in_schema=path.endswith("/"))
     return app
+
+
+def _encode(images: list[bytes]) -> tuple[list[str], tuple[int | None, int | None]]:
+    """The PNGs as base64, and the first one's (width, height), read from its header."""
+    import io
+
+    from PIL import Image
+
+    size: tuple[int | None, int | None] = (None, None)
+    if images:
+        with Image.open(io.BytesIO(images[0])) as im:
+            size = im.size
+    return [base64.b64encode(b).decode() for b in images], size
 
 
 def _free_cuda_cache() -> None:

@@ -89,6 +89,31 @@ def urls_line(specs: Sequence[ServerSpec]) -> str:
     return ",".join(s.url() for s in specs)
 
 
+def export_lines(var: str, urls: str) -> list[str]:
+    """The shell lines that point clients at the servers.
+
+    llmi's clients read a comma-separated list and balance over it; LLM-I's own clients read
+    ONE URL per variable (a list breaks them), so with several servers the lines say so.
+
+    >>> export_lines("QWEN_IMAGE_SERVER_URL", "http://h:8000")
+    ['export QWEN_IMAGE_SERVER_URL=http://h:8000']
+    >>> for line in export_lines("QWEN_IMAGE_SERVER_URL", "http://h:8000,http://h:8001"): print(line)
+    export QWEN_IMAGE_SERVER_URL=http://h:8000,http://h:8001
+    # llmi's clients take this comma-separated list and balance over it; LLM-I's own
+    # clients take ONE URL per variable (a list breaks them). For those, one server each:
+    #   export QWEN_IMAGE_SERVER_URL=http://h:8000
+    """
+    lines = [f"export {var}={urls}"]
+    listed = urls.split(",")
+    if len(listed) > 1:
+        lines += [
+            "# llmi's clients take this comma-separated list and balance over it; LLM-I's own",
+            "# clients take ONE URL per variable (a list breaks them). For those, one server each:",
+            f"#   export {var}={listed[0]}",
+        ]
+    return lines
+
+
 PARENT_ENV = "LLMI_LAUNCHER_PID"
 
 
@@ -358,7 +383,7 @@ class Launcher:
                 urls = urls_line([c.spec for c in self.children if c.ready])
                 self.say("servers ready; point llmi at them with:")
                 var = "QWEN_EDIT_SERVER_URL" if self.mode == "edit" else "QWEN_IMAGE_SERVER_URL"
-                print(f"export {var}={urls}", flush=True)
+                print("\n".join(export_lines(var, urls)), flush=True)
                 return self.supervise()
             except KeyboardInterrupt:
                 return 130

@@ -2,8 +2,11 @@
 
 The request bodies keep LLM-I's field names and defaults, so its clients work unchanged;
 ``seed`` (and, for edits, ``guidance_scale``, ``num_images_per_prompt``, ``height``, ``width``)
-are additions. Bounds that depend on the server's configuration (largest side, size multiple,
-most steps) are checked by the server against :class:`Limits`, not here.
+are additions. They read what LLM-I's server reads: numbers sent as strings (``"1024"``) and
+integral floats (``1024.0``), an empty prompt, ``null`` for the negative prompt. They refuse
+what LLM-I's would only have failed on later: booleans where a number is meant, fractions,
+negative seeds. Bounds that depend on the server's configuration (largest side, size
+multiple, most steps) are checked by the server against :class:`Limits`, not here.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "DEFAULT_GUIDANCE",
@@ -25,15 +28,22 @@ __all__ = [
 #: Qwen-Image's recommended classifier-free guidance scale (its ``true_cfg_scale``)
 DEFAULT_GUIDANCE = 4.0
 
-_Int = Annotated[int, Field(strict=True)]
-_Seed = Annotated[int, Field(strict=True, ge=0, lt=2**63)]
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1: a size or a step count of "true" is a client bug
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+_Int = Annotated[int, BeforeValidator(_not_bool)]
+_Seed = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, lt=2**63)]
 
 
 class _Request(BaseModel):
     # Unknown keys are ignored rather than refused: LLM-I's clients may send their own extras.
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = Field(min_length=1, max_length=20_000)
+    prompt: str = Field(max_length=20_000)  # empty is allowed, as in LLM-I
     negative_prompt: str | None = Field(default=None, max_length=20_000)
     guidance_scale: float = Field(default=DEFAULT_GUIDANCE, ge=0.0, le=100.0)
     num_images_per_prompt: _Int = Field(default=1, ge=1, le=4)
@@ -62,9 +72,15 @@ class EditRequest(_Request):
 
 
 class ImagesResponse(BaseModel):
+    """LLM-I's answer (``status``, ``images``) plus what llmi adds: the seed used, the real
+    size of the images (a requested size is rounded down to the pipeline's multiple, as the
+    pipeline itself would) and the time taken."""
+
     status: str = "success"
     images: list[str]
     seed: int | None = None
+    width: int | None = None
+    height: int | None = None
     elapsed_s: float | None = None
 
 
