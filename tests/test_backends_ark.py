@@ -15,7 +15,8 @@ from llmi.fetch import FetchPolicy
 from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.tools import ToolCall, load_backend
-from llmi.tools.images._hosted import ContentRefused, default_seed
+from llmi.errors import ContentRefused
+from llmi.tools.base import prompt_seed
 from llmi.tools.images.ark import SEEDREAM_MODEL, SeedreamDiffusion
 from llmi.tools.images.ark import SEEDEDIT_MODEL, SeedEdit
 
@@ -48,12 +49,12 @@ def test_seedream_sends_arks_request_and_decodes_inline_image(images_api: Images
     assert req.headers["authorization"] == "Bearer test-key"
     assert req.json == {
         "model": SEEDREAM_MODEL, "prompt": "a lighthouse at dusk", "size": "64x48",
-        "response_format": "b64_json", "seed": default_seed("a lighthouse at dusk"),
+        "response_format": "b64_json", "seed": prompt_seed("a lighthouse at dusk"),
         "watermark": True, "guidance_scale": 2.5,
     }
     assert (out.image.width, out.image.height, out.image.format) == (64, 48, "png")
     assert out.image.to_pil().convert("RGB").getpixel((5, 5)) == (200, 40, 40)
-    assert out.info["seed"] == default_seed("a lighthouse at dusk")
+    assert out.info["seed"] == prompt_seed("a lighthouse at dusk")
     assert out.credit is not None and out.credit.source.startswith("Seedream")
 
 
@@ -190,7 +191,7 @@ def test_seededit_uploads_an_rgba_chart_flattened_on_white(images_api: ImagesApi
     body = req.json
     assert (body["model"], body["prompt"], body["size"], body["response_format"]) == (
         SEEDEDIT_MODEL, "make the bar red", "adaptive", "b64_json")
-    assert body["guidance_scale"] == 5.5 and body["seed"] == default_seed("make the bar red")
+    assert body["guidance_scale"] == 5.5 and body["seed"] == prompt_seed("make the bar red")
     sent = _received_image(body["image"])
     assert (sent.format, sent.mode, sent.size) == ("PNG", "RGB", (80, 60))
     assert sent.getpixel((2, 2)) == (255, 255, 255)  # transparency became white, not black

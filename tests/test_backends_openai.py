@@ -14,7 +14,8 @@ from llmi.fetch import FetchPolicy
 from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.tools import ToolCall, load_backend
-from llmi.tools.images._hosted import ContentRefused, prepare_upload
+from llmi.errors import ContentRefused
+from llmi.tools.images._hosted import prepare_upload
 from llmi.tools.images.openai import OpenAIDiffusion
 from llmi.tools.images.openai import OpenAIEdit
 

@@ -77,7 +77,7 @@ def test_refused_key_says_which_variable(scripted: ScriptedServer, status: int) 
     scripted.script(Step(status, {"error": {"message": "Incorrect API key provided"}}))
     err = failure(scripted.url)
     assert type(err) is BackendError and not err.transient and err.status == status
-    assert "check TEST_API_KEY" in str(err) and "Incorrect API key" in str(err)
+    assert "rejected the API key" in str(err) and "check TEST_API_KEY" in str(err) and "Incorrect API key" in str(err)
 
 
 def test_not_found_says_check_the_url_and_hides_the_query(scripted: ScriptedServer) -> None:
@@ -126,7 +126,7 @@ def test_retry_after_is_kept_in_seconds_or_as_a_date(scripted: ScriptedServer) -
 def test_an_exhausted_plan_is_not_transient_even_on_429(scripted: ScriptedServer, body: dict) -> None:
     scripted.script(Step(429, body))
     err = failure(scripted.url)
-    assert not err.transient and "no quota or credit left" in str(err) and "TEST_API_KEY" in str(err)
+    assert not err.transient and "quota exhausted" in str(err) and "TEST_API_KEY" in str(err)
 
 
 @pytest.mark.parametrize(

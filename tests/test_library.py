@@ -222,10 +222,11 @@ def test_routing(library, tmp_path):
     assert search_choice(empty).backend is None and search_from_env(empty) is None
     assert search_choice({"LLMI_SEARCH_BACKEND": "wikimedia", "SERP_API_KEY": "k"}).backend == "wikimedia"
     assert search_choice({"LLMI_SEARCH_BACKEND": "none", "SERP_API_KEY": "k"}).backend is None
+    # a named backend the environment does not configure is an error when it is built
     with pytest.raises(ConfigError, match="SERP_API_KEY"):
-        search_choice({"LLMI_SEARCH_BACKEND": "serpapi"})
+        search_from_env({"LLMI_SEARCH_BACKEND": "serpapi"})
     with pytest.raises(ConfigError, match="llmi library add"):
-        search_choice({"LLMI_SEARCH_BACKEND": "library", **empty})
+        search_from_env({"LLMI_SEARCH_BACKEND": "library", **empty})
     with pytest.raises(ConfigError, match="not one of"):
         search_choice({"LLMI_SEARCH_BACKEND": "bing"})
     tool = search_from_env({**home, "LLMI_LIBRARY_THRESHOLD": "0.7"})

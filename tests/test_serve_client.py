@@ -22,7 +22,6 @@ from serve_fixtures import (  # noqa: F401 - fixtures
 from llmi.errors import BackendError, ConfigError, DependencyFailed, ToolNotConfigured, ToolTimeout
 from llmi.image import ImageData
 from llmi.serve.client import ImageServerClient, parse_urls
-from llmi.serve.imaging import to_upload_png
 
 SMALL = {"height": 16, "width": 16, "num_inference_steps": 2, "guidance_scale": 1.0}
 
@@ -80,23 +79,28 @@ def test_bounded_concurrency_per_server(slow_server):
     assert asyncio.run(main()) == 0
 
 
-def test_dead_server_is_skipped(gen_server):
+def test_a_dead_server_fails_one_call_and_is_then_skipped(gen_server):
+    # One POST per call, no retries inside the client: the failure is the caller's to retry,
+    # and the server it came from is marked down so the next call goes elsewhere.
     dead = f"http://127.0.0.1:{free_port()}"
 
     async def main():
         async with ImageServerClient([dead, gen_server.url], max_concurrency_per_server=1) as c:
-            results = [await c.generate_result("x", seed=i, **SMALL) for i in range(4)]
+            with pytest.raises(BackendError) as first:
+                await c.generate_result("x", seed=0, **SMALL)
+            results = [await c.generate_result("x", seed=i, **SMALL) for i in range(3)]
             health = await c.health()
-            return [r.server for r in results], health
+            return first.value, [r.server for r in results], health
 
-    servers, health = asyncio.run(main())
-    assert servers == [gen_server.url] * 4
+    first, servers, health = asyncio.run(main())
+    assert first.transient and first.status is None and dead in str(first)
+    assert servers == [gen_server.url] * 3
     assert [(h.url, h.alive, h.ready) for h in health] == [(dead, False, False), (gen_server.url, True, True)]
 
 
 def test_all_servers_down_is_transient_backend_error():
     async def main():
-        async with ImageServerClient([f"http://127.0.0.1:{free_port()}"], retries=1, timeout=5, cooldown=0.05) as c:
+        async with ImageServerClient([f"http://127.0.0.1:{free_port()}"], timeout=5, cooldown=0.05) as c:
             await c.generate("x", **SMALL)
 
     with pytest.raises(BackendError) as info:
@@ -104,9 +108,11 @@ def test_all_servers_down_is_transient_backend_error():
     assert info.value.transient
 
 
-def test_503_queue_full_is_retried_on_another_server(slow_server, gen_server):
+def test_503_queue_full_marks_the_server_down_and_the_retry_goes_elsewhere(slow_server, gen_server):
     # Fill the slow server (one running, one waiting), then ask a client that prefers it.
     import httpx
+
+    from llmi.http import Retry
 
     body = {"prompt": "x", **SMALL, "seed": 1}
     pool = [threading.Thread(target=httpx.post, args=(slow_server.url + "/generate/",), kwargs={"json": body, "timeout": 30}) for _ in range(2)]
@@ -114,16 +120,51 @@ def test_503_queue_full_is_retried_on_another_server(slow_server, gen_server):
     wait_for(lambda: slow_server.worker.in_flight == 1)
     pool[1].start()
     wait_for(lambda: slow_server.worker.queue_depth == 1)
+    retried: list[BaseException] = []
 
     async def main():
         async with ImageServerClient([slow_server.url, gen_server.url]) as c:
-            return await c.generate_result("y", seed=2, **SMALL)
+            return await Retry(backoff=0.01).run(
+                c.generate_result, "y", seed=2, **SMALL, on_retry=lambda a, e, d: retried.append(e)
+            )
 
     result = asyncio.run(main())
     for t in pool:
         t.join()
     assert result.server == gen_server.url
+    assert len(retried) == 1 and retried[0].status == 503 and retried[0].retry_after is not None
     assert slow_server.info()["counters"]["rejected_queue_full"] == 1
+
+
+def test_one_qwen_image_costs_at_most_three_posts_and_a_failed_server_is_avoided(gen_server):
+    from http_fixtures import ScriptedServer, Step
+
+    from llmi.engine import Engine, ToolLimits
+    from llmi.tools.images.qwen import QwenImageDiffusion
+
+    text = "<imgen>{'source': 'diffusion', 'description': 'd', 'params': {'prompt': 'a fox'}}</imgen>"
+    limits = {"diffusion": ToolLimits(timeout=30, retries=2, backoff=0.01)}
+    with ScriptedServer() as failing:
+        failing.script(*[Step(503, {"detail": "overloaded"}) for _ in range(20)])
+        # 1. a server that always fails: the engine's three attempts are the only three POSTs
+        tool = QwenImageDiffusion(failing.url, width=16, height=16, num_inference_steps=2)
+        engine = Engine({"diffusion": tool}, limits=limits, cache=False)
+        try:
+            [seg] = engine.run(text).image_segments
+        finally:
+            engine.close()
+        assert seg.status == "failed" and seg.attempts == 3
+        assert [r.path for r in failing.seen] == ["/generate/"] * 3
+        # 2. beside a healthy one: the failure marks it down and the retry goes to the other
+        failing.seen.clear()
+        tool = QwenImageDiffusion([failing.url, gen_server.url], width=16, height=16, num_inference_steps=2)
+        engine = Engine({"diffusion": tool}, limits=limits, cache=False)
+        try:
+            [seg] = engine.run(text).image_segments
+        finally:
+            engine.close()
+        assert seg.status == "ok" and seg.attempts == 2 and seg.info["server"] == gen_server.url
+        assert len(failing.seen) == 1
 
 
 def test_4xx_is_not_transient_and_not_retried(gen_server):
@@ -158,7 +199,7 @@ def test_rgba_is_flattened_on_white_before_upload():
     im = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     im.putpixel((0, 0), (255, 0, 0, 255))
     im.save(buf, "PNG")
-    flat = Image.open(io.BytesIO(to_upload_png(buf.getvalue())))
+    flat = ImageData.from_bytes(buf.getvalue()).flattened().to_pil()
     assert flat.mode == "RGB"
     assert flat.getpixel((1, 1)) == (255, 255, 255)  # transparent → white, not black
     assert flat.getpixel((0, 0)) == (255, 0, 0)

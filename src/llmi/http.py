@@ -9,7 +9,7 @@ what happened                                  raised                       tran
 =============================================  ===========================  =========
 connection refused or reset, DNS, cut body     ``service.error_class``      yes
 no answer within ``timeout``                   ``service.timeout_class``    yes
-401 / 403                                      "check <key_hint>"           no
+401 / 403                                      "rejected the API key"       no
 404                                            "check the URL"              no
 408 / 425 / 429 (``Retry-After`` kept)         ``service.error_class``      yes
 quota or billing exhausted (any status)        ``service.error_class``      no
@@ -87,8 +87,8 @@ _QUOTA_MARKERS = ("quota", "overdue", "billing", "run out of searches")
 class Service:
     """Who is being called, for messages, and which ``llmi.errors`` classes its failures take.
 
-    ``name`` starts every message (``"SerpAPI"``, ``"the writer endpoint at http://..."``);
-    ``key_hint`` says what to check when the key is refused (``"SERP_API_KEY"``).
+    ``name`` starts every message (``"SerpAPI"``, ``"the writer endpoint"``); ``key_hint`` says
+    what to check when the key is refused (``"SERP_API_KEY"``).
 
     >>> err = Service("Ark", key_hint="ARK_API_KEY").error("no images", status=200)
     >>> (type(err).__name__, err.transient, err.status)
@@ -100,6 +100,10 @@ class Service:
     error_class: type[LlmiError] = BackendError
     timeout_class: type[LlmiError] = ToolTimeout
     refused_class: type[LlmiError] = ContentRefused
+    #: whether running out of time is worth retrying: yes for a whole call cut short (the
+    #: next may be quicker), no where a timeout means "this takes longer than you allow" (a
+    #: writer's completion arrives in one piece: the same request will take as long again)
+    timeout_transient: bool = True
 
     def error(
         self,
@@ -168,24 +172,26 @@ async def request(
     files: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     api_key: str | None = None,
-    timeout: float = 60.0,
+    timeout: float | None = 60.0,
+    read_timeout: float | None = None,
     connect_timeout: float = 10.0,
     max_bytes: int = MAX_RESPONSE_BYTES,
     client: httpx.AsyncClient | None = None,
 ) -> Response:
     """Send one request and return its 2xx answer, or raise the classified error.
 
-    ``timeout`` bounds the whole attempt (connecting, sending, reading); connecting alone is
+    ``timeout`` bounds the whole attempt (connecting, sending, reading; ``None``: no bound);
+    ``read_timeout`` each wait for the server (default: ``timeout``), and connecting alone is
     bounded by ``connect_timeout`` so a dead host fails fast. ``api_key`` is sent as a Bearer
     token. The body is read up to ``max_bytes`` (decoded), and no further.
     """
+    wait = read_timeout if read_timeout is not None else timeout
     try:
         async with asyncio.timeout(timeout):
-            async with _session(client, timeout, connect_timeout) as http:
+            async with _session(client) as http:
                 req = http.build_request(
                     method, url, params=params, json=json, data=data, files=files,
-                    headers=_headers(headers, api_key),
-                    timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
+                    headers=_headers(headers, api_key), timeout=_limits(wait, connect_timeout),
                 )
                 response = await http.send(req, stream=True)
                 try:
@@ -195,7 +201,7 @@ async def request(
     except TimeoutError:
         raise _timed_out(service, url, timeout) from None
     except httpx.HTTPError as exc:
-        raise transport_error(service, exc, url, timeout) from None
+        raise transport_error(service, exc, url, wait) from None
     if not response.is_success:
         raise _status_error(service, response.status_code, content, response.headers, url)
     return Response(service, response.status_code, response.headers, content, _public(url))
@@ -226,10 +232,11 @@ async def stream(
     ...         async for line in response.aiter_lines():
     ...             yield line
     """
-    limits = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
     try:
-        async with _session(client, timeout, connect_timeout) as http:
-            req = http.build_request(method, url, json=json, headers=_headers(headers, api_key), timeout=limits)
+        async with _session(client) as http:
+            req = http.build_request(
+                method, url, json=json, headers=_headers(headers, api_key), timeout=_limits(timeout, connect_timeout)
+            )
             response = await http.send(req, stream=True)
             try:
                 if not response.is_success:
@@ -265,22 +272,24 @@ def classify(
     """The ``llmi.errors`` value for an error answer: its status and its (decoded) body."""
     code, message = _api_error(body)
     retry_after = parse_retry_after(headers.get("retry-after"))
-    what = f"{service.name} answered HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    where = f" at {_public(url)}" if url else ""
+    detail = f"HTTP {status}" + (f" {code}" if code else "") + where + (f": {message}" if message else "")
+    what = f"{service.name} answered {detail}"
     marks = f"{code} {message}".lower()
 
     def fail(text: str, transient: bool = False, cls: type[LlmiError] | None = None) -> LlmiError:
         return service.error(text, transient=transient, status=status, retry_after=retry_after, cls=cls)
 
     if status in (401, 403):
-        hint = f"check {service.key_hint}" if service.key_hint else "check the API key"
-        return fail(f"{what} — {hint} (the key is missing, wrong or lacks access)")
+        hint = service.key_hint or "the API key"
+        return fail(f"{service.name} rejected the API key ({detail}) — check {hint}: it is missing, wrong or lacks access")
     if any(marker in marks for marker in _REFUSAL_MARKERS):
         return fail(f"{what} — the provider's content filter refused; change the prompt or image", cls=service.refused_class)
     if any(marker in marks for marker in _QUOTA_MARKERS):
         key = f" behind {service.key_hint}" if service.key_hint else ""
-        return fail(f"{what} — the account{key} has no quota or credit left; retrying will not help")
+        return fail(f"{service.name}: quota exhausted ({detail}) — the account{key} has no quota or credit left; retrying will not help")
     if status == 404:
-        return fail(f"{what} — nothing at {_public(url) or 'that URL'}; check the URL")
+        return fail(f"{what} — check the URL")
     if 300 <= status < 400:
         location = headers.get("location")
         return fail(f"{what} — redirected" + (f" to {location}; use that URL" if location else ""))
@@ -373,14 +382,16 @@ class Retry:
 
 
 @asynccontextmanager
-async def _session(client: httpx.AsyncClient | None, timeout: float, connect_timeout: float) -> AsyncIterator[httpx.AsyncClient]:
+async def _session(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
     if client is not None:
         yield client
         return
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)), follow_redirects=False
-    ) as own:
+    async with httpx.AsyncClient(follow_redirects=False) as own:  # each request sets its timeouts
         yield own
+
+
+def _limits(wait: float | None, connect_timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(wait, connect=connect_timeout if wait is None else min(connect_timeout, wait))
 
 
 def _headers(headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
@@ -421,7 +432,10 @@ def _status_error(service: Service, status: int, content: bytes, headers: Mappin
 
 def _timed_out(service: Service, url: str, timeout: float | None) -> LlmiError:
     within = f" within {timeout:g} s" if timeout is not None else " in time"
-    return service.error(f"{service.name} did not answer{within} ({_public(url)})", transient=True, cls=service.timeout_class)
+    return service.error(
+        f"{service.name} did not answer{within} ({_public(url)})",
+        transient=service.timeout_transient, cls=service.timeout_class,
+    )
 
 
 def _api_error(body: Any) -> tuple[str, str]:

@@ -1,7 +1,9 @@
-"""Images as immutable values passed between tools, the engine and renderers."""
+"""Images as immutable values passed between tools, the engine and renderers, and the one
+way llmi flattens a picture with transparency onto white."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
 
-__all__ = ["MAX_PIXELS", "ImageData"]
+__all__ = ["MAX_PIXELS", "ImageData", "flatten_to_rgb"]
 
 #: the most pixels llmi decodes in one image: larger ones are refused from their header alone,
 #: so no tool or renderer ever holds a decompression bomb's pixels in memory
@@ -87,6 +89,31 @@ class ImageData:
             return self
         return ImageData.from_pil(self.to_pil(), "png")
 
+    def flattened(self) -> "ImageData":
+        """The same picture as an RGB PNG, transparency composited onto white.
+
+        What an upload to an image model needs: an RGBA chart with a transparent background
+        would otherwise reach the model as black (or, in an edits API, as a mask).
+
+        >>> from PIL import Image
+        >>> flat = ImageData.from_pil(Image.new("RGBA", (2, 2), (0, 0, 0, 0))).flattened()
+        >>> (flat.format, flat.to_pil().mode, flat.to_pil().getpixel((0, 0)))
+        ('png', 'RGB', (255, 255, 255))
+        """
+        with self.to_pil() as im:
+            if im.mode == "RGB" and self.format == "png":
+                return self
+            return ImageData.from_pil(flatten_to_rgb(im), "png")
+
+    @property
+    def data_url(self) -> str:
+        """``data:image/<format>;base64,...``: the inline form chat and image APIs accept.
+
+        >>> ImageData.blank(1, 1).data_url[:22]
+        'data:image/png;base64,'
+        """
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
     @property
     def extension(self) -> str:
         return {"jpeg": "jpg"}.get(self.format, self.format)
@@ -96,3 +123,34 @@ def _within(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     if size[0] * size[1] > max_pixels:
         raise ValueError(f"image of {size[0]}x{size[1]} pixels is over the {max_pixels:,}-pixel limit")
     return size
+
+
+def flatten_to_rgb(image: "PILImage.Image", background: tuple[int, int, int] = (255, 255, 255)) -> "PILImage.Image":
+    """``image`` as RGB, transparent parts composited onto ``background`` (white).
+
+    16- and 32-bit greyscale is scaled to 8 bits rather than clipped to white.
+
+    >>> from PIL import Image
+    >>> flatten_to_rgb(Image.new("RGBA", (2, 2), (0, 0, 0, 0))).getpixel((0, 0))
+    (255, 255, 255)
+    >>> flatten_to_rgb(Image.new("LA", (1, 1), (0, 128))).getpixel((0, 0))
+    (127, 127, 127)
+    """
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+
+        arr = np.asarray(image, dtype=np.float64)
+        hi = arr.max() or 1.0
+        image = Image.fromarray((arr * (255.0 / hi)).astype("uint8"), "L")
+    return image.convert("RGB")

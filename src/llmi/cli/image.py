@@ -135,11 +135,13 @@ def generate(
     timeout: float,
 ) -> None:
     """Generate image(s) for PROMPT and write them as PNG."""
+    from ..http import Retry
     from ..serve.client import ImageServerClient
 
     async def main():
         async with ImageServerClient(_urls(url, ("generation",)), timeout=timeout) as client:
-            return await client.generate_result(
+            return await Retry().run(
+                client.generate_result,
                 prompt,
                 height=height,
                 width=width,
@@ -173,6 +175,7 @@ def edit(
     timeout: float,
 ) -> None:
     """Edit an image following PROMPT (e.g. "make it black and white")."""
+    from ..http import Retry
     from ..image import ImageData
     from ..serve.client import ImageServerClient
 
@@ -183,7 +186,8 @@ def edit(
 
     async def main():
         async with ImageServerClient(_urls(url, ("edit",)), timeout=timeout) as client:
-            return await client.edit_result(
+            return await Retry().run(
+                client.edit_result,
                 source,
                 prompt,
                 num_inference_steps=steps,

@@ -12,7 +12,6 @@ user sees the text arrive, and ``complete`` is the same call gathered into one s
 
 from __future__ import annotations
 
-import base64
 import os
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence, Union, runtime_checkable
@@ -26,7 +25,6 @@ __all__ = [
     "Sampling",
     "Writer",
     "build_messages",
-    "image_data_url",
     "is_url",
     "load_image",
     "trim_unfinished_tag",
@@ -138,8 +136,3 @@ def load_image(value: ImageInput) -> ImageData:
         return ImageData.from_bytes(data)
     except ValueError:
         raise WriterError(f"{path!r} is not a readable image (PNG, JPEG, WebP, GIF...)") from None
-
-
-def image_data_url(image: ImageData) -> str:
-    """``data:image/png;base64,...`` for an image, as chat APIs accept inline images."""
-    return f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"

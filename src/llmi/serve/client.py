@@ -5,11 +5,15 @@
 
 Each call goes to the healthy server with the fewest requests in flight (ties rotate), at most
 ``max_concurrency_per_server`` at a time per server; callers beyond that wait for a slot.
-A server that refuses connections or answers 502/503/504 is skipped and tried again after a
-cool-down that doubles with each failure; a 503 (queue full, still loading) is retried on
-another server, honouring ``Retry-After``. 4xx answers are the caller's mistake and are not
-retried. Errors map to :mod:`llmi.errors`: :class:`BackendError` (``transient`` set for what is
-worth retrying) and :class:`ToolTimeout`.
+
+Each call is ONE POST: retrying is the caller's job (the engine's, for the Qwen tools; wrap a
+call in :class:`llmi.http.Retry` elsewhere), so one image costs at most as many POSTs as the
+caller has attempts. A server that fails a call (refused or reset connection, 5xx, 503 queue
+full or still loading) is marked down — for its ``Retry-After`` when it gave one, else for a
+cool-down that doubles with each failure — so the next attempt goes to another server, or
+waits for this one to come back. 4xx answers are the caller's mistake and mark nothing.
+Errors are those of :mod:`llmi.http`: :class:`BackendError` (``transient`` set for what is worth
+retrying, ``retry_after`` kept) and :class:`ToolTimeout`.
 
 The client may be used from several event loops over its life (the engine's sync wrapper
 runs its own): HTTP connections and waiting queues are kept per loop, health marks are shared.
@@ -27,10 +31,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BackendError, ConfigError, MissingDependency, ToolTimeout
+import httpx
+
+from .. import http
+from ..errors import BackendError, ConfigError, LlmiError, ToolTimeout
 from ..image import ImageData
 
 __all__ = ["ImageServerClient", "ServerImages", "ServerStatus", "parse_urls"]
+
+_SERVICE = http.Service("the image server")  # every message names the server's URL too
 
 
 def parse_urls(value: str | Sequence[str]) -> list[str]:
@@ -90,8 +99,8 @@ class _LoopState:
 class ImageServerClient:
     """Talks to the servers at ``urls`` (a list or a comma-separated string).
 
-    ``timeout`` bounds a whole call (waiting for a slot, retries included) unless the call
-    passes its own; ``retries`` is how many *other* attempts a transient failure may use.
+    ``timeout`` bounds a whole call (waiting for a slot included) unless the call passes its
+    own; ``max_response_bytes`` bounds one answer (base64 images).
     """
 
     def __init__(
@@ -101,9 +110,9 @@ class ImageServerClient:
         max_concurrency_per_server: int = 2,
         timeout: float = 600.0,
         connect_timeout: float = 5.0,
-        retries: int = 2,
         cooldown: float = 2.0,
         max_cooldown: float = 60.0,
+        max_response_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.urls = parse_urls(urls)
         if not self.urls:
@@ -113,7 +122,7 @@ class ImageServerClient:
         self.max_concurrency_per_server = max_concurrency_per_server
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self.retries = retries
+        self.max_response_bytes = max_response_bytes
         self.cooldown = cooldown
         self.max_cooldown = max_cooldown
         self._health = {url: _Health() for url in self.urls}
@@ -139,10 +148,6 @@ class ImageServerClient:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            try:
-                import httpx
-            except ImportError:  # pragma: no cover - httpx is a core dependency
-                raise MissingDependency("httpx", "serve") from None
             limits = httpx.Limits(max_connections=len(self.urls) * self.max_concurrency_per_server + 8)
             state = _LoopState(
                 http=httpx.AsyncClient(limits=limits, trust_env=False),
@@ -189,18 +194,16 @@ class ImageServerClient:
 
     # --- choosing a server -----------------------------------------------------------------
 
-    async def _acquire(self, state: _LoopState, avoid: set[str], deadline: float) -> str:
+    async def _acquire(self, state: _LoopState, deadline: float) -> str:
         n = len(self.urls)
         async with state.cond:
             while True:
                 now = time.monotonic()
                 up = [u for u in self.urls if self._is_up(u, now)]
                 free = [u for u in up if state.in_flight[u] < self.max_concurrency_per_server]
-                fresh = [u for u in free if u not in avoid]
-                pool = fresh or (free if len(avoid) >= len(up) else [])
-                if pool:
+                if free:
                     order = {u: (i - state.rr) % n for i, u in enumerate(self.urls)}
-                    url = min(pool, key=lambda u: (state.in_flight[u], order[u]))
+                    url = min(free, key=lambda u: (state.in_flight[u], order[u]))
                     state.rr = (self.urls.index(url) + 1) % n
                     state.in_flight[url] += 1
                     return url
@@ -226,68 +229,33 @@ class ImageServerClient:
             state.in_flight[url] -= 1
             state.cond.notify_all()
 
-    # --- one call, with retries ------------------------------------------------------------
+    # --- one call ---------------------------------------------------------------------------
 
     async def _post(self, path: str, payload: dict[str, Any], timeout: float | None) -> ServerImages:
-        import httpx
-
+        # One POST, no retries: the caller owns them (the engine for tools, ``Retry`` elsewhere).
+        # A server that fails is marked down, so the next attempt goes to another one.
         state = self._state()
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        tried: set[str] = set()
-        last: Exception | None = None
-        for _attempt in range(self.retries + 1):
-            url = await self._acquire(state, tried, deadline)
-            tried.add(url)
+        url = await self._acquire(state, deadline)
+        try:
             remaining = deadline - time.monotonic()
-            try:
-                if remaining <= 0:
-                    raise ToolTimeout(f"image server call ran out of time ({budget:.0f} s)")
-                response = await state.http.post(
-                    url + path,
-                    json=payload,
-                    timeout=httpx.Timeout(remaining, connect=min(self.connect_timeout, remaining)),
-                )
-            except httpx.ConnectTimeout as exc:
-                self._mark_down(url)
-                last = BackendError(f"{url}: connection timed out ({exc})", transient=True)
-                continue
-            except httpx.TimeoutException:
-                raise ToolTimeout(
-                    f"{url}{path} did not answer within {budget:.0f} s"
-                ) from None
-            except httpx.TransportError as exc:
-                self._mark_down(url)
-                last = BackendError(f"{url}: {type(exc).__name__}: {exc}", transient=True)
-                continue
-            finally:
-                await self._release(state, url)
-
-            if response.status_code == 200:
-                self._mark_up(url)
-                state.served[url] = state.served.get(url, 0) + 1
-                return await asyncio.to_thread(_parse_images, url, response)
-            detail = _detail(response)
-            if response.status_code in (502, 503, 504):
-                retry_after = _retry_after(response)
-                not_ready = "loading" in detail or "failed to load" in detail
-                if not_ready or response.status_code != 503:
-                    self._mark_down(url, retry_after)
-                last = BackendError(
-                    f"{url} is busy or unavailable ({response.status_code}): {detail}",
-                    transient=True,
-                )
-                # Another server may take it at once; if every one was tried, wait as asked.
-                if len(tried) >= len(self.urls):
-                    pause = min(retry_after or 1.0, max(0.0, deadline - time.monotonic()))
-                    await asyncio.sleep(pause)
-                continue
-            raise BackendError(
-                f"{url}{path} refused the request ({response.status_code}): {detail}",
-                transient=False,
+            if remaining <= 0:
+                raise ToolTimeout(f"image server call ran out of time ({budget:.0f} s)")
+            answer = await http.request(
+                _SERVICE, "POST", url + path, json=payload, timeout=remaining,
+                connect_timeout=min(self.connect_timeout, remaining),
+                max_bytes=self.max_response_bytes, client=state.http,
             )
-        assert last is not None
-        raise last
+        except LlmiError as exc:
+            if _server_failed(exc):
+                self._mark_down(url, exc.retry_after)
+            raise
+        finally:
+            await self._release(state, url)
+        self._mark_up(url)
+        state.served[url] = state.served.get(url, 0) + 1
+        return await asyncio.to_thread(_parse_images, url, answer)
 
     # --- public API ------------------------------------------------------------------------
 
@@ -334,14 +302,12 @@ class ImageServerClient:
         timeout: float | None = None,
     ) -> ServerImages:
         """``POST /edit/``; ``image`` is flattened to RGB on white and sent as PNG."""
-        from .imaging import to_upload_png
-
         try:
-            png = await asyncio.to_thread(to_upload_png, image.data)
+            png = await asyncio.to_thread(image.flattened)
         except Exception as exc:
             raise BackendError(f"the image to edit cannot be read: {exc}", transient=False) from exc
         payload: dict[str, Any] = {
-            "image_b64": base64.b64encode(png).decode("ascii"),
+            "image_b64": base64.b64encode(png.data).decode("ascii"),
             "prompt": prompt,
             "num_inference_steps": num_inference_steps,
             "num_images_per_prompt": num_images_per_prompt,
@@ -365,20 +331,18 @@ class ImageServerClient:
         state = self._state()
 
         async def probe(url: str) -> ServerStatus:
-            import httpx
-
             try:
-                alive = await state.http.get(url + "/health", timeout=timeout)
-                ready = await state.http.get(url + "/ready", timeout=timeout)
-            except httpx.HTTPError as exc:
+                await http.request(_SERVICE, "GET", url + "/health", timeout=timeout, client=state.http)
+            except LlmiError as exc:
                 self._mark_down(url)
-                return ServerStatus(url, False, False, f"{type(exc).__name__}: {exc}")
-            is_ready = ready.status_code == 200
-            if is_ready:
-                self._mark_up(url)
-            else:
-                self._mark_down(url, _retry_after(ready))
-            return ServerStatus(url, alive.status_code == 200, is_ready, _detail(ready))
+                return ServerStatus(url, exc.status is not None and exc.status < 500, False, str(exc))
+            try:
+                await http.request(_SERVICE, "GET", url + "/ready", timeout=timeout, client=state.http)
+            except LlmiError as exc:
+                self._mark_down(url, exc.retry_after)
+                return ServerStatus(url, True, False, str(exc))
+            self._mark_up(url)
+            return ServerStatus(url, True, True, "ready")
 
         return list(await asyncio.gather(*(probe(u) for u in self.urls)))
 
@@ -387,14 +351,11 @@ class ImageServerClient:
         state = self._state()
 
         async def one(url: str) -> dict[str, Any]:
-            import httpx
-
             try:
-                response = await state.http.get(url + "/info", timeout=timeout)
-                response.raise_for_status()
-                return {"url": url, **response.json()}
-            except (httpx.HTTPError, ValueError) as exc:
-                return {"url": url, "error": f"{type(exc).__name__}: {exc}"}
+                answer = await http.request(_SERVICE, "GET", url + "/info", timeout=timeout, client=state.http)
+                return {"url": url, **answer.json()}
+            except LlmiError as exc:
+                return {"url": url, "error": str(exc)}
 
         return list(await asyncio.gather(*(one(u) for u in self.urls)))
 
@@ -403,29 +364,26 @@ def _put(payload: dict[str, Any], **optional: Any) -> None:
     payload.update({k: v for k, v in optional.items() if v is not None})
 
 
-def _detail(response: Any) -> str:
+def _server_failed(error: LlmiError) -> bool:
+    """Whether ``error`` says the server (not the request) is in trouble: no answer, or a 5xx
+    (a full queue and a loading model are 503s). A slow answer is the call's budget running
+    out, not the server failing."""
+    if isinstance(error, ToolTimeout):
+        return False
+    return error.status is None or error.status >= 500
+
+
+def _parse_images(url: str, answer: http.Response) -> ServerImages:
+    body = answer.json()
+    encoded = body.get("images")
+    if body.get("status", "success") != "success" or not isinstance(encoded, list) or not encoded:
+        raise answer.service.malformed(f"no images in {str(body)[:300]}")
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    return detail if isinstance(detail, str) else str(detail)[:1000]
-
-
-def _retry_after(response: Any) -> float | None:
-    try:
-        return float(response.headers.get("retry-after", ""))
-    except ValueError:
-        return None
-
-
-def _parse_images(url: str, response: Any) -> ServerImages:
-    try:
-        body = response.json()
-        encoded = body["images"]
-        images = tuple(ImageData.from_bytes(base64.b64decode(item)) for item in encoded)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BackendError(f"{url} answered with an unreadable body: {exc}", transient=False) from None
-    if body.get("status", "success") != "success" or not images:
-        raise BackendError(f"{url} answered without images: {str(body)[:300]}", transient=False)
-    return ServerImages(images, url, body.get("seed"), body.get("elapsed_s"))
+        images = tuple(ImageData.from_bytes(base64.b64decode(item, validate=True)) for item in encoded)
+    except (ValueError, TypeError) as exc:
+        raise answer.service.malformed(f"an image is not base64 of a picture ({exc})") from None
+    seed = body.get("seed")
+    elapsed = body.get("elapsed_s")
+    return ServerImages(
+        images, url, seed if isinstance(seed, int) else None, elapsed if isinstance(elapsed, (int, float)) else None
+    )

@@ -1,7 +1,7 @@
-"""Image conversions at the server's edges: base64 in, flattened RGB, PNG out.
+"""Decoding uploads at the server's edge: base64 in, a flattened RGB picture out, defensively.
 
-Both sides use these: the client flattens before upload (an RGBA chart with a transparent
-background would otherwise reach the model as black), the server decodes defensively.
+(The client flattens before upload with :meth:`llmi.image.ImageData.flattened`; both sides
+use :func:`llmi.image.flatten_to_rgb`.)
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import io
 import warnings
 from typing import TYPE_CHECKING
 
+from ..image import flatten_to_rgb
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
 
-__all__ = ["ImageTooLarge", "InvalidImage", "decode_b64_image", "flatten_to_rgb", "to_upload_png"]
+__all__ = ["ImageTooLarge", "InvalidImage", "decode_b64_image", "flatten_to_rgb"]
 
 
 class InvalidImage(ValueError):
@@ -24,34 +26,6 @@ class InvalidImage(ValueError):
 
 class ImageTooLarge(ValueError):
     """The upload decodes to more pixels or bytes than the server accepts."""
-
-
-def flatten_to_rgb(image: PILImage.Image, background: tuple[int, int, int] = (255, 255, 255)):
-    """``image`` as RGB, transparent parts composited onto ``background`` (white).
-
-    >>> from PIL import Image
-    >>> flatten_to_rgb(Image.new("RGBA", (2, 2), (0, 0, 0, 0))).getpixel((0, 0))
-    (255, 255, 255)
-    """
-    from PIL import Image
-
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, background)
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bits instead of clipping to white.
-        import numpy as np
-
-        arr = np.asarray(image, dtype=np.float64)
-        hi = arr.max() or 1.0
-        image = Image.fromarray((arr * (255.0 / hi)).astype("uint8"), "L")
-    return image.convert("RGB")
 
 
 def decode_b64_image(text: str, *, max_pixels: int, max_bytes: int) -> PILImage.Image:
@@ -92,21 +66,3 @@ def decode_b64_image(text: str, *, max_pixels: int, max_bytes: int) -> PILImage.
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"image_b64 is not a readable image: {exc}") from None
     return flatten_to_rgb(image)
-
-
-def to_upload_png(data: bytes) -> bytes:
-    """Encoded image bytes → an RGB PNG, ready for ``/edit/``.
-
-    >>> from PIL import Image
-    >>> buf = io.BytesIO(); Image.new("RGBA", (3, 2), (0, 0, 0, 0)).save(buf, "PNG")
-    >>> Image.open(io.BytesIO(to_upload_png(buf.getvalue()))).mode
-    'RGB'
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        flat = flatten_to_rgb(im)
-        buf = io.BytesIO()
-        flat.save(buf, format="PNG")
-    return buf.getvalue()

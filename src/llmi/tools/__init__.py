@@ -10,9 +10,9 @@ import importlib
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from .base import Credit, Tool, ToolCall, ToolOutput
+from .base import Backend, Credit, Tool, ToolCall, ToolOutput
 
-__all__ = ["BACKENDS", "Credit", "Tool", "ToolCall", "ToolOutput", "default_tools", "load_backend"]
+__all__ = ["BACKENDS", "Backend", "Credit", "Tool", "ToolCall", "ToolOutput", "default_tools", "load_backend"]
 
 BACKENDS: dict[str, dict[str, str]] = {
     "code": {
@@ -51,17 +51,16 @@ def load_backend(source: str, name: str) -> type[Any]:
 def default_tools(env: Mapping[str, str]) -> dict[str, Tool]:
     """Every backend the environment configures, plus the sandboxed code tool.
 
-    Each family's routing module reads its own variables (see ``docs/search.md`` and
+    ``llmi.tools.routing`` chooses each family's backend (see ``docs/search.md`` and
     ``docs/image-backends.md``); a family with nothing configured is simply absent, and the
     engine reports how to configure it on the images that needed it.
     """
+    from .routing import FAMILIES, from_env
     from .sandbox.tool import CodeSandboxTool
-    from .images.routing import diffusion_from_env, edit_from_env
-    from .search.routing import search_from_env
 
     tools: dict[str, Tool] = {"code": CodeSandboxTool()}
-    for source, make in (("search", search_from_env), ("diffusion", diffusion_from_env), ("edit", edit_from_env)):
-        tool = make(env)
+    for source in FAMILIES:
+        tool = from_env(source, env)
         if tool is not None:
             tools[source] = tool
     return tools

@@ -494,6 +494,10 @@ class ClassicalEdit:
         self.font_path = font_path
 
     @classmethod
+    def configured(cls, env: Mapping[str, str]) -> str | None:  # noqa: ARG003 - always available
+        return "no generative editor is configured; the offline classical editor"
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "ClassicalEdit":
         """``LLMI_SEGMENTATION`` = auto|mediapipe|grabcut; ``LLMI_CAPTION_FONT`` = a font file."""
         return cls(

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...errors import MissingDependency, UnsupportedEdit
-from ...image import ImageData
+from ...image import ImageData, flatten_to_rgb
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -440,17 +440,6 @@ def _background(rgb: "PILImage.Image", op: Background, ctx: dict[str, Any]) -> "
     return Image.fromarray((a * m + back * (1 - m)).round().astype(np.uint8))
 
 
-def _flatten(im: "PILImage.Image") -> "PILImage.Image":
-    """RGB, with any transparency composited onto white (charts are often RGBA)."""
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
 def apply_plan(
     image: ImageData,
     plan: tuple[EditOp, ...],
@@ -460,7 +449,7 @@ def apply_plan(
 ) -> tuple[ImageData, dict[str, Any]]:
     """Carry out ``plan`` on ``image``; returns the result and facts worth recording."""
     ctx: dict[str, Any] = {"segmenter": segmenter or Segmenter(), "font_path": font_path}
-    im = _flatten(image.to_pil())
+    im = flatten_to_rgb(image.to_pil())
     for op in plan:
         if im.mode == "RGBA":  # a transparent background stays transparent under later steps
             alpha = im.getchannel("A")

@@ -2,22 +2,12 @@
 
 Private to ``images.ark`` and ``images.openai``. It does three things:
 
-1. **Call**: one POST per attempt, with a fresh ``httpx.AsyncClient`` (nothing bound to an event
-   loop survives a call), the whole attempt bounded by the call's timeout.
-2. **Classify**: every failure becomes an ``llmi.errors`` value in one place —
-
-   ==========================================  =====================================  =========
-   what happened                               raised                                 transient
-   ==========================================  =====================================  =========
-   401 / 403                                   ``BackendError`` "check <KEY_VAR>"     no
-   quota or billing exhausted (any status)     ``BackendError``                       no
-   429, 5xx, connection refused/reset          ``BackendError``                       yes
-   the call ran past its timeout               ``ToolTimeout``                        yes
-   the provider's safety filter refused        ``ContentRefused``                     no
-   any other 4xx                               ``BackendError`` with the API message  no
-   2xx with a body that is not the format      ``BackendError`` "malformed response"  no
-   ==========================================  =====================================  =========
-
+1. **Call**: one POST per attempt through :mod:`llmi.http`, the whole attempt bounded by the
+   call's timeout; no retries here (the engine owns them).
+2. **Classify**: every failure becomes an ``llmi.errors`` value as :mod:`llmi.http` maps it: a
+   refused key says to check ``ARK_API_KEY`` / ``OPENAI_API_KEY``, a safety refusal is
+   ``ContentRefused``, an exhausted quota is not transient, 429/5xx/resets are, and a 2xx body
+   not in the documented format is "malformed response".
 3. **Collect**: ``data[i].b64_json`` is decoded, ``data[i].url`` is downloaded through
    ``llmi.fetch.SafeFetcher`` (so a provider cannot point llmi at a private address), and the
    result must decode as an image.
@@ -38,20 +28,19 @@ import base64
 import binascii
 import io
 import time
-import zlib
-from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
-import httpx
-
-from ...errors import BackendError, ConfigError, ContentRefused, FetchError, ToolTimeout
+from ... import http
+from ...env import env_flag
+from ...errors import ConfigError, ContentRefused, FetchError, ToolTimeout
 from ...fetch import FetchPolicy, SafeFetcher
-from ...image import ImageData
+from ...http import Service
+from ...image import ImageData, flatten_to_rgb
+from ..base import prompt_seed
 
 __all__ = [
-    "ContentRefused", "ApiSpec", "post_json", "post_multipart", "collect_images", "prepare_upload",
-    "data_url", "default_seed", "env_flag", "MAX_RESPONSE_BYTES", "ARK_BASE_URL", "OPENAI_BASE_URL",
-    "ArkImagesTool", "OpenAIImagesTool",
+    "ContentRefused", "post_json", "post_multipart", "collect_images", "prepare_upload",
+    "ARK_BASE_URL", "OPENAI_BASE_URL", "ArkImagesTool", "OpenAIImagesTool",
 ]
 
 #: Volcengine Ark's endpoint (Beijing region); ``ARK_BASE_URL`` overrides it
@@ -59,31 +48,16 @@ ARK_BASE_URL = "https://ark.cn-beijing.volces.com/api/v3"
 #: OpenAI's endpoint; ``LLMI_IMAGES_BASE_URL`` / ``OPENAI_BASE_URL`` override it
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
-#: a JSON answer larger than this is refused (b64 images of a few MB are normal)
-MAX_RESPONSE_BYTES = 80 * 1024 * 1024
-
-# error codes/types providers use for safety refusals (Ark: *SensitiveContentDetected*,
-# *RiskDetection*; OpenAI: content_policy_violation, moderation_blocked)
-_REFUSAL_MARKERS = ("sensitivecontent", "riskdetection", "content_policy", "moderation", "safety")
-
-
-@dataclass(frozen=True)
-class ApiSpec:
-    """Who is being called, for messages: a label and the variable that holds its key."""
-
-    label: str  # "Volcengine Ark (Seedream)"
-    key_var: str  # "ARK_API_KEY"
-
-
 async def post_json(
-    spec: ApiSpec, url: str, payload: Mapping[str, Any], *, api_key: str | None, timeout: float
+    service: Service, url: str, payload: Mapping[str, Any], *, api_key: str | None, timeout: float
 ) -> dict[str, Any]:
     """POST ``payload`` as JSON and return the decoded 2xx answer, or raise a classified error."""
-    return await _post(spec, url, {"json": dict(payload)}, api_key=api_key, timeout=timeout)
+    answer = await http.request(service, "POST", url, json=dict(payload), api_key=api_key, timeout=timeout)
+    return answer.json()
 
 
 async def post_multipart(
-    spec: ApiSpec,
+    service: Service,
     url: str,
     fields: Mapping[str, Any],
     files: Mapping[str, tuple[str, bytes, str]],
@@ -93,68 +67,12 @@ async def post_multipart(
 ) -> dict[str, Any]:
     """POST a multipart form (``files``: name -> (filename, bytes, mime)); same errors as above."""
     data = {k: str(v) for k, v in fields.items() if v is not None}
-    return await _post(spec, url, {"data": data, "files": dict(files)}, api_key=api_key, timeout=timeout)
-
-
-async def _post(
-    spec: ApiSpec, url: str, body: dict[str, Any], *, api_key: str | None, timeout: float
-) -> dict[str, Any]:
-    headers = {"Accept": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    # connect separately bounded so a dead host fails fast; the whole attempt by ``timeout``
-    limits = httpx.Timeout(timeout, connect=min(10.0, timeout))
-    try:
-        async with asyncio.timeout(timeout):
-            async with httpx.AsyncClient(timeout=limits, trust_env=False, follow_redirects=False) as client:
-                response = await client.post(url, headers=headers, **body)
-                content = response.content
-    except (TimeoutError, httpx.TimeoutException):
-        raise ToolTimeout(f"{spec.label} did not answer within {timeout:g} s ({url})") from None
-    except httpx.TransportError as exc:  # refused, reset, DNS, protocol errors
-        raise BackendError(
-            f"cannot reach {spec.label} at {url}: {type(exc).__name__}: {exc}", transient=True
-        ) from None
-    if len(content) > MAX_RESPONSE_BYTES:
-        raise BackendError(f"{spec.label} answered with {len(content)} bytes, over the limit")
-    if response.is_success:
-        try:
-            parsed = response.json()
-        except ValueError:
-            raise BackendError(
-                f"malformed response from {spec.label}: not JSON ({_snippet(content)})"
-            ) from None
-        if not isinstance(parsed, dict):
-            raise BackendError(f"malformed response from {spec.label}: expected a JSON object")
-        if parsed.get("error"):  # some gateways answer 200 with an error object
-            raise _classify(spec, response.status_code, parsed, response.headers)
-        return parsed
-    try:
-        parsed = response.json()
-    except ValueError:
-        parsed = {"error": {"message": _snippet(content)}}
-    raise _classify(spec, response.status_code, parsed if isinstance(parsed, dict) else {}, response.headers)
-
-
-def _classify(spec: ApiSpec, status: int, body: Mapping[str, Any], headers: Mapping[str, str]) -> BackendError:
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
-    code = str(err.get("code") or err.get("type") or "")
-    message = str(err.get("message") or body.get("message") or body.get("detail") or "")
-    what = f"{spec.label} answered HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
-    if status in (401, 403):
-        return BackendError(f"{what} — check {spec.key_var} (the key is missing, wrong or lacks access)")
-    if any(marker in (code + " " + message).lower() for marker in _REFUSAL_MARKERS):
-        return ContentRefused(f"{what} — the provider's content filter refused; change the prompt or image")
-    if "quota" in code.lower() or "overdue" in code.lower():  # billing, not load: retrying will not help
-        return BackendError(f"{what} — the account behind {spec.key_var} has no quota or credit left")
-    if status == 429 or status >= 500:
-        retry = headers.get("retry-after")
-        return BackendError(what + (f" (retry after {retry} s)" if retry else ""), transient=True)
-    return BackendError(what)
+    answer = await http.request(service, "POST", url, data=data, files=dict(files), api_key=api_key, timeout=timeout)
+    return answer.json()
 
 
 async def collect_images(
-    spec: ApiSpec, body: Mapping[str, Any], *, fetcher: Any, limit: int = 1, deadline: float | None = None
+    spec: Service, body: Mapping[str, Any], *, fetcher: Any, limit: int = 1, deadline: float | None = None
 ) -> list[tuple[ImageData, str | None]]:
     """The images in an OpenAI-style ``{"data": [{"b64_json"|"url": ...}]}`` answer.
 
@@ -163,11 +81,11 @@ async def collect_images(
     """
     items = body.get("data")
     if not isinstance(items, list) or not items:
-        raise BackendError(f"malformed response from {spec.label}: no 'data' list of images")
+        raise spec.malformed("no 'data' list of images")
     out: list[tuple[ImageData, str | None]] = []
     for item in items[:limit]:
         if not isinstance(item, dict):
-            raise BackendError(f"malformed response from {spec.label}: 'data' holds a non-object")
+            raise spec.malformed("'data' holds a non-object")
         if isinstance(item.get("b64_json"), str) and item["b64_json"]:
             out.append((_decode_b64(spec, item["b64_json"]), None))
         elif isinstance(item.get("url"), str) and item["url"]:
@@ -176,26 +94,26 @@ async def collect_images(
                 async with asyncio.timeout(left):
                     image = await fetcher.fetch(item["url"])
             except TimeoutError:
-                raise ToolTimeout(f"downloading the image {spec.label} made ran past the call's timeout") from None
+                raise ToolTimeout(f"downloading the image {spec.name} made ran past the call's timeout") from None
             except FetchError as exc:
-                raise FetchError(f"{spec.label} returned an image URL that failed: {exc}", transient=exc.transient) from None
+                raise FetchError(f"{spec.name} returned an image URL that failed: {exc}", transient=exc.transient) from None
             out.append((image, item["url"]))
         else:
-            raise BackendError(f"malformed response from {spec.label}: an image has neither 'b64_json' nor 'url'")
+            raise spec.malformed("an image has neither 'b64_json' nor 'url'")
     return out
 
 
-def _decode_b64(spec: ApiSpec, text: str) -> ImageData:
+def _decode_b64(spec: Service, text: str) -> ImageData:
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise BackendError(f"malformed response from {spec.label}: 'b64_json' is not valid base64") from None
+        raise spec.malformed("'b64_json' is not valid base64") from None
     try:
         return ImageData.from_bytes(raw)
     except ValueError as exc:
-        raise BackendError(f"malformed response from {spec.label}: 'b64_json' is not an image ({exc})") from None
+        raise spec.malformed(f"'b64_json' is not an image ({exc})") from None
 
 
 def prepare_upload(
@@ -214,14 +132,11 @@ def prepare_upload(
     """
     from PIL import Image
 
-    im = image.to_pil()
+    original = image.to_pil()
+    im = flatten_to_rgb(original)
     changes: dict[str, Any] = {}
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    if "A" in original.getbands() or "transparency" in original.info:
         changes["flattened"] = True
-    elif im.mode != "RGB":
-        im = im.convert("RGB")
     if max(im.size) > max_side:
         scale = max_side / max(im.size)
         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
@@ -253,32 +168,6 @@ def _jpeg(im: Any, quality: int) -> ImageData:
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=quality)
     return ImageData(buf.getvalue(), im.width, im.height, "jpeg")
-
-
-def data_url(image: ImageData) -> str:
-    """``data:image/<fmt>;base64,...`` — the form Ark accepts for an inline input image."""
-    return f"data:{image.mime};base64," + base64.b64encode(image.data).decode("ascii")
-
-
-def default_seed(prompt: str) -> int:
-    """A seed derived from the prompt: reproducible runs without every image sharing one seed.
-
-    >>> default_seed("a cat") == default_seed("a cat") != default_seed("a dog")
-    True
-    """
-    return zlib.crc32(prompt.encode("utf-8")) & 0x7FFFFFFF
-
-
-def env_flag(value: str | None, default: bool) -> bool:
-    """An on/off environment setting: ``0``, ``false``, ``no``, ``off`` are off; empty is ``default``."""
-    if value is None or not value.strip():
-        return default
-    return value.strip().lower() not in ("0", "false", "no", "off")
-
-
-def _snippet(content: bytes, limit: int = 120) -> str:
-    text = content[:limit].decode("utf-8", "replace").strip()
-    return repr(text + ("..." if len(content) > limit else ""))
 
 
 class ArkImagesTool:
@@ -314,7 +203,11 @@ class ArkImagesTool:
         self.watermark = watermark
         self.response_format = response_format
         self._fetcher = SafeFetcher(fetch_policy)
-        self._spec = ApiSpec(f"Volcengine Ark ({self._name})", "ARK_API_KEY")
+        self._spec = Service(f"Volcengine Ark ({self._name})", key_hint="ARK_API_KEY")
+
+    @classmethod
+    def configured(cls, env: Mapping[str, str]) -> str | None:
+        return "ARK_API_KEY is set" if (env.get("ARK_API_KEY") or "").strip() else None
 
     @staticmethod
     def env_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -326,7 +219,7 @@ class ArkImagesTool:
         return {
             "api_key": env.get("ARK_API_KEY", ""),
             "base_url": env.get("ARK_BASE_URL") or ARK_BASE_URL,
-            "watermark": env_flag(env.get("LLMI_ARK_WATERMARK"), True),
+            "watermark": env_flag(env, "LLMI_ARK_WATERMARK", True),
         }
 
     async def generate(
@@ -342,7 +235,7 @@ class ArkImagesTool:
         if deadline is None:
             deadline = time.monotonic() + call.timeout
         prompt = call.request.prompt
-        seed = self.seed if self.seed is not None else default_seed(prompt)
+        seed = self.seed if self.seed is not None else prompt_seed(prompt)
         payload: dict[str, Any] = {
             "model": self.model, "prompt": prompt, **fields,
             "seed": seed, "watermark": self.watermark,
@@ -392,7 +285,24 @@ class OpenAIImagesTool:
         self.size = size
         self.response_format = response_format
         self._fetcher = SafeFetcher(fetch_policy)
-        self._spec = ApiSpec(f"the {self._api_name} at {self.base_url}", "OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
+        self._spec = Service(f"the {self._api_name}", key_hint="OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")
+
+    @classmethod
+    def configured(cls, env: Mapping[str, str]) -> str | None:
+        """An images API is asked for by ``LLMI_IMAGES_BASE_URL`` / ``LLMI_IMAGES_API_KEY``, or by
+        ``OPENAI_API_KEY`` without an ``OPENAI_BASE_URL`` pointing elsewhere: that variable often
+        names the writer model's server, which has no images API.
+
+        >>> OpenAIImagesTool.configured({"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": "http://127.0.0.1:8080/v1"}) is None
+        True
+        """
+        for var in ("LLMI_IMAGES_BASE_URL", "LLMI_IMAGES_API_KEY"):
+            if (env.get(var) or "").strip():
+                return f"{var} is set"
+        base = (env.get("OPENAI_BASE_URL") or "").strip().rstrip("/")
+        if (env.get("OPENAI_API_KEY") or "").strip() and base in ("", OPENAI_BASE_URL):
+            return "OPENAI_API_KEY is set (OpenAI's images API)"
+        return None
 
     @staticmethod
     def env_settings(env: Mapping[str, str]) -> dict[str, Any]:

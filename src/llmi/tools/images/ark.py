@@ -39,7 +39,7 @@ from typing import ClassVar, Mapping
 from ...errors import ToolError
 from ...fetch import FetchPolicy
 from ..base import Credit, ToolCall, ToolOutput
-from ._hosted import ARK_BASE_URL, ArkImagesTool, data_url, prepare_upload
+from ._hosted import ARK_BASE_URL, ArkImagesTool, prepare_upload
 
 __all__ = ["SeedreamDiffusion", "SeedEdit", "ARK_BASE_URL", "SEEDREAM_MODEL", "SEEDEDIT_MODEL"]
 
@@ -83,7 +83,7 @@ class SeedreamDiffusion(ArkImagesTool):
         )
 
     async def run(self, call: ToolCall) -> ToolOutput:
-        # 1. the request, in Ark's format; 2. one call (errors are classified in _hosted);
+        # 1. the request, in Ark's format; 2. one call (errors are classified by llmi.http);
         # 3. the image, inline or downloaded through the safe fetcher
         fields = {"size": self.size, "response_format": self.response_format}
         image, url, info = await self.generate(call, fields, size=self.size)
@@ -134,7 +134,7 @@ class SeedEdit(ArkImagesTool):
             raise ToolError("SeedEdit needs an input image to edit")
         upload, changes = prepare_upload(call.input_image, max_side=4096, max_bytes=10 * 1024 * 1024, max_aspect=3.0)
         # 2. the request
-        fields = {"image": data_url(upload), "response_format": self.response_format, "size": "adaptive"}
+        fields = {"image": upload.data_url, "response_format": self.response_format, "size": "adaptive"}
         image, url, info = await self.generate(call, fields, deadline=deadline)
         # 3. the edited image
         if changes:

@@ -27,23 +27,14 @@ the input's aspect ratio, a seed derived from the instruction and the image.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ...env import env_number
 from ...errors import ConfigError, DependencyFailed, ToolNotConfigured
-from ..base import Credit, ToolCall, ToolOutput
+from ..base import Credit, ToolCall, ToolOutput, prompt_seed
 
 __all__ = ["QwenServerTool", "QwenImageDiffusion", "QwenImageEdit", "parse_size", "prompt_seed"]
-
-
-def prompt_seed(prompt: str) -> int:
-    """A stable seed for ``prompt`` (0 ≤ seed < 2³¹).
-
-    >>> prompt_seed("a cat") == prompt_seed("a cat") != prompt_seed("a dog")
-    True
-    """
-    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class QwenServerTool:
@@ -77,6 +68,10 @@ class QwenServerTool:
         self.seed = seed
         self.max_concurrency_per_server = max_concurrency_per_server
         self._client: Any = None
+
+    @classmethod
+    def configured(cls, env: Mapping[str, str]) -> str | None:
+        return f"{cls._env_var} is set" if (env.get(cls._env_var) or "").strip() else None
 
     @classmethod
     def env_urls(cls, env: Mapping[str, str]) -> str:
@@ -171,7 +166,7 @@ class QwenImageDiffusion(QwenServerTool):
         ``LLMI_QWEN_IMAGE_SIZE`` (``1024x1024``) and ``LLMI_QWEN_IMAGE_STEPS`` (25)."""
         urls = cls.env_urls(env)
         width, height = parse_size(env.get("LLMI_QWEN_IMAGE_SIZE") or "1024x1024")
-        steps = int(env.get("LLMI_QWEN_IMAGE_STEPS") or 25)
+        steps = env_number(env, "LLMI_QWEN_IMAGE_STEPS", 25, int)
         return cls(urls, width=width, height=height, num_inference_steps=steps)
 
     async def run(self, call: ToolCall) -> ToolOutput:
@@ -224,7 +219,7 @@ class QwenImageEdit(QwenServerTool):
     def from_env(cls, env: Mapping[str, str]) -> QwenImageEdit:
         """``QWEN_EDIT_SERVER_URL`` (required, comma-separated); optional
         ``LLMI_QWEN_EDIT_STEPS`` (50)."""
-        steps = int(env.get("LLMI_QWEN_EDIT_STEPS") or 50)
+        steps = env_number(env, "LLMI_QWEN_EDIT_STEPS", 50, int)
         return cls(cls.env_urls(env), num_inference_steps=steps)
 
     async def run(self, call: ToolCall) -> ToolOutput:

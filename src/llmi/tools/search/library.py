@@ -14,11 +14,13 @@ author and licence are recorded in the ``Credit``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from ...errors import NotFound, ToolError, ToolNotConfigured, ToolTimeout
-from ...library import Library
+from ...env import env_number
+from ...errors import ConfigError, NotFound, ToolError, ToolNotConfigured, ToolTimeout
+from ...library import Library, default_home
 from ..base import Credit, ToolCall, ToolOutput
 
 __all__ = ["LibrarySearch"]
@@ -40,6 +42,22 @@ class LibrarySearch:
         self.library = library or Library(home)
         if threshold is not None:
             self.library.threshold = threshold
+
+    @classmethod
+    def configured(cls, env: Mapping[str, str]) -> str | None:
+        return "offline: the local image library is indexed" if _indexed(default_home(env)) else None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "LibrarySearch":
+        """The library at ``LLMI_LIBRARY_HOME`` (else ``$LLMI_HOME/library``, else the user's
+        data folder), which must be indexed; ``LLMI_LIBRARY_THRESHOLD`` (0.5)."""
+        home = default_home(env)
+        if not _indexed(home):
+            raise ConfigError(
+                f"the local image library at {home} is empty: run `llmi library add --defaults` "
+                "(Debian clip art) or `llmi library add FOLDER`"
+            )
+        return cls(home, threshold=env_number(env, "LLMI_LIBRARY_THRESHOLD", None, float))
 
     async def run(self, call: ToolCall) -> ToolOutput:
         query = call.request.text.strip()
@@ -80,3 +98,10 @@ class LibrarySearch:
 
     async def aclose(self) -> None:
         """Nothing is held between calls (the model stays loaded for the next one)."""
+
+
+def _indexed(home: Path) -> bool:
+    try:
+        return Library(home).exists()
+    except Exception:  # noqa: BLE001 - an unreadable index is "no library" for auto
+        return False

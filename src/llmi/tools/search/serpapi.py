@@ -6,9 +6,10 @@ first and the ``thumbnail`` after it; the first candidate that downloads as a va
 least ``min_size`` pixels a side (LLM-I keeps images of at least 400x400) wins, through
 ``SafeFetcher``. The source page (``link``) and ``title`` of the winning result are recorded.
 
-Errors are reported so a user knows what to change: a rejected key (HTTP 401, "Invalid API
-key"), an exhausted plan (HTTP 429, "run out of searches"), no results (``NotFound``, so the
-engine's fallback can act).
+Errors are reported so a user knows what to change (classified by :mod:`llmi.http`): a
+rejected key (HTTP 401, "Invalid API key": check ``SERP_API_KEY``), an exhausted plan (HTTP
+429, "run out of searches": not transient), a rate limit (429: transient), no results
+(``NotFound``, so the engine's fallback can act).
 
 >>> tool = SerpApiSearch("my-key")   # no request is made here
 >>> (tool.source, tool.backend)
@@ -21,9 +22,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
-from ...errors import BackendError, ConfigError, FetchError, NotFound, ToolTimeout
+from ... import http
+from ...errors import ConfigError, FetchError, NotFound, ToolTimeout
 from ...fetch import FetchPolicy, SafeFetcher
 from ..base import Credit, ToolCall, ToolOutput
 
@@ -31,6 +31,7 @@ __all__ = ["SerpApiSearch"]
 
 DEFAULT_URL = "https://serpapi.com/search.json"
 _CREDIT_SOURCE = "Google Images (SerpAPI)"
+_SERVICE = http.Service("SerpAPI", key_hint="SERP_API_KEY (https://serpapi.com/manage-api-key)")
 
 
 class SerpApiSearch:
@@ -64,6 +65,15 @@ class SerpApiSearch:
         self.concurrency = concurrency
         self.timeout = timeout
         self.params = dict(params or {})
+
+    @classmethod
+    def configured(cls, env: Mapping[str, str]) -> str | None:
+        return "SERP_API_KEY is set" if (env.get("SERP_API_KEY") or "").strip() else None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "SerpApiSearch":
+        """``SERP_API_KEY`` (required); ``LLMI_SERPAPI_URL`` for another endpoint."""
+        return cls((env.get("SERP_API_KEY") or "").strip(), base_url=env.get("LLMI_SERPAPI_URL") or DEFAULT_URL)
 
     def __repr__(self) -> str:  # never show the key
         return f"SerpApiSearch(base_url={self.base_url!r})"
@@ -101,34 +111,13 @@ class SerpApiSearch:
 
     async def _search(self, query: str) -> list[dict[str, Any]]:
         params = {"engine": "google_images", "q": query, **self.params, "api_key": self._api_key}
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.get(self.base_url, params=params)
-        except httpx.TimeoutException:
-            raise BackendError(f"SerpAPI did not answer within {self.timeout:g} s", transient=True) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"SerpAPI unreachable ({type(exc).__name__}: {exc})", transient=True) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        error = str(body.get("error") or "")
-        status = response.status_code
-        lowered = error.lower()
-        if status == 401 or "invalid api key" in lowered or "api key" in lowered and status >= 400:
-            raise BackendError(f"SerpAPI rejected the API key (HTTP {status}: {error or 'unauthorised'}); check SERP_API_KEY")
-        if "run out of searches" in lowered or (status == 429 and "throughput" not in lowered):
-            raise BackendError(f"SerpAPI quota exhausted (HTTP {status}: {error or 'too many requests'}); upgrade the plan or wait")
-        if status == 429:
-            raise BackendError(f"SerpAPI rate limit (HTTP 429: {error})", transient=True)
-        if status >= 500:
-            raise BackendError(f"SerpAPI server error (HTTP {status}: {error or response.reason_phrase})", transient=True)
-        if status >= 400:
-            raise BackendError(f"SerpAPI refused the request (HTTP {status}: {error or response.reason_phrase})")
+        # errors (a refused key, an exhausted plan, rate limits) are classified by llmi.http;
+        # SerpAPI reports "no results" as a 200 with an "error" text, which is ours to read
+        answer = await http.request(_SERVICE, "GET", self.base_url, params=params, timeout=self.timeout)
+        body = answer.json(error_in_body=False)
         results = [r for r in body.get("images_results") or [] if isinstance(r, dict)]
         if not results:
+            error = str(body.get("error") or "")
             raise NotFound(f"Google Images returned no results for {query!r}" + (f" ({error})" if error else ""))
         return results[: self.max_results]
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
-from ...errors import BackendError, FetchError, NotFound, ToolTimeout
+from ... import http
+from ...errors import FetchError, NotFound, ToolTimeout
 from ...fetch import FetchPolicy, SafeFetcher
 from ..base import Credit, ToolCall, ToolOutput
 
@@ -34,6 +34,7 @@ __all__ = ["WikimediaSearch"]
 DEFAULT_API = "https://commons.wikimedia.org/w/api.php"
 USER_AGENT = "llmi/0.1 (illustrated-document image search; https://pypi.org/project/llmi/) httpx"
 IMAGE_MIMES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/tiff", "image/svg+xml"})
+_SERVICE = http.Service("the Wikimedia Commons API")
 _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
@@ -65,6 +66,15 @@ class WikimediaSearch:
         self.max_results = max_results
         self.concurrency = concurrency
         self.timeout = timeout
+
+    @classmethod
+    def configured(cls, env: Mapping[str, str]) -> str | None:  # noqa: ARG003 - keyless
+        return "Wikimedia Commons (keyless)"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "WikimediaSearch":
+        """``LLMI_WIKIMEDIA_API`` for another endpoint (a mirror, a test server)."""
+        return cls(api_url=env.get("LLMI_WIKIMEDIA_API") or DEFAULT_API)
 
     async def run(self, call: ToolCall) -> ToolOutput:
         query = call.request.text.strip()
@@ -106,25 +116,10 @@ class WikimediaSearch:
         }
 
     async def _search(self, query: str) -> list[dict[str, Any]]:
-        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout, headers=headers) as client:
-                response = await client.get(self.api_url, params=self._params(query))
-        except httpx.TimeoutException:
-            raise BackendError(f"Wikimedia Commons did not answer within {self.timeout:g} s", transient=True) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"Wikimedia Commons unreachable ({type(exc).__name__}: {exc})", transient=True) from None
-        if response.status_code >= 400:
-            transient = response.status_code >= 500 or response.status_code == 429
-            raise BackendError(f"Wikimedia Commons API answered HTTP {response.status_code}", transient=transient)
-        try:
-            body = response.json()
-        except ValueError:
-            raise BackendError("Wikimedia Commons API answered something that is not JSON", transient=True) from None
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            err = body["error"]
-            raise BackendError(f"Wikimedia Commons API error {err.get('code')}: {err.get('info')}")
-        pages = (body.get("query") or {}).get("pages") if isinstance(body, dict) else None
+        headers = {"User-Agent": self.user_agent}
+        answer = await http.request(_SERVICE, "GET", self.api_url, params=self._params(query), headers=headers, timeout=self.timeout)
+        body = answer.json()  # MediaWiki reports errors as a 200 with {"error": {code, info}}
+        pages = (body.get("query") or {}).get("pages")
         if isinstance(pages, dict):  # formatversion=1 keys pages by id
             pages = list(pages.values())
         files = [f for f in (self._file(p) for p in pages or [] if isinstance(p, dict)) if f is not None]
