@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
+from http_fixtures import Loopback, send
 from PIL import Image
 
 
@@ -51,7 +52,7 @@ def png_bytes(width: int = 32, height: int = 24, color: tuple[int, ...] = (200, 
     return buf.getvalue()
 
 
-class ImagesApiServer:
+class ImagesApiServer(Loopback):
     """``with ImagesApiServer() as api: api.base`` -> ``http://127.0.0.1:PORT/api/v3``."""
 
     def __init__(self, default_format: str = "b64_json") -> None:
@@ -92,30 +93,14 @@ class ImagesApiServer:
                     self._send(reply.status, body, reply.headers.pop("Content-Type", "text/plain"), reply.headers)
 
             def _send(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(data)))
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send(self, status, data, ctype, headers)
 
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+        self._listen(Handler)
 
     # -- set-up ---------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def base(self) -> str:
@@ -124,14 +109,6 @@ class ImagesApiServer:
     def script(self, *replies: Reply) -> None:
         with self._lock:
             self.replies.extend(replies)
-
-    def __enter__(self) -> "ImagesApiServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     @property
     def posts(self) -> list[Recorded]:

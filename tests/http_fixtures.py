@@ -39,7 +39,29 @@ class Seen:
     body: bytes
 
 
-class ScriptedServer:
+class Loopback:
+    """A threaded HTTP server on 127.0.0.1 (any free port) run in a daemon thread by ``with``."""
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class ScriptedServer(Loopback):
     """``with ScriptedServer() as s: s.script(Step(503)); s.url``"""
 
     def __init__(self) -> None:
@@ -70,20 +92,11 @@ class ScriptedServer:
                     self._stream(step)
                     return
                 data, ctype = _encode(step.body)
-                try:
-                    self.send_response(step.status)
-                    self.send_header("Content-Type", step.headers.pop("Content-Type", ctype))
-                    declared = len(data) * 2 if step.action == "cut" else len(data)
-                    self.send_header("Content-Length", str(declared))
-                    for k, v in step.headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                    self.wfile.flush()
-                    if step.action == "cut":
-                        self.close_connection = True
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                ctype = step.headers.pop("Content-Type", ctype)
+                # "cut": declare twice the body, send it, and close: the client sees it cut short
+                send(self, step.status, data, ctype, step.headers, declared=len(data) * (2 if step.action == "cut" else 1))
+                if step.action == "cut":
+                    self.close_connection = True
 
             def _stream(self, step: Step) -> None:
                 try:
@@ -107,26 +120,29 @@ class ScriptedServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        self._listen(Handler)
 
     def script(self, *steps: Step) -> None:
         with self._lock:
             self.steps.extend(steps)
 
-    def __enter__(self) -> "ScriptedServer":
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def send(
+    handler: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str,
+    headers: dict[str, str] | None = None, *, declared: int | None = None,
+) -> None:
+    """Answer ``handler``'s request with ``data``; a client that hung up is not an error."""
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", ctype)
+        handler.send_header("Content-Length", str(len(data) if declared is None else declared))
+        for k, v in (headers or {}).items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        handler.wfile.write(data)
+        handler.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 def _encode(body: Any) -> tuple[bytes, str]:

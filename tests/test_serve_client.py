@@ -170,7 +170,7 @@ def test_one_qwen_image_costs_at_most_three_posts_and_a_failed_server_is_avoided
 def test_4xx_is_not_transient_and_not_retried(gen_server):
     async def main():
         async with ImageServerClient(gen_server.url) as c:
-            await c.generate("x", height=17, width=16, num_inference_steps=2)
+            await c.generate("x", height=8, width=16, num_inference_steps=2)
 
     with pytest.raises(BackendError) as info:
         asyncio.run(main())
@@ -311,11 +311,8 @@ def test_engine_fulfils_diffusion_and_edit_tags(gen_server, edit_server):
         "diffusion": QwenImageDiffusion(gen_server.url, width=16, height=16, num_inference_steps=2),
         "edit": QwenImageEdit(edit_server.url, num_inference_steps=2),
     }
-    engine = Engine(tools)
-    try:
+    with Engine(tools) as engine:
         doc = engine.run(text)
-    finally:
-        engine.close()
     segs = doc.image_segments
     assert [s.status for s in segs] == ["ok", "ok"], [s.error for s in segs]
     assert [s.backend for s in segs] == ["qwen", "qwen"]
@@ -342,11 +339,8 @@ def test_engine_configured_from_env_uses_the_servers(gen_server, gen_server_b, e
         for i in range(4)
     )
     tags += "<imgen>{'source': 'edit', 'description': 'e', 'params': {'img_index': 3, 'prompt': 'night'}}</imgen>"
-    engine = Engine(tools)
-    try:
+    with Engine(tools) as engine:
         doc = engine.run(tags)
-    finally:
-        engine.close()
     segs = doc.image_segments
     assert all(s.ok for s in segs), [s.error for s in segs]
     assert {s.info["server"] for s in segs[:4]} == {gen_server.url, gen_server_b.url}  # balanced

@@ -121,38 +121,10 @@ def info(url: tuple[str, ...]) -> None:
 @click.option("--height", default=1024, show_default=True, type=int)
 @click.option("--width", default=1024, show_default=True, type=int)
 @_sampling_options(steps=25)
-def generate(
-    prompt: str,
-    url: tuple[str, ...],
-    out: str,
-    height: int,
-    width: int,
-    steps: int,
-    guidance: float | None,
-    negative: str | None,
-    seed: int | None,
-    num_images: int,
-    timeout: float,
-) -> None:
+def generate(prompt: str, url: tuple[str, ...], out: str, height: int, width: int, **options) -> None:
     """Generate image(s) for PROMPT and write them as PNG."""
-    from ..http import Retry
-    from ..serve.client import ImageServerClient
-
-    async def main():
-        async with ImageServerClient(_urls(url, ("generation",)), timeout=timeout) as client:
-            return await Retry().run(
-                client.generate_result,
-                prompt,
-                height=height,
-                width=width,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                negative_prompt=negative,
-                seed=seed,
-                num_images_per_prompt=num_images,
-            )
-
-    result = _run(main())
+    timeout, sampling = _sampling(**options)
+    result = _call(url, ("generation",), timeout, lambda c: c.generate_result(prompt, height=height, width=width, **sampling))
     _write(result, out)
 
 
@@ -162,42 +134,37 @@ def generate(
 @_url_option
 @click.option("--out", "-o", default="edited.png", show_default=True, help="Output PNG.")
 @_sampling_options(steps=50)
-def edit(
-    prompt: str,
-    image_path: str,
-    url: tuple[str, ...],
-    out: str,
-    steps: int,
-    guidance: float | None,
-    negative: str | None,
-    seed: int | None,
-    num_images: int,
-    timeout: float,
-) -> None:
+def edit(prompt: str, image_path: str, url: tuple[str, ...], out: str, **options) -> None:
     """Edit an image following PROMPT (e.g. "make it black and white")."""
-    from ..http import Retry
     from ..image import ImageData
-    from ..serve.client import ImageServerClient
 
     try:
         source = ImageData.from_path(image_path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--image") from exc
+    timeout, sampling = _sampling(**options)
+    _write(_call(url, ("edit",), timeout, lambda c: c.edit_result(source, prompt, **sampling)), out)
+
+
+def _sampling(
+    steps: int, guidance: float | None, negative: str | None, seed: int | None, num_images: int, timeout: float
+) -> tuple[float, dict]:
+    """The options of :func:`_sampling_options`: the timeout, and the rest as the client's keywords."""
+    return timeout, {"num_inference_steps": steps, "guidance_scale": guidance, "negative_prompt": negative,
+                     "seed": seed, "num_images_per_prompt": num_images}
+
+
+def _call(url: tuple[str, ...], modes: tuple[str, ...], timeout: float, request):
+    """``request(client)`` against the servers, retried on transient failures (the client makes
+    one POST per call; a failed server is marked down, so a retry goes to another)."""
+    from ..http import Retry
+    from ..serve.client import ImageServerClient
 
     async def main():
-        async with ImageServerClient(_urls(url, ("edit",)), timeout=timeout) as client:
-            return await Retry().run(
-                client.edit_result,
-                source,
-                prompt,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                negative_prompt=negative,
-                seed=seed,
-                num_images_per_prompt=num_images,
-            )
+        async with ImageServerClient(_urls(url, modes), timeout=timeout) as client:
+            return await Retry().run(request, client)
 
-    _write(_run(main()), out)
+    return _run(main())
 
 
 def _write(result, out: str) -> None:

@@ -28,6 +28,7 @@ import base64
 import binascii
 import io
 import time
+from types import EllipsisType
 from typing import Any, ClassVar, Mapping
 
 from ... import http
@@ -173,32 +174,36 @@ def _jpeg(im: Any, quality: int) -> ImageData:
 class ArkImagesTool:
     """What Seedream and SeedEdit share: checked settings and one ``/images/generations`` call.
 
-    Subclasses set ``_name`` (``"Seedream"``), used in messages, and build the request fields
-    that differ. No request is made until ``run``.
+    Subclasses set ``_name`` (``"Seedream"``), used in messages, their default model and
+    guidance, and build the request fields that differ. ``guidance_scale=None`` sends none (the
+    model's own default); ``seed=None`` derives one from the prompt. No request is made until
+    ``run``.
     """
 
     _name: ClassVar[str]
+    _model: ClassVar[str]
+    _guidance: ClassVar[float]
 
     def __init__(
         self,
         api_key: str,
         *,
-        model: str,
-        base_url: str,
-        guidance_scale: float | None,
-        seed: int | None,
-        watermark: bool,
-        response_format: str,
-        fetch_policy: FetchPolicy | None,
+        model: str | None = None,
+        base_url: str = ARK_BASE_URL,
+        guidance_scale: float | None | EllipsisType = ...,
+        seed: int | None = None,
+        watermark: bool = True,
+        response_format: str = "b64_json",
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         if not api_key:
             raise ConfigError(f"{self._name} needs an API key: set ARK_API_KEY")
         if response_format not in ("url", "b64_json"):
             raise ConfigError(f"response_format must be 'url' or 'b64_json', not {response_format!r}")
         self._api_key = api_key
-        self.model = model
+        self.model = model or self._model
         self.base_url = base_url.rstrip("/")
-        self.guidance_scale = guidance_scale
+        self.guidance_scale = self._guidance if guidance_scale is ... else guidance_scale
         self.seed = seed
         self.watermark = watermark
         self.response_format = response_format
@@ -259,20 +264,23 @@ class ArkImagesTool:
 class OpenAIImagesTool:
     """What the OpenAI-compatible backends share: checked settings and reading the answer.
 
-    Subclasses set ``_api_name`` (``"images API"``), used in messages.
+    Subclasses set ``_api_name`` (``"images API"``), used in messages, and their default
+    ``_model`` and ``_size`` (``None``: not sent).
     """
 
     _api_name: ClassVar[str]
+    _model: ClassVar[str] = "gpt-image-1"
+    _size: ClassVar[str | None]
 
     def __init__(
         self,
-        api_key: str | None,
+        api_key: str | None = None,
         *,
-        base_url: str,
-        model: str,
-        size: str | None,
-        response_format: str | None,
-        fetch_policy: FetchPolicy | None,
+        base_url: str = OPENAI_BASE_URL,
+        model: str | None = None,
+        size: str | None | EllipsisType = ...,
+        response_format: str | None = None,
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         base_url = base_url.rstrip("/")
         if not api_key and base_url == OPENAI_BASE_URL:
@@ -281,8 +289,8 @@ class OpenAIImagesTool:
             raise ConfigError(f"response_format must be 'url', 'b64_json' or unset, not {response_format!r}")
         self._api_key = api_key or None
         self.base_url = base_url
-        self.model = model
-        self.size = size
+        self.model = model or self._model
+        self.size = self._size if size is ... else size
         self.response_format = response_format
         self._fetcher = SafeFetcher(fetch_policy)
         self._spec = Service(f"the {self._api_name}", key_hint="OPENAI_API_KEY (or LLMI_IMAGES_API_KEY)")

@@ -34,10 +34,9 @@ results, a seed derived from the prompt, Ark's default watermark.
 from __future__ import annotations
 
 import time
-from typing import ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 from ...errors import ToolError
-from ...fetch import FetchPolicy
 from ..base import Credit, ToolCall, ToolOutput
 from ._hosted import ARK_BASE_URL, ArkImagesTool, prepare_upload
 
@@ -52,24 +51,12 @@ class SeedreamDiffusion(ArkImagesTool):
     source: ClassVar[str] = "diffusion"
     backend: str = "seedream"
     _name: ClassVar[str] = "Seedream"
+    _model: ClassVar[str] = SEEDREAM_MODEL
+    _guidance: ClassVar[float] = 2.5
 
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        model: str = SEEDREAM_MODEL,
-        base_url: str = ARK_BASE_URL,
-        size: str = "1024x1024",
-        guidance_scale: float | None = 2.5,
-        seed: int | None = None,
-        watermark: bool = True,
-        response_format: str = "b64_json",
-        fetch_policy: FetchPolicy | None = None,
-    ) -> None:
-        super().__init__(
-            api_key, model=model, base_url=base_url, guidance_scale=guidance_scale, seed=seed,
-            watermark=watermark, response_format=response_format, fetch_policy=fetch_policy,
-        )
+    def __init__(self, api_key: str, *, size: str = "1024x1024", **settings: Any) -> None:
+        """``size`` (``"1024x1024"``) and :class:`ArkImagesTool`'s settings."""
+        super().__init__(api_key, **settings)
         self.size = size
 
     @classmethod
@@ -103,23 +90,8 @@ class SeedEdit(ArkImagesTool):
     source: ClassVar[str] = "edit"
     backend: str = "seededit"
     _name: ClassVar[str] = "SeedEdit"
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        model: str = SEEDEDIT_MODEL,
-        base_url: str = ARK_BASE_URL,
-        guidance_scale: float | None = 5.5,
-        seed: int | None = None,
-        watermark: bool = True,
-        response_format: str = "b64_json",
-        fetch_policy: FetchPolicy | None = None,
-    ) -> None:
-        super().__init__(
-            api_key, model=model, base_url=base_url, guidance_scale=guidance_scale, seed=seed,
-            watermark=watermark, response_format=response_format, fetch_policy=fetch_policy,
-        )
+    _model: ClassVar[str] = SEEDEDIT_MODEL
+    _guidance: ClassVar[float] = 5.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "SeedEdit":

@@ -31,9 +31,8 @@ import time
 from typing import Any, ClassVar, Mapping
 
 from ...errors import ToolError
-from ...fetch import FetchPolicy
 from ..base import Credit, ToolCall, ToolOutput
-from ._hosted import OPENAI_BASE_URL, OpenAIImagesTool, post_json, post_multipart, prepare_upload
+from ._hosted import OpenAIImagesTool, post_json, post_multipart, prepare_upload
 
 __all__ = ["OpenAIDiffusion", "OpenAIEdit", "IMAGES_MODEL", "EDIT_MODEL"]
 
@@ -46,23 +45,14 @@ class OpenAIDiffusion(OpenAIImagesTool):
     source: ClassVar[str] = "diffusion"
     backend: str = "openai"
     _api_name: ClassVar[str] = "images API"
+    _model: ClassVar[str] = IMAGES_MODEL
+    _size: ClassVar[str | None] = "1024x1024"
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str = OPENAI_BASE_URL,
-        model: str = IMAGES_MODEL,
-        size: str | None = "1024x1024",
-        response_format: str | None = None,
-        extra: Mapping[str, Any] | None = None,
-        fetch_policy: FetchPolicy | None = None,
-    ) -> None:
-        super().__init__(
-            api_key, base_url=base_url, model=model, size=size, response_format=response_format,
-            fetch_policy=fetch_policy,
-        )
-        self.extra = dict(extra or {})  # provider-specific fields sent as they are (quality, style, ...)
+    def __init__(self, api_key: str | None = None, *, extra: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        """``extra``: provider-specific fields sent as they are (``quality``, ``style``, ...),
+        beside :class:`OpenAIImagesTool`'s settings."""
+        super().__init__(api_key, **settings)
+        self.extra = dict(extra or {})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "OpenAIDiffusion":
@@ -107,21 +97,8 @@ class OpenAIEdit(OpenAIImagesTool):
     source: ClassVar[str] = "edit"
     backend: str = "openai"
     _api_name: ClassVar[str] = "image edits API"
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str = OPENAI_BASE_URL,
-        model: str = EDIT_MODEL,
-        size: str | None = None,
-        response_format: str | None = None,
-        fetch_policy: FetchPolicy | None = None,
-    ) -> None:
-        super().__init__(
-            api_key, base_url=base_url, model=model, size=size, response_format=response_format,
-            fetch_policy=fetch_policy,
-        )
+    _model: ClassVar[str] = EDIT_MODEL
+    _size: ClassVar[str | None] = None  # the API keeps the input's aspect
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "OpenAIEdit":

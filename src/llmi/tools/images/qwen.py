@@ -41,20 +41,22 @@ class QwenServerTool:
     """Server URLs, sampling settings and a lazy HTTP client; subclasses add ``run``.
 
     ``_label`` names the model in messages and credits (``"Qwen-Image"``), ``_env_var`` the
-    variable that lists its servers.
+    variable that lists its servers, ``_steps`` the default number of steps. Guidance is
+    ``true_cfg_scale`` (4.0); ``seed=None`` derives one from the request.
     """
 
     _label: ClassVar[str]
     _env_var: ClassVar[str]
+    _steps: ClassVar[int]
 
     def __init__(
         self,
         urls: str | Sequence[str],
         *,
-        num_inference_steps: int,
-        guidance_scale: float | None,
-        negative_prompt: str | None,
-        seed: int | None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = 4.0,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
         max_concurrency_per_server: int = 2,
     ) -> None:
         from ...serve.client import parse_urls
@@ -62,7 +64,7 @@ class QwenServerTool:
         self.urls = parse_urls(urls)
         if not self.urls:
             raise ToolNotConfigured(f"no {self._label} server URL: set {self._env_var}")
-        self.num_inference_steps = num_inference_steps
+        self.num_inference_steps = num_inference_steps or self._steps
         self.guidance_scale = guidance_scale
         self.negative_prompt = negative_prompt
         self.seed = seed
@@ -140,23 +142,11 @@ class QwenImageDiffusion(QwenServerTool):
     _label: ClassVar[str] = "Qwen-Image"
     _env_var: ClassVar[str] = IMAGE_ENV_VAR
 
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        width: int = 1024,
-        height: int = 1024,
-        num_inference_steps: int = 25,
-        guidance_scale: float | None = 4.0,
-        negative_prompt: str | None = None,
-        seed: int | None = None,
-        max_concurrency_per_server: int = 2,
-    ) -> None:
-        super().__init__(
-            urls, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt, seed=seed,
-            max_concurrency_per_server=max_concurrency_per_server,
-        )
+    _steps: ClassVar[int] = 25
+
+    def __init__(self, urls: str | Sequence[str], *, width: int = 1024, height: int = 1024, **settings: Any) -> None:
+        """``width`` × ``height`` (1024×1024) and :class:`QwenServerTool`'s settings."""
+        super().__init__(urls, **settings)
         self.width = width
         self.height = height
 
@@ -199,21 +189,7 @@ class QwenImageEdit(QwenServerTool):
     _label: ClassVar[str] = "Qwen-Image-Edit"
     _env_var: ClassVar[str] = EDIT_ENV_VAR
 
-    def __init__(
-        self,
-        urls: str | Sequence[str],
-        *,
-        num_inference_steps: int = 50,
-        guidance_scale: float | None = 4.0,
-        negative_prompt: str | None = None,
-        seed: int | None = None,
-        max_concurrency_per_server: int = 2,
-    ) -> None:
-        super().__init__(
-            urls, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt, seed=seed,
-            max_concurrency_per_server=max_concurrency_per_server,
-        )
+    _steps: ClassVar[int] = 50  # LLM-I's server default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QwenImageEdit:

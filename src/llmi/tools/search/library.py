@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import ClassVar
 
 from ...env import env_number
-from ...errors import ConfigError, NotFound, ToolError, ToolNotConfigured, ToolTimeout
+from ...errors import ConfigError, ToolError, ToolNotConfigured
 from ...library import Library, default_home
-from ..base import Credit, ToolCall, ToolOutput
+from ..base import Credit, ToolOutput
+from ._base import SearchTool
 
 __all__ = ["LibrarySearch"]
 
 
-class LibrarySearch:
+class LibrarySearch(SearchTool):
     """Search the local library; ``library`` (or ``home``) picks which one."""
 
-    source: ClassVar[str] = "search"
     backend: str = "library"
+    _label: ClassVar[str] = "library"
 
     def __init__(
         self,
@@ -53,22 +54,12 @@ class LibrarySearch:
         data folder), which must be indexed; ``LLMI_LIBRARY_THRESHOLD`` (0.5)."""
         home = default_home(env)
         if not _indexed(home):
-            raise ConfigError(
-                f"the local image library at {home} is empty: run `llmi library add --defaults` "
-                "(Debian clip art) or `llmi library add FOLDER`"
-            )
+            raise ConfigError(_empty(home))
         return cls(home, threshold=env_number(env, "LLMI_LIBRARY_THRESHOLD", None, float))
 
-    async def run(self, call: ToolCall) -> ToolOutput:
-        query = call.request.text.strip()
-        if not query:
-            raise NotFound("empty search query")
-        try:
-            async with asyncio.timeout(call.timeout):
-                # embedding and rendering are CPU work: keep them off the event loop
-                hit, image = await asyncio.to_thread(self._find, query)
-        except TimeoutError:
-            raise ToolTimeout(f"library search for {query!r} took longer than {call.timeout:g} s") from None
+    async def search(self, query: str) -> ToolOutput:
+        # embedding and rendering are CPU work: keep them off the event loop
+        hit, image = await asyncio.to_thread(self._find, query)
         item = hit.item
         credit = Credit(
             source="Local image library",
@@ -84,10 +75,7 @@ class LibrarySearch:
 
     def _find(self, query: str):
         if not self.library.exists():
-            raise ToolNotConfigured(
-                f"the local image library at {self.library.home} is empty: run "
-                "`llmi library add --defaults` (Debian clip art) or `llmi library add FOLDER`"
-            )
+            raise ToolNotConfigured(_empty(self.library.home))
         try:
             hit = self.library.best(query)
             return hit, self.library.image(hit.item)
@@ -96,8 +84,12 @@ class LibrarySearch:
         except Exception as exc:
             raise ToolNotConfigured(f"the local image library could not be searched ({type(exc).__name__}: {exc})") from exc
 
-    async def aclose(self) -> None:
-        """Nothing is held between calls (the model stays loaded for the next one)."""
+
+def _empty(home: Path) -> str:
+    return (
+        f"the local image library at {home} is empty: run `llmi library add --defaults` "
+        "(Debian clip art) or `llmi library add FOLDER`"
+    )
 
 
 def _indexed(home: Path) -> bool:

@@ -18,14 +18,14 @@ rejected key (HTTP 401, "Invalid API key": check ``SERP_API_KEY``), an exhausted
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ... import http
-from ...errors import ConfigError, FetchError, NotFound, ToolTimeout
+from ...errors import ConfigError, NotFound
 from ...fetch import FetchPolicy, SafeFetcher
-from ..base import Credit, ToolCall, ToolOutput
+from ..base import Credit, ToolOutput
+from ._base import SearchTool
 
 __all__ = ["SerpApiSearch"]
 
@@ -34,15 +34,15 @@ _CREDIT_SOURCE = "Google Images (SerpAPI)"
 _SERVICE = http.Service("SerpAPI", key_hint="SERP_API_KEY (https://serpapi.com/manage-api-key)")
 
 
-class SerpApiSearch:
+class SerpApiSearch(SearchTool):
     """Google Images through SerpAPI.
 
     ``params`` adds engine parameters (``hl``, ``gl``, ``safe`` ...); ``max_results`` caps how
     many ranked results are tried; ``concurrency`` how many downloads run at once.
     """
 
-    source: ClassVar[str] = "search"
     backend: str = "serpapi"
+    _label: ClassVar[str] = "SerpAPI"
 
     def __init__(
         self,
@@ -78,20 +78,10 @@ class SerpApiSearch:
     def __repr__(self) -> str:  # never show the key
         return f"SerpApiSearch(base_url={self.base_url!r})"
 
-    async def run(self, call: ToolCall) -> ToolOutput:
-        query = call.request.text.strip()
-        if not query:
-            raise NotFound("empty search query")
-        try:
-            async with asyncio.timeout(call.timeout):
-                results = await self._search(query)  # 1. ask SerpAPI
-                candidates = self._candidates(results)  # 2. rank URLs: original, then thumbnail
-                try:
-                    image, url = await self.fetcher.first_valid(list(candidates), self.concurrency)  # 3.
-                except FetchError as exc:
-                    raise NotFound(f"Google Images found {len(results)} results for {query!r}, none usable: {exc}") from exc
-        except TimeoutError:
-            raise ToolTimeout(f"SerpAPI search for {query!r} took longer than {call.timeout:g} s") from None
+    async def search(self, query: str) -> ToolOutput:
+        results = await self._search(query)  # 1. ask SerpAPI
+        candidates = self._candidates(results)  # 2. rank URLs: original, then thumbnail
+        image, url = await self.first_usable(candidates, f"Google Images found {len(results)} results for {query!r}")  # 3.
         rank, result = candidates[url]
         credit = Credit(
             source=_CREDIT_SOURCE,
@@ -103,9 +93,6 @@ class SerpApiSearch:
         info = {"query": query, "rank": rank, "candidates": len(candidates),
                 "used": "original" if url == result.get("original") else "thumbnail"}
         return ToolOutput(image=image, credit=credit, info=info)
-
-    async def aclose(self) -> None:
-        """Nothing is held between calls."""
 
     # -- stages -------------------------------------------------------------------------------
 

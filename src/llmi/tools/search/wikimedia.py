@@ -18,16 +18,16 @@ request and the download).
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ... import http
-from ...errors import FetchError, NotFound, ToolTimeout
+from ...errors import NotFound
 from ...fetch import FetchPolicy, SafeFetcher
-from ..base import Credit, ToolCall, ToolOutput
+from ..base import Credit, ToolOutput
+from ._base import SearchTool
 
 __all__ = ["WikimediaSearch"]
 
@@ -39,11 +39,11 @@ _TAGS = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
 
-class WikimediaSearch:
+class WikimediaSearch(SearchTool):
     """Wikimedia Commons file search (no key)."""
 
-    source: ClassVar[str] = "search"
     backend: str = "wikimedia"
+    _label: ClassVar[str] = "Wikimedia Commons"
 
     def __init__(
         self,
@@ -76,26 +76,13 @@ class WikimediaSearch:
         """``LLMI_WIKIMEDIA_API`` for another endpoint (a mirror, a test server)."""
         return cls(api_url=env.get("LLMI_WIKIMEDIA_API") or DEFAULT_API)
 
-    async def run(self, call: ToolCall) -> ToolOutput:
-        query = call.request.text.strip()
-        if not query:
-            raise NotFound("empty search query")
-        try:
-            async with asyncio.timeout(call.timeout):
-                files = await self._search(query)  # 1. ranked image files with metadata
-                candidates = {f["candidate"]: f for f in files}
-                try:
-                    image, url = await self.fetcher.first_valid(list(candidates), self.concurrency)  # 2.
-                except FetchError as exc:
-                    raise NotFound(f"Wikimedia Commons found {len(files)} files for {query!r}, none usable: {exc}") from exc
-        except TimeoutError:
-            raise ToolTimeout(f"Wikimedia Commons search for {query!r} took longer than {call.timeout:g} s") from None
+    async def search(self, query: str) -> ToolOutput:
+        files = await self._search(query)  # 1. ranked image files with metadata
+        candidates = {f["candidate"]: f for f in files}
+        image, url = await self.first_usable(candidates, f"Wikimedia Commons found {len(files)} files for {query!r}")  # 2.
         chosen = candidates[url]
         info = {"query": query, "rank": chosen["rank"], "file": chosen["title"], "mime": chosen["mime"]}
         return ToolOutput(image=image, credit=chosen["credit"], info=info)
-
-    async def aclose(self) -> None:
-        """Nothing is held between calls."""
 
     # -- stages -------------------------------------------------------------------------------
 
