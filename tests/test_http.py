@@ -310,3 +310,11 @@ def test_parse_retry_after_edge_cases() -> None:
 
 async def call_json(url: str):
     return (await request(SERVICE, "GET", url, timeout=5)).json()
+
+
+def test_a_5xx_mentioning_quota_or_safety_stays_transient(scripted: ScriptedServer) -> None:
+    scripted.script(Step(503, {"error": {"message": "quota service unavailable"}}),
+                    Step(500, {"error": {"message": "thread safety violation"}}))
+    for _ in range(2):
+        err = failure(scripted.url)
+        assert type(err) is BackendError and err.transient

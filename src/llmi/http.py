@@ -39,6 +39,8 @@ honoured up to ``max_wait``).
 
 Nothing loop-bound outlives a call: without ``client=`` each request opens and closes its own
 ``httpx.AsyncClient``; a caller that keeps connections (the image-server client) passes one.
+Every client shares one TLS context (:func:`ssl_context`): building one loads the CA bundle,
+about 80 ms, which would otherwise be paid on every call.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from __future__ import annotations
 import asyncio
 import json as _json
 import random
+import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -62,7 +66,10 @@ __all__ = [
     "Response",
     "Retry",
     "Service",
+    "classify",
+    "parse_retry_after",
     "request",
+    "ssl_context",
     "stream",
     "transport_error",
 ]
@@ -275,7 +282,9 @@ def classify(
     where = f" at {_public(url)}" if url else ""
     detail = f"HTTP {status}" + (f" {code}" if code else "") + where + (f": {message}" if message else "")
     what = f"{service.name} answered {detail}"
-    marks = f"{code} {message}".lower()
+    # a refusal or an exhausted plan is the client's lot (4xx, or an error in a 2xx); a 5xx
+    # that happens to mention "quota" or "safety" is still the server's trouble
+    marks = f"{code} {message}".lower() if status < 500 else ""
 
     def fail(text: str, transient: bool = False, cls: type[LlmiError] | None = None) -> LlmiError:
         return service.error(text, transient=transient, status=status, retry_after=retry_after, cls=cls)
@@ -386,8 +395,24 @@ async def _session(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.Asyn
     if client is not None:
         yield client
         return
-    async with httpx.AsyncClient(follow_redirects=False) as own:  # each request sets its timeouts
+    # each request sets its own timeouts
+    async with httpx.AsyncClient(follow_redirects=False, verify=ssl_context()) as own:
         yield own
+
+
+_ssl_lock = threading.Lock()
+_ssl: ssl.SSLContext | None = None
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The TLS context every llmi HTTP client shares (the system's trust store, or
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), built once: a context is free of any event loop and
+    safe to share between threads, and building one costs about 80 ms."""
+    global _ssl
+    with _ssl_lock:
+        if _ssl is None:
+            _ssl = httpx.create_ssl_context(trust_env=True)
+        return _ssl
 
 
 def _limits(wait: float | None, connect_timeout: float) -> httpx.Timeout:

@@ -180,3 +180,17 @@ def test_bad_base_url_and_empty_prompt() -> None:
         OpenAIWriter("localhost:8000")
     with pytest.raises(WriterError, match="prompt is empty"):
         build_messages("   ")
+
+
+def test_a_runaway_stream_is_cut_off(monkeypatch) -> None:
+    from http_fixtures import ScriptedServer, Step
+
+    import llmi.llm.openai_compat as compat
+
+    monkeypatch.setattr(compat, "MAX_STREAM_BYTES", 2000)
+    chunk = b'data: {"choices": [{"delta": {"content": "' + b"x" * 200 + b'"}}]}\n\n'
+    with ScriptedServer() as server:
+        server.script(Step(body=[chunk] * 50, action="stream"))
+        w = OpenAIWriter(server.url + "/v1", model="m")
+        with pytest.raises(WriterError, match="streamed more than 2000 bytes"):
+            run(collect(w))

@@ -25,6 +25,9 @@ from .base import ImageInput, Message, Sampling, is_url, load_image
 __all__ = ["OpenAIWriter"]
 
 T = TypeVar("T")
+#: a streamed answer larger than this is a runaway server, not an answer (a 24k-token
+#: completion streams about 5 MB of chunks)
+MAX_STREAM_BYTES = 64 * 1024 * 1024
 _KEY_HINT = "--api-key or LLMI_API_KEY / OPENAI_API_KEY"
 
 
@@ -199,10 +202,14 @@ class OpenAIWriter:
         return exc
 
     async def _events(self, resp: httpx.Response) -> AsyncIterator[str]:
-        """Parse the SSE stream of chat-completion chunks."""
+        """Parse the SSE stream of chat-completion chunks, at most ``MAX_STREAM_BYTES`` of them."""
         done = finished = False
+        seen = 0
         try:
             async for line in resp.aiter_lines():
+                seen += len(line)
+                if seen > MAX_STREAM_BYTES:
+                    raise WriterError(f"the writer endpoint streamed more than {MAX_STREAM_BYTES} bytes for one answer; stopped")
                 line = line.strip()
                 if not line.startswith("data:"):
                     continue  # blank separators, comments, event:/id: fields

@@ -150,7 +150,7 @@ class ImageServerClient:
         if state is None:
             limits = httpx.Limits(max_connections=len(self.urls) * self.max_concurrency_per_server + 8)
             state = _LoopState(
-                http=httpx.AsyncClient(limits=limits, trust_env=False),
+                http=httpx.AsyncClient(limits=limits, trust_env=False, verify=http.ssl_context()),
                 cond=asyncio.Condition(),
                 in_flight={url: 0 for url in self.urls},
             )
