@@ -145,8 +145,9 @@ def test_one_qwen_image_costs_at_most_three_posts_and_a_failed_server_is_avoided
     text = "<imgen>{'source': 'diffusion', 'description': 'd', 'params': {'prompt': 'a fox'}}</imgen>"
     limits = {"diffusion": ToolLimits(timeout=30, retries=2, backoff=0.01)}
     with ScriptedServer() as failing:
-        failing.script(*[Step(503, {"detail": "overloaded"}) for _ in range(20)])
         # 1. a server that always fails: the engine's three attempts are the only three POSTs
+        # ("Retry-After: 0" so that the test does not wait out the cool-downs)
+        failing.script(*[Step(503, {"detail": "overloaded"}, headers={"Retry-After": "0"}) for _ in range(3)])
         tool = QwenImageDiffusion(failing.url, width=16, height=16, num_inference_steps=2)
         engine = Engine({"diffusion": tool}, limits=limits, cache=False)
         try:
@@ -157,6 +158,7 @@ def test_one_qwen_image_costs_at_most_three_posts_and_a_failed_server_is_avoided
         assert [r.path for r in failing.seen] == ["/generate/"] * 3
         # 2. beside a healthy one: the failure marks it down and the retry goes to the other
         failing.seen.clear()
+        failing.script(*[Step(503, {"detail": "overloaded"}) for _ in range(3)])
         tool = QwenImageDiffusion([failing.url, gen_server.url], width=16, height=16, num_inference_steps=2)
         engine = Engine({"diffusion": tool}, limits=limits, cache=False)
         try:

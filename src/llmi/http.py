@@ -260,7 +260,7 @@ def transport_error(service: Service, exc: httpx.HTTPError, url: str, timeout: f
     """The ``llmi.errors`` value for an httpx failure that brought no (complete) answer."""
     where = _public(url)
     if isinstance(exc, httpx.ConnectTimeout):
-        return service.error(f"cannot reach {service.name} at {where}: no connection within the time allowed", transient=True)
+        return service.error(f"cannot reach {service.name} ({where}): no connection within the time allowed", transient=True)
     if isinstance(exc, httpx.TimeoutException):
         return _timed_out(service, url, timeout)
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
@@ -270,7 +270,7 @@ def transport_error(service: Service, exc: httpx.HTTPError, url: str, timeout: f
     if isinstance(exc, httpx.TooManyRedirects):
         return service.error(f"{service.name} at {where} redirected too many times")
     # refused, reset, DNS, a body cut short, protocol errors: the next attempt may well work
-    return service.error(f"cannot reach {service.name} at {where}: {type(exc).__name__}: {_describe(exc)}", transient=True)
+    return service.error(f"cannot reach {service.name} ({where}): {type(exc).__name__}: {_describe(exc)}", transient=True)
 
 
 def classify(
@@ -279,8 +279,7 @@ def classify(
     """The ``llmi.errors`` value for an error answer: its status and its (decoded) body."""
     code, message = _api_error(body)
     retry_after = parse_retry_after(headers.get("retry-after"))
-    where = f" at {_public(url)}" if url else ""
-    detail = f"HTTP {status}" + (f" {code}" if code else "") + where + (f": {message}" if message else "")
+    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
     what = f"{service.name} answered {detail}"
     # a refusal or an exhausted plan is the client's lot (4xx, or an error in a 2xx); a 5xx
     # that happens to mention "quota" or "safety" is still the server's trouble
@@ -298,7 +297,7 @@ def classify(
         key = f" behind {service.key_hint}" if service.key_hint else ""
         return fail(f"{service.name}: quota exhausted ({detail}) — the account{key} has no quota or credit left; retrying will not help")
     if status == 404:
-        return fail(f"{what} — check the URL")
+        return fail(f"{what} — check the URL ({_public(url) or 'unknown'})")
     if 300 <= status < 400:
         location = headers.get("location")
         return fail(f"{what} — redirected" + (f" to {location}; use that URL" if location else ""))

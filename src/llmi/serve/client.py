@@ -39,7 +39,6 @@ from ..image import ImageData
 
 __all__ = ["ImageServerClient", "ServerImages", "ServerStatus", "parse_urls"]
 
-_SERVICE = http.Service("the image server")  # every message names the server's URL too
 
 
 def parse_urls(value: str | Sequence[str]) -> list[str]:
@@ -243,7 +242,7 @@ class ImageServerClient:
             if remaining <= 0:
                 raise ToolTimeout(f"image server call ran out of time ({budget:.0f} s)")
             answer = await http.request(
-                _SERVICE, "POST", url + path, json=payload, timeout=remaining,
+                _service(url), "POST", url + path, json=payload, timeout=remaining,
                 connect_timeout=min(self.connect_timeout, remaining),
                 max_bytes=self.max_response_bytes, client=state.http,
             )
@@ -332,12 +331,12 @@ class ImageServerClient:
 
         async def probe(url: str) -> ServerStatus:
             try:
-                await http.request(_SERVICE, "GET", url + "/health", timeout=timeout, client=state.http)
+                await http.request(_service(url), "GET", url + "/health", timeout=timeout, client=state.http)
             except LlmiError as exc:
                 self._mark_down(url)
                 return ServerStatus(url, exc.status is not None and exc.status < 500, False, str(exc))
             try:
-                await http.request(_SERVICE, "GET", url + "/ready", timeout=timeout, client=state.http)
+                await http.request(_service(url), "GET", url + "/ready", timeout=timeout, client=state.http)
             except LlmiError as exc:
                 self._mark_down(url, exc.retry_after)
                 return ServerStatus(url, True, False, str(exc))
@@ -352,7 +351,7 @@ class ImageServerClient:
 
         async def one(url: str) -> dict[str, Any]:
             try:
-                answer = await http.request(_SERVICE, "GET", url + "/info", timeout=timeout, client=state.http)
+                answer = await http.request(_service(url), "GET", url + "/info", timeout=timeout, client=state.http)
                 return {"url": url, **answer.json()}
             except LlmiError as exc:
                 return {"url": url, "error": str(exc)}
@@ -362,6 +361,10 @@ class ImageServerClient:
 
 def _put(payload: dict[str, Any], **optional: Any) -> None:
     payload.update({k: v for k, v in optional.items() if v is not None})
+
+
+def _service(url: str) -> http.Service:
+    return http.Service(f"the image server at {url}")
 
 
 def _server_failed(error: LlmiError) -> bool:
