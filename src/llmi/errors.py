@@ -33,6 +33,8 @@ with the error's class name and message recorded.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,6 +87,22 @@ class MissingDependency(ConfigError):
         super().__init__(
             f"{module!r} is not installed; install it with: pip install 'llmi[{extra}]'"
         )
+
+    @classmethod
+    def require(cls, module: str, extra: str, package: str | None = None) -> ModuleType:
+        """``module``, imported now (heavy imports wait until they are needed), or this error
+        naming ``package`` (default: the module) and the extra that brings it.
+
+        >>> MissingDependency.require("json", "serve").__name__
+        'json'
+        >>> MissingDependency.require("no_such_module", "serve", "no-such-package")
+        Traceback (most recent call last):
+        llmi.errors.MissingDependency: 'no-such-package' is not installed; install it with: pip install 'llmi[serve]'
+        """
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            raise cls(package or module, extra) from None
 
 
 class TagError(LlmiError):

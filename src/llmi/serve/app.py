@@ -107,12 +107,10 @@ def create_app(
         config = ServerConfig(model=config, **options)
     elif options:
         config = replace(config, **options)
-    try:
-        from fastapi import FastAPI
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse
-    except ImportError:
-        raise MissingDependency("fastapi", "serve") from None
+    MissingDependency.require("fastapi", "serve")
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     worker = worker or InferenceWorker(
         lambda: _load_runner(config), _run_job(config), queue_size=config.queue_size

@@ -84,11 +84,7 @@ class LoadedPipeline:
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - depends on the install
-        raise MissingDependency("torch", "serve") from None
-    return torch
+    return MissingDependency.require("torch", "serve")
 
 
 def resolve_device(device: str) -> str:
@@ -194,10 +190,7 @@ def load_pipeline(
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
-    try:
-        import diffusers
-    except ImportError:
-        raise MissingDependency("diffusers", "serve") from None
+    diffusers = MissingDependency.require("diffusers", "serve")
     _torch()
 
     from .testing import TINY_MODEL_NAME, tiny_pipeline_path

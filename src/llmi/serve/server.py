@@ -27,10 +27,7 @@ def run_server(
     access_log: bool = True,
 ) -> int:
     """Serve ``config`` on ``host:port``; returns the process exit code."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise MissingDependency("uvicorn", "serve") from None
+    uvicorn = MissingDependency.require("uvicorn", "serve")
 
     app = create_app(config)
     worker = app.state.worker

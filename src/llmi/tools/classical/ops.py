@@ -194,11 +194,7 @@ _FONTS = (
 
 
 def _cv2() -> Any:
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - cv2 is in the edit extra
-        raise MissingDependency("opencv-python-headless", "edit") from exc
-    return cv2
+    return MissingDependency.require("cv2", "edit", "opencv-python-headless")
 
 
 class Segmenter:
