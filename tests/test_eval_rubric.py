@@ -159,3 +159,19 @@ def test_missing_answers_fail_only_their_item(tmp_path):
                   [{"sample_index": 1, "answer": "only the first"}], ScriptedJudge(lambda *a: rubric_reply(1)))
     assert [r["status"] for r in result.records] == ["ok", "error"]
     assert "no answer" in result.records[1]["error"]
+
+
+def test_the_shipped_example_runs(tmp_path):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    engine = Engine.from_env({"LLMI_SEARCH_BACKEND": "none"})
+    answers = GivenAnswers.load(examples / "rubric-answers.json", engine=engine)
+    judge = ScriptedJudge(lambda *a: rubric_reply(2))
+    result = asyncio.run(aevaluate(RubricBenchmark(examples / "rubric-bench.json"), tmp_path / "run", answers=answers,
+                                   judge=judge))
+    engine.close()
+    assert [r["key"] for r in result.records] == ["water-cycle", "rainfall-chart", "colosseum"]
+    assert all(r["score"] == 1.0 for r in result.records)
+    assert result.records[1]["tools"] == {"code": {"total": 1, "success": 1}}
+    assert result.records[2]["image_failures"][0]["error_type"] == "ToolNotConfigured"  # no search offline here
