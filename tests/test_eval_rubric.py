@@ -175,3 +175,13 @@ def test_the_shipped_example_runs(tmp_path):
     assert all(r["score"] == 1.0 for r in result.records)
     assert result.records[1]["tools"] == {"code": {"total": 1, "success": 1}}
     assert result.records[2]["image_failures"][0]["error_type"] == "ToolNotConfigured"  # no search offline here
+
+
+def test_the_sync_wrapper(tmp_path):
+    from llmi.evaluate import evaluate
+
+    engine = _engine()
+    result = evaluate(RubricBenchmark(_bench(tmp_path, [{"prompt": "P", "r1": "x"}])), tmp_path / "run",
+                      answers=GivenAnswers.parse(["Text."], engine=engine), judge=ScriptedJudge(lambda *a: rubric_reply(1)))
+    engine.close()
+    assert result.records[0]["score"] == 0.5 and result.report.is_file()

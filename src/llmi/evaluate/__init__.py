@@ -21,13 +21,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["RunDir", "Shard", "aevaluate", "agreement", "merge_runs", "reference_lines"]
+__all__ = ["RunDir", "Shard", "aevaluate", "agreement", "evaluate", "merge_runs", "reference_lines"]
 
 _LAZY = {
     "RunDir": "llmi.evaluate.runs:RunDir",
     "Shard": "llmi.evaluate.runs:Shard",
     "merge_runs": "llmi.evaluate.runs:merge_runs",
     "aevaluate": "llmi.evaluate.job:aevaluate",
+    "evaluate": "llmi.evaluate.job:evaluate",
     "agreement": "llmi.evaluate.agreement:agreement",
     "reference_lines": "llmi.evaluate.agreement:reference_lines",
 }

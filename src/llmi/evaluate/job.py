@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .judging import BenchJudge
     from .summary import Summary
 
-__all__ = ["KINDS", "Benchmark", "Context", "EvalResult", "aevaluate", "document_facts", "finish_run", "run_config"]
+__all__ = [
+    "KINDS", "Benchmark", "Context", "EvalResult", "aevaluate", "document_facts", "evaluate", "finish_run", "run_config",
+]
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,13 @@ async def aevaluate(
         run.close()
     summary, path = finish_run(run, report=report)  # 4. report
     return EvalResult(run, records, summary, path)
+
+
+def evaluate(bench: Benchmark, out: str | Path, **kwargs: Any) -> EvalResult:
+    """Synchronous ``aevaluate`` (same arguments), also from a notebook's running loop."""
+    from ..api import _run_sync
+
+    return _run_sync(lambda: aevaluate(bench, out, **kwargs))
 
 
 def finish_run(run: RunDir, *, report: bool = True) -> tuple["Summary", Path | None]:
