@@ -13,6 +13,8 @@ report breaks the reward down per ``image_num`` and per required tool.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import statistics
 import time
 from collections import defaultdict
@@ -50,12 +52,11 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a parquet file or of JSON lines."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        try:
-            import pandas as pd
+        import pandas as pd
 
+        MissingDependency.require("pyarrow", "train")  # pandas reads parquet through it
+        try:
             frame = pd.read_parquet(path)
-        except ImportError as exc:
-            raise MissingDependency(exc.name or "pyarrow", "train") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read the parquet file {path}: {exc}") from None
         return [_plain(row) for row in frame.to_dict(orient="records")]
@@ -98,6 +99,8 @@ def _images(raw: Any, base: Path) -> tuple[ImageData, ...]:
         data = entry.get("bytes") if isinstance(entry, dict) else None
         path = entry.get("path") if isinstance(entry, dict) else entry if isinstance(entry, str) else None
         try:
+            if isinstance(data, str):  # JSON lines carry bytes as base64
+                data = base64.b64decode(data, validate=True)
             if data:
                 out.append(ImageData.from_bytes(bytes(data)))
             elif path:
@@ -105,7 +108,7 @@ def _images(raw: Any, base: Path) -> tuple[ImageData, ...]:
                 out.append(ImageData.from_path(str(p if p.is_absolute() else base / p)))
             else:
                 raise ValueError("an image entry without bytes or path")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, binascii.Error) as exc:
             raise ConfigError(f"an input image of the row cannot be read: {exc}") from None
     return tuple(out)
 
