@@ -70,6 +70,9 @@ def test_with_judges_resume_and_never_duplicate(tmp_path, judge_server, no_judge
     assert len(first) == 3 and all(r["status"] == "ok" for r in first)
     assert {r["row"]: r["score"] for r in first}[0] == pytest.approx(0.2 + 0.3 + 0.5 * ((1.4 * 4 + 0.6 * 5) / 2 - 1) / 4)
     assert len(judge_server.bodies("cli-llm")) == 3
+    summary = json.loads((tmp_path / "scores.jsonl.summary.json").read_text())
+    assert summary["rows"] == 3 and summary["statuses"] == {"ok": 3} and sum(summary["histogram"]) == 3
+    assert "R:" in result.output
     # a killed run left half a line; a new row was added; rerun: only the new row is scored
     with open(out, "a", encoding="utf-8") as fh:
         fh.write('{"row": 3, "score": 0.')

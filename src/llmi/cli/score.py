@@ -173,4 +173,10 @@ def _print_summary(console, summary) -> None:
         if stage in summary.timings:
             table.add_row(f"mean {stage} s", f"{summary.timings[stage]:.3f}")
     console.print(table)
+    if any(summary.histogram):
+        console.print("R:")
+        peak = max(summary.histogram)
+        for i, n in enumerate(summary.histogram):
+            bar = "█" * round(30 * n / peak)
+            console.print(f"  {i / 10:.1f}–{(i + 1) / 10:.1f} {bar} {n}", highlight=False)
     click.echo(str(summary.out))

@@ -11,7 +11,7 @@ the input's rows) and ``answer_sha256``. A line is written, whole, as soon as it
 so a killed run loses only the rows in flight; a rerun reads the output, skips the rows already
 there and never writes a row twice. The settings a run used are kept beside the output
 (``<out>.meta.json``): resuming with other settings is refused rather than mixing two rewards in
-one file.
+one file. The summary of the whole output is written beside it too (``<out>.summary.json``).
 
 >>> import json, tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -62,11 +62,13 @@ class ScoreSummary:
     means: dict[str, float] = field(default_factory=dict)  # over rows with a score
     fallbacks: Counter = field(default_factory=Counter)
     timings: dict[str, float] = field(default_factory=dict)  # mean seconds per stage
+    histogram: list[int] = field(default_factory=lambda: [0] * 10)  # scores in [0, 0.1), ... [0.9, 1]
     out: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "skipped": self.skipped, "statuses": dict(self.statuses), "means": self.means,
-                "fallbacks": dict(self.fallbacks), "timings": self.timings, "out": str(self.out) if self.out else None}
+                "fallbacks": dict(self.fallbacks), "timings": self.timings, "histogram": self.histogram,
+                "out": str(self.out) if self.out else None}
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, ScoreRow | str]]:
@@ -198,7 +200,9 @@ def _summarise(out: Path, summary: ScoreSummary) -> ScoreSummary:
             times.update(record.get("timings", {}))
             if record.get("score") is not None:
                 scored += 1
+                summary.histogram[min(9, max(0, int(record["score"] * 10)))] += 1
                 sums.update({k: record[k] for k in ("score", "img_num_score", "llm_score", "mllm_score", "r_tool")})
     summary.means = {k: sums[k] / scored for k in ("score", "img_num_score", "llm_score", "mllm_score", "r_tool")} if scored else {}
     summary.timings = {k: v / summary.rows for k, v in times.items()} if summary.rows else {}
+    out.with_name(out.name + ".summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
     return summary
