@@ -164,7 +164,7 @@ class BenchImageTool:
 
     def __init__(self, url: str, concurrency: int) -> None:
         self.url = url
-        self.pools = max(1, concurrency // 8)
+        self.pools = max(1, concurrency // 4)
         self._clients: dict = {}
         self._turn = 0
 
@@ -177,7 +177,7 @@ class BenchImageTool:
         loop = asyncio.get_running_loop()
         if loop not in self._clients:
             tls = httpx.create_ssl_context()
-            self._clients[loop] = [httpx.AsyncClient(limits=httpx.Limits(max_connections=9), verify=tls)
+            self._clients[loop] = [httpx.AsyncClient(limits=httpx.Limits(max_connections=5), verify=tls)
                                    for _ in range(self.pools)]
         self._turn += 1
         client = self._clients[loop][self._turn % self.pools]
