@@ -22,6 +22,8 @@ from code_sandbox_fixtures import (  # noqa: F401
 from llmi.errors import SandboxError
 from llmi.tags import ImageRequest
 from llmi.tools.base import Tool, ToolCall
+from llmi.tools.sandbox.launch import Launcher, LaunchPlan
+from llmi.tools.sandbox.pool import Pool
 from llmi.tools.sandbox.tool import CodeSandboxTool
 
 SINE_EXAMPLE = Path(__file__).resolve().parents[2] / "shared/data/llmi-format/system-prompt-example.txt"
@@ -198,6 +200,62 @@ def test_a_worker_that_cannot_start_is_a_clear_error(tmp_path):
             asyncio.run(tool.run(call(GOOD_CHART)))
     finally:
         tool.close()
+
+
+# --- the clean start, the cold start -------------------------------------------------------------
+
+
+class _NoCleanStart(Launcher):
+    """Workers whose job processes cannot make their clean start (the tmpfs has nowhere to go)."""
+
+    def plan(self, fd_in: int, fd_out: int) -> LaunchPlan:
+        plan = super().plan(fd_in, fd_out)
+        plan.config["job_tmp"] = "/no/such/place"
+        return plan
+
+
+def test_a_worker_that_cannot_give_a_clean_start_is_replaced_and_counted():
+    if os.geteuid() != 0 and shutil.which("bwrap") is None:
+        pytest.skip("the clean start needs namespaces (root, or bubblewrap with user namespaces)")
+    tool = CodeSandboxTool(workers=1, startup_timeout=120)
+    tool._pool = Pool(_NoCleanStart(tool.sandbox_level, tool.limits), 1, 120, 500)
+    try:
+        with pytest.raises(SandboxError, match="could not give the job a clean start: .*mount tmpfs"):
+            tool.render(GOOD_CHART)
+        # the code never ran; both workers it was offered to were replaced and counted
+        assert tool.stats["unhealthy"] == 2 and tool.stats["replaced"] == 2
+    finally:
+        tool.close()
+
+
+def test_a_cold_pool_starts_one_worker_then_the_rest():
+    tool = CodeSandboxTool(workers=3)
+    try:
+        tool.warm_up(wait=False)
+        tool.warm_up(wait=False)  # cheap and idempotent: still one worker starting
+        pool = tool._pool
+        with pool._cond:
+            assert (pool._count, pool.started) == (1, 0)
+        assert render(tool, GOOD_CHART).info["figures"] == 1  # the first worker serves at once
+        tool.warm_up()  # then the others start; wait for them
+        assert pool.started == 3 and len(pool._idle) == 3
+    finally:
+        tool.close()
+
+
+def test_the_first_chart_of_a_cold_worker_imports_pandas_and_seaborn_itself():
+    """A job forked before the zygote finished its imports finds stand-ins that import on use."""
+    tool = CodeSandboxTool(workers=1)
+    try:
+        code = "df = pd.DataFrame({'k': ['a', 'b'], 'v': [1, 2]})\nsns.barplot(data=df, x='k', y='v')\nprint(type(sns).__name__, type(pd).__name__)"
+        assert render(tool, code).info["stdout_tail"] == "module module"
+    finally:
+        tool.close()
+
+
+def test_every_job_reports_its_clean_start(sandbox_tool):  # noqa: F811
+    info = render(sandbox_tool, GOOD_CHART).info
+    assert info["setup_ms"] > 0 and info["setup_cpu_ms"] > 0 and info["clear_ms"] >= 0
 
 
 # --- isolation between jobs and the pool -------------------------------------------------------------

@@ -45,7 +45,8 @@ _V6_SPECIAL = _nets(
     ("100:0:0:1::/64", "dummy prefix"), ("2001:2::/48", "benchmarking"),
     ("2001:db8::/32", "documentation"), ("3fff::/20", "documentation"),
     ("5f00::/16", "segment routing"), ("fc00::/7", "unique local (private)"),
-    ("fe80::/10", "link-local"), ("fec0::/10", "site-local (deprecated)"), ("ff00::/8", "multicast"),
+    ("fe80::/10", "link-local"), ("fec0::/10", "site-local (deprecated)"),
+    ("ff00::/8", "multicast"),
 )  # fmt: skip
 _V6_GLOBAL = ipaddress.ip_network("2000::/3")  # where all global unicast space lies today
 _IETF_V6 = ipaddress.ip_network("2001::/23")  # protocol assignments, Teredo aside
@@ -54,9 +55,11 @@ _IETF_V6 = ipaddress.ip_network("2001::/23")  # protocol assignments, Teredo asi
 def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> bool:
     """True for a globally routable unicast address, looking inside IPv6 wrappers of IPv4.
 
-    >>> [is_public_address(a) for a in ("93.184.216.34", "169.254.169.254", "::ffff:10.0.0.1", "64:ff9b::7f00:1")]
+    >>> checks = ("93.184.216.34", "169.254.169.254", "::ffff:10.0.0.1", "64:ff9b::7f00:1")
+    >>> [is_public_address(a) for a in checks]
     [True, False, False, False]
-    >>> [is_public_address(a) for a in ("::7f00:1", "::ffff:0:7f00:1", "64:ff9b:1::808:808", "fec0::1")]
+    >>> checks = ("::7f00:1", "::ffff:0:7f00:1", "64:ff9b:1::808:808", "fec0::1")
+    >>> [is_public_address(a) for a in checks]
     [False, False, False, False]
     >>> [is_public_address(a) for a in ("2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1")]
     [True, True, True]

@@ -43,7 +43,8 @@ class ImageData:
 
     @classmethod
     def from_bytes(cls, data: bytes, max_pixels: int = MAX_PIXELS) -> "ImageData":
-        """Read ``data``'s format and size; ``ValueError`` if it is no image or over ``max_pixels``."""
+        """Read ``data``'s format and size; ``ValueError`` if it is no image or is over
+        ``max_pixels`` (judged from its header, before anything is decoded)."""
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -75,7 +76,7 @@ class ImageData:
         return cls.from_pil(Image.new("RGB", (width, height), color))
 
     def to_pil(self) -> "PILImage.Image":
-        """The decoded picture; ``ValueError`` (before decoding) if its header is over ``MAX_PIXELS``."""
+        """The decoded picture; ``ValueError``, before decoding, if it is over ``MAX_PIXELS``."""
         from PIL import Image
 
         im = Image.open(io.BytesIO(self.data))
@@ -121,7 +122,8 @@ class ImageData:
 
 def _within(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     if size[0] * size[1] > max_pixels:
-        raise ValueError(f"image of {size[0]}x{size[1]} pixels is over the {max_pixels:,}-pixel limit")
+        width, height = size
+        raise ValueError(f"image of {width}x{height} pixels is over the {max_pixels:,}-pixel limit")
     return size
 
 

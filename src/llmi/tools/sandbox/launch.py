@@ -50,7 +50,10 @@ _INSIDE_FONT_CACHE = "/.llmi-fontcache"
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_SYS_ADMIN")
 # each worker's jobs take uids from their own block, so no two jobs of this process share one
 _UID_BLOCK = 1 << 16
-_uid_blocks = itertools.count(secrets.randbelow((2**31 - 2**24) // _UID_BLOCK) + 2**24 // _UID_BLOCK)
+_FIRST_BLOCK = 2**24 // _UID_BLOCK  # uids from 16M up: far above any account's
+_uid_blocks = itertools.count(
+    _FIRST_BLOCK + secrets.randbelow(2**31 // _UID_BLOCK - 2 * _FIRST_BLOCK)
+)
 _uid_lock = threading.Lock()
 _PACKAGES = ("numpy", "pandas", "matplotlib", "seaborn", "PIL")
 _ETC = ("/etc/fonts", "/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")

@@ -9,9 +9,11 @@ costs at most one step of memory. The result's size comes from this check, not f
 
 >>> import zlib
 >>> def chunk(kind, data):
-...     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+...     crc = struct.pack(">I", zlib.crc32(kind + data))
+...     return struct.pack(">I", len(data)) + kind + data + crc
 >>> ihdr = struct.pack(">IIBBBBB", 2, 1, 8, 0, 0, 0, 0)  # 2x1, 8-bit grey
->>> png = SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\\0\\x10\\x20")) + chunk(b"IEND", b"")
+>>> idat = zlib.compress(b"\\0\\x10\\x20")  # one row: its filter byte, two pixels
+>>> png = SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 >>> image = checked_png(png, max_pixels=10)
 >>> (image.width, image.height, image.format)
 (2, 1, 'png')
@@ -62,7 +64,9 @@ def checked_png(data: bytes, max_pixels: int) -> ImageData:
     if not seen_end:
         raise ValueError("the chart is truncated (no IEND)")
     if produced != expected or not inflater.eof or inflater.unused_data:
-        raise ValueError(f"the chart's image data is {produced:,} bytes, not the {expected:,} its size needs")
+        raise ValueError(
+            f"the chart's image data is {produced:,} bytes, not the {expected:,} its size needs"
+        )
     return ImageData(data=data, width=width, height=height, format="png")
 
 
@@ -71,11 +75,14 @@ def _header(data: bytes, max_pixels: int):
     first = next(chunks, None)
     if first is None or first[0] != b"IHDR" or len(first[1]) != 13:
         raise ValueError("the chart's PNG header is missing or malformed")
-    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", first[1])
+    fields = struct.unpack(">IIBBBBB", first[1])
+    width, height, depth, colour, compression, filtering, interlace = fields
     if width == 0 or height == 0:
         raise ValueError("the chart has no pixels")
     if width * height > max_pixels:
-        raise ValueError(f"the chart is {width}x{height} pixels, over the limit of {max_pixels:,} pixels")
+        raise ValueError(
+            f"the chart is {width}x{height} pixels, over the limit of {max_pixels:,} pixels"
+        )
     channels, depths = _COLOUR.get(colour, (0, set()))
     if depth not in depths or compression or filtering:
         raise ValueError(f"the chart's PNG header is invalid (colour type {colour}, depth {depth})")

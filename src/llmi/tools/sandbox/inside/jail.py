@@ -6,9 +6,10 @@ it reads its code. In order:
 1. **Fresh namespaces** (``fresh_namespaces``): its own mount and IPC namespaces; a new tmpfs on
    ``/tmp`` capped in bytes *and* inodes, owned by the job's uid (also bound on ``/dev/shm`` and
    ``/var/tmp``); ``/proc`` and ``/sys`` covered by an empty read-only tmpfs, so no command
-   line, mount table or process of the sandbox is visible. Nothing here needs cleaning afterwards: when the job's last
-   process dies the kernel frees the namespaces, the tmpfs with every file and inode in it
-   (whatever their modes) and every System V and POSIX IPC object.
+   line, mount table or process of the sandbox is visible. Nothing here needs cleaning
+   afterwards: when the job's last process dies the kernel frees the namespaces, the tmpfs
+   with every file and inode in it (whatever their modes) and every System V and POSIX IPC
+   object.
 2. **Limits**: address space, processes, file size, descriptors, a finite stack, no core dumps.
 3. **Privileges**: the job's own uid (one no earlier job ran as) and no capabilities.
 4. **A seccomp filter** (``confine``): no new namespaces of any kind (so no nested user
@@ -96,12 +97,15 @@ def fresh_namespaces(
         # covered by an empty read-only tmpfs (whatever is mounted there, stacked or not)
         if os.path.isdir(path):
             flags = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-            _check(_libc.mount(b"llmi-none", path.encode(), b"tmpfs", flags, b"size=4k,nr_inodes=1,mode=0555"), f"cover {path}")
+            empty = b"size=4k,nr_inodes=1,mode=0555"
+            cover = _libc.mount(b"llmi-none", path.encode(), b"tmpfs", flags, empty)
+            _check(cover, f"cover {path}")
     return True
 
 
 def _bind(source: str, target: str, read_only: bool) -> None:
-    _check(_libc.mount(source.encode(), target.encode(), None, _MS_BIND | _MS_REC, None), f"bind {target}")
+    flags = _MS_BIND | _MS_REC
+    _check(_libc.mount(source.encode(), target.encode(), None, flags, None), f"bind {target}")
     if read_only:
         flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
         _check(_libc.mount(None, target.encode(), None, flags, None), f"read-only {target}")

@@ -156,7 +156,8 @@ class Renderer:
     # 3. the job: run the code, render what it drew
     def run(self, code: str, job: dict, job_pid: int) -> Result:
         kept = self._patch_pyplot()
-        namespace = {"__name__": "__main__", "__builtins__": __builtins__, "plt": self.plt, "np": self.np}
+        namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        namespace.update(plt=self.plt, np=self.np)
         namespace["pd"] = self.pd or LazyModule("pandas", namespace, "pd")
         namespace["sns"] = self.sns or LazyModule("seaborn", namespace, "sns")
         try:

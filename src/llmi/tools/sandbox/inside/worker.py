@@ -79,7 +79,8 @@ class Supervisor:
     # --- the serving loop -----------------------------------------------------------------
 
     def serve(self) -> None:
-        ready = self._from_zygote("ready", time.monotonic() + float(self.config.get("startup", 120)))
+        startup = float(self.config.get("startup", 120))
+        ready = self._from_zygote("ready", time.monotonic() + startup)
         if ready is None or ready.get("type") != "ready":
             frames.write(self.fd_out, ready or {"type": "failed", "message": "the zygote died"})
             return
@@ -94,8 +95,9 @@ class Supervisor:
             if header.get("type") == "job":
                 started = time.monotonic()
                 spare, result, png = self.run_job(header)
+                wall_s = round(time.monotonic() - started, 4)
                 result.update(type="result", id=header.get("id"), next_uid=self.next_uid,
-                              wall_s=round(time.monotonic() - started, 4), **self.cleared)  # fmt: skip
+                              wall_s=wall_s, **self.cleared)  # fmt: skip
                 if self.problem:  # known already: llmi replaces us now, not at the next job
                     result["unhealthy"] = self.problem
                 frames.write(self.fd_out, result, png)
@@ -196,8 +198,8 @@ class Supervisor:
     def run_job(self, job: dict) -> tuple[Spare | None, dict, bytes]:
         spare, reasons = self._ready_spare()
         if spare is None:
-            message = "the sandbox worker could not give the job a clean start: " + "; ".join(reasons)
-            return None, _fail("unhealthy", message), b""
+            why = "the sandbox worker could not give the job a clean start: " + "; ".join(reasons)
+            return None, _fail("unhealthy", why), b""
         try:
             frames.write(spare.job_w, {k: job.get(k) for k in ("code", "timeout", "max_pixels")})
         except OSError:
@@ -221,7 +223,8 @@ class Supervisor:
         while failure is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                failure = _fail("timeout", f"the code ran longer than the {timeout:.3g} s time limit and was killed")
+                late = f"the code ran longer than the {timeout:.3g} s time limit and was killed"
+                failure = _fail("timeout", late)
                 break
             ready = select.select([*open_fds, spare.pidfd], [], [], left)[0]
             gone = spare.pidfd in ready
@@ -240,7 +243,8 @@ class Supervisor:
                         tail += chunk
                         del tail[:-4096]
                         if printed > max_output:
-                            failure = _fail("output", f"the code printed more than {_size(max_output)} and was stopped")
+                            printed_too_much = f"the code printed more than {_size(max_output)}"
+                            failure = _fail("output", f"{printed_too_much} and was stopped")
                     if failure or not gone:
                         break
             if gone:
@@ -326,7 +330,9 @@ def _checked(buf: bytes) -> tuple[dict, bytes]:
     out = {
         "ok": False,
         "kind": kind if isinstance(kind, str) and kind in _KINDS else "exception",
-        "message": (message if isinstance(message, str) and message else "the code failed")[:_MAX_MESSAGE],
+        "message": (message if isinstance(message, str) and message else "the code failed")[
+            :_MAX_MESSAGE
+        ],
     }
     return out, b""
 
@@ -355,7 +361,8 @@ def _read_some(fd: int) -> bytes | None:
 
 def _cpu() -> float:
     """CPU seconds used by this process and its reaped children (microsecond resolution)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 

@@ -154,7 +154,9 @@ class Zygote:
             os._exit(0)
 
 
-def job_main(renderer: Renderer, config: dict, uid: int | None, r_job: int, w_res: int, w_out: int) -> None:  # pragma: no cover
+def job_main(  # pragma: no cover - runs in the job process
+    renderer: Renderer, config: dict, uid: int | None, r_job: int, w_res: int, w_out: int
+) -> None:
     """One job's process: clean start, ready, wait for the job, run it, answer, exit."""
     os.setpgid(0, 0)
     jail.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
@@ -168,8 +170,9 @@ def job_main(renderer: Renderer, config: dict, uid: int | None, r_job: int, w_re
     os.closerange(_JOB_FD + 1, 1 << 20)  # the zygote's socket and pipes above all
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        raw = io.FileIO(fd, "w", closefd=False)
+        setattr(sys, name, io.TextIOWrapper(raw, line_buffering=True, errors="replace"))
     started, cpu = time.perf_counter(), time.process_time()
     try:
         lazy = (renderer.pd is None) + (renderer.sns is None)
