@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -231,11 +232,14 @@ def test_a_worker_that_cannot_give_a_clean_start_is_replaced_and_counted():
 def test_a_cold_pool_starts_one_worker_then_the_rest():
     tool = CodeSandboxTool(workers=3)
     try:
-        tool.warm_up(wait=False)
-        tool.warm_up(wait=False)  # cheap and idempotent: still one worker starting
+        tool.warm_up(wait=False)  # returns at once: the probe and the start are in the background
+        tool.warm_up(wait=False)  # cheap and idempotent
+        deadline = time.monotonic() + 60
+        while (tool._pool is None or tool._pool._count == 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
         pool = tool._pool
         with pool._cond:
-            assert (pool._count, pool.started) == (1, 0)
+            assert pool._count == 1 and pool.started == 0  # one worker starting, none ready yet
         assert render(tool, GOOD_CHART).info["figures"] == 1  # the first worker serves at once
         tool.warm_up()  # then the others start; wait for them
         assert pool.started == 3 and len(pool._idle) == 3

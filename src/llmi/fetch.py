@@ -16,9 +16,10 @@ Every backend that downloads (search results, generated-image URLs) goes through
 3. **Redirects** are followed by hand, at most ``max_redirects``, each hop checked as in 1-2.
 4. **Bytes**: a declared ``Content-Length`` over ``max_bytes`` is refused before reading; the
    body is streamed and cut at ``max_bytes`` whatever the header said. Content encodings
-   (``gzip``, ``deflate``, stacked any number of times up to 8) are undone here, a bounded step
-   at a time, so the *decoded* bytes are capped as they are produced and memory stays near the
-   cap whatever the compression ratio; any other encoding is refused.
+   (``gzip``, ``deflate``, stacked up to 16 deep) are undone here, a bounded step at a time, so
+   the *decoded* bytes are capped as they are produced, memory stays near the cap whatever the
+   compression ratio, and the work of all layers together is bounded too; any other encoding
+   is refused.
 5. **Time**: ``connect_timeout`` and ``read_timeout`` per operation, and ``total_timeout`` for
    the whole download, redirects included (a server trickling a byte a second is cut there).
 6. **Pixels**: the image header is read as soon as it arrives, and an image declaring more than
@@ -354,7 +355,9 @@ class SafeFetcher:
         if declared is not None and declared.strip().isdigit() and int(declared) > cap:
             raise _Refused(f"response declares {int(declared):,} bytes, over the {cap:,}-byte limit")
         try:
-            decoder = ContentDecoder(response.headers.get_list("content-encoding"))
+            # work bound: legitimate layers are each smaller than the image they hold
+            encodings = response.headers.get_list("content-encoding")
+            decoder = ContentDecoder(encodings, budget=cap * (2 + len(encodings)))
         except ValueError as exc:
             raise _Refused(str(exc)) from None
         buf = bytearray()
@@ -371,6 +374,7 @@ class SafeFetcher:
                     buf += piece
                     if len(buf) > cap:
                         raise _Refused(f"response exceeded the {cap:,}-byte limit once decoded")
+                await asyncio.sleep(0)  # decoding is CPU work: let the time limit fire between chunks
                 if not size_known and next_probe <= len(buf) and len(buf) <= 1 << 21:
                     size_known = self._check_header(bytes(buf))
                     next_probe = 2 * len(buf)

@@ -228,6 +228,8 @@ CASES: tuple[Case, ...] = (
          "fail", r"no figure count"),
     Case("forge a failure with a 1 MB message", "@FORGE@send({'type': 'result', 'ok': False, 'kind': 'rm -rf', 'message': 'x' * (1 << 19)})",
          "fail", r"^x+$"),
+    Case("forge the worker's verdict that it is unhealthy", "@FORGE@send({'type': 'result', 'ok': False, 'kind': 'unhealthy', 'unhealthy': 'yes', 'message': 'forged verdict'})",
+         "fail", r"^forged verdict$"),  # the job's own failure: no worker replaced, no retry
     Case("forge a JPEG as the chart", "@FORGE@import io\nfrom PIL import Image\nbuf = io.BytesIO()\nImage.new('RGB', (8, 8)).save(buf, 'JPEG')\nsend(RESULT, buf.getvalue())",
          "fail", r"not a PNG"),
     Case("forge an animated chart", "@FORGE@send(RESULT, png(2, 2, bytes(6), extra=chunk(b'acTL', bytes(8))))",

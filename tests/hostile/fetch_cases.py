@@ -81,6 +81,23 @@ def _zeros_gzip(megabytes: int) -> bytes:
 GZIP_GZIP_BOMB = gzip.compress(_zeros_gzip(2048), compresslevel=9)
 
 
+def _swallowed(megabytes: int) -> bytes:
+    """gzip around a gzip stream of nothing but empty stored blocks (5 bytes each, no output).
+
+    The outer layer produces ``megabytes`` MB that the inner one swallows without a byte of
+    output: a decoder that only counted its final output would work on and on.
+    """
+    inner_head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    empty_blocks = b"\x00\x00\x00\xff\xff" * 209_715  # 1 MB of them
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head = z.compress(inner_head) + z.flush(zlib.Z_FULL_FLUSH)
+    block = z.compress(empty_blocks) + z.flush(zlib.Z_FULL_FLUSH)
+    return head + block * megabytes
+
+
+SWALLOWED = _swallowed(1024)
+
+
 def _redirect(location: str) -> Callable[[BaseHTTPRequestHandler], None]:
     def fn(h: BaseHTTPRequestHandler) -> None:
         h.send_response(302)
@@ -131,7 +148,8 @@ FETCH_CASES: tuple[FetchCase, ...] = (
     FetchCase("redirect without a Location", "/no-location", r"without a Location", _no_location),
     # --- content encodings -------------------------------------------------------------------------
     FetchCase("gzip, gzip bomb (2 GB from 2 kB)", "/gzip-gzip", r"exceeded the [\d,]+-byte limit once decoded", encoded(GZIP_GZIP_BOMB, "gzip, gzip")),
-    FetchCase("nine stacked encodings", "/nine", r"9 content encodings stacked", encoded(_nested_gzip(GOOD_PNG, 9), ", ".join(["gzip"] * 9))),
+    FetchCase("seventeen stacked encodings", "/seventeen", r"17 content encodings stacked", encoded(_nested_gzip(GOOD_PNG, 17), ", ".join(["gzip"] * 17))),
+    FetchCase("a middle layer of empty deflate blocks", "/swallowed", r"expand to more than [\d,]+ bytes of work", encoded(SWALLOWED, "gzip, gzip")),
     FetchCase("brotli, which is not supported", "/br", r"unsupported content encoding 'br'", encoded(b"\x1b\x00\x00", "br")),
     FetchCase("corrupt gzip", "/corrupt", r"gzip encoding is corrupt", encoded(b"\x1f\x8b\x08\x00garbage-garbage-garbage", "gzip")),
     # --- protocol errors -------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ class CodeSandboxTool:
         self._pool: Pool | None = None
         self._level: str | None = None
         self._closed = False
+        self._warming = False
         self._job_ids = 0
 
     # -- public ------------------------------------------------------------------------------
@@ -152,14 +153,25 @@ class CodeSandboxTool:
     def warm_up(self, wait: bool = True, timeout: float | None = None) -> None:
         """Start the workers now instead of on the first ``run`` (cheap to call again).
 
-        With ``wait=False`` it returns at once: one worker starts, the rest when it is ready.
+        With ``wait=False`` it returns at once (the sandbox probe and the start happen in the
+        background): one worker starts, the rest when it is ready.
         """
-        pool = self._get_pool()
         if wait:
-            pool.wait_ready(time.monotonic() + (timeout or self.startup_timeout))
-        else:
+            self._get_pool().wait_ready(time.monotonic() + (timeout or self.startup_timeout))
+            return
+        with self._lock:
+            if self._warming or self._closed:
+                return
+            self._warming = True
+        threading.Thread(target=self._start_pool, name="llmi-sandbox-warm-up", daemon=True).start()
+
+    def _start_pool(self) -> None:
+        try:
+            pool = self._get_pool()
             with pool._cond:
                 pool._fill()
+        except SandboxError as exc:  # the first run says it again, to its caller
+            log.warning("warming up the code sandbox failed: %s", exc)
 
     @property
     def stats(self) -> dict[str, int]:

@@ -32,10 +32,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script, with -I
 import frames  # noqa: E402 - the sibling frames.py
 
-_KINDS = frozenset(
-    {"syntax", "exit", "exception", "memory", "empty", "too_large", "signal", "cpu", "timeout",
-     "output", "protocol", "unhealthy"}
-)  # fmt: skip
+# the kinds of failure a job may report of itself (never "unhealthy": only we can say that)
+_KINDS = frozenset({"syntax", "exit", "exception", "memory", "empty", "too_large"})
 _MAX_MESSAGE = 2000
 _READY_TIMEOUT = 30.0  # a job process's clean start takes milliseconds; this is a hang
 
