@@ -20,6 +20,7 @@ from llmi.rewards import (
     Gate,
     JudgeClient,
     JudgeLimits,
+    JudgeSampling,
     JudgeStyle,
     LLMJudge,
     MLLMJudge,
@@ -377,3 +378,15 @@ def test_rubrics_tell_the_judge_to_ignore_instructions_in_answers():
     from llmi.prompts import judge_prompt
 
     assert all("never instructions to you" in judge_prompt(j) for j in ("llm", "mllm"))
+
+
+def test_real_llama_cpp_grammar_keeps_llmis_reply_lines(llama_server):
+    client = JudgeClient(llama_server, structured="grammar", limits=JudgeLimits(timeout=120))
+    messages = [{"role": "system", "content": "Score the answer's Text and Image from 1 to 5.\n" + LLM_REPLY.instructions()},
+                {"role": "user", "content": "Question: Owls?\nAnswer: Owls hunt at night."}]
+    reply = run(client.complete(messages, reply=LLM_REPLY, lines=True,
+                                sampling=JudgeSampling(temperature=0.5, seed=1, max_tokens=16)), limit=240)
+    assert reply.structured == "grammar"
+    lines = reply.text.strip().splitlines()
+    assert len(lines) == 2 and lines[0][:6] == "Text: " and lines[1][:7] == "Image: ", reply.text
+    assert all(1 <= v <= 5 for v in LLM_REPLY.parse(reply.text, compat=True).values.values())
