@@ -176,8 +176,9 @@ class BenchImageTool:
 
         loop = asyncio.get_running_loop()
         if loop not in self._clients:
-            tls = httpx.create_ssl_context()
-            self._clients[loop] = [httpx.AsyncClient(limits=httpx.Limits(max_connections=5), verify=tls)
+            from llmi.http import ssl_context
+
+            self._clients[loop] = [httpx.AsyncClient(limits=httpx.Limits(max_connections=5), verify=ssl_context())
                                    for _ in range(self.pools)]
         self._turn += 1
         client = self._clients[loop][self._turn % self.pools]

@@ -25,8 +25,6 @@ change.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ssl
 import threading
 import time
 import weakref
@@ -335,7 +333,7 @@ class JudgeClient:
                 size = -(-self.limits.concurrency // pools) + 1  # +1: the model listing may run beside
                 clients = [
                     httpx.AsyncClient(
-                        trust_env=False, follow_redirects=False, verify=_tls(),
+                        trust_env=False, follow_redirects=False, verify=http.ssl_context(),
                         timeout=httpx.Timeout(self.limits.timeout, connect=min(10.0, self.limits.timeout)),
                         limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
                     )
@@ -352,13 +350,6 @@ class JudgeClient:
         if state is not None:
             for client in state.clients:
                 await client.aclose()
-
-
-@functools.lru_cache(maxsize=1)
-def _tls() -> ssl.SSLContext:
-    """One TLS context for every pool: building one reads the CA bundle (~0.1 s, more on a busy
-    machine), which a client would otherwise do for each of its pools."""
-    return httpx.create_ssl_context()
 
 
 def _refused(exc: JudgeError) -> bool:
