@@ -5,10 +5,10 @@ A batch of N answers (default 256) with T diffusion tags each (default 4). A loc
 process answers an OpenAI-compatible images API (``POST /v1/images/generations``, or
 Qwen-Image's ``POST /generate/``) after a fixed tool latency, and an OpenAI-compatible
 ``/v1/chat/completions`` (an LLM judge and an MLLM judge) after a fixed judge latency. The
-judges are llmi's ``JudgeClient``; the diffusion tool is, by default, a minimal HTTP tool that
-keeps its connections in small pools (``--tool-backend bench``), so that the figures measure
-the scorer's scheduling; ``--tool-backend openai`` or ``qwen`` uses llmi's own image clients
-instead (see bench/README.md for what they cost at this concurrency).
+judges are llmi's ``JudgeClient``; the diffusion tool is by default a minimal HTTP tool over
+small connection pools (``--tool-backend bench``), so that the figures measure the scorer's
+scheduling rather than one image client; ``--tool-backend openai`` (llmi's ``OpenAIDiffusion``)
+or ``qwen`` (its Qwen-Image client) run llmi's own clients instead.
 
 * **llmi**: ``RewardScorer.ascore_batch``: one engine, the tool calls under a concurrency limit
   of C_tool, each judge under C_judge.
