@@ -149,7 +149,7 @@ def test_absent_concept_is_not_found(library):
 def test_svg_rendered_on_white_and_cached(library):
     hit = library.best("a fox in winter")
     image = library.image(hit.item)
-    assert (image.format, image.width, image.height) == ("png", 1024, 512)
+    assert (image.format, image.width, image.height) == ("png", 512, 256)  # clip art at display size
     assert image.to_pil().convert("RGB").getpixel((0, 0)) == (255, 165, 0)  # the drawing's orange
     renders = list((library.home / "renders").rglob("*.png"))
     assert len(renders) == 1

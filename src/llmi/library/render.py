@@ -1,4 +1,5 @@
-"""SVG to PNG for the library: fit the longer side to a target size, on white, cached on disk."""
+"""Library pictures at a size fit to show: SVGs rendered on white, small rasters scaled up;
+cached on disk as PNG."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from ..errors import MissingDependency, NotFound
 from ..image import ImageData
 
-__all__ = ["render_svg", "svg_size"]
+__all__ = ["fit_raster", "render_svg", "svg_size"]
 
 _SVG_TAG = re.compile(rb"<svg\b[^>]*>", re.DOTALL)
 _ATTR = re.compile(rb"""\s(width|height|viewBox)\s*=\s*["']([^"']*)["']""")
@@ -84,41 +86,85 @@ def _local_only(svg: Path):
     return fetch
 
 
-def render_svg(path: Path, size: int, cache_dir: Path | None, key: str = "") -> ImageData:
-    """``path`` rendered so its longer side is ``size`` pixels, on white; PNG bytes cached by key."""
+def _cached(cache_dir: Path | None, material: str, make: Callable[[], ImageData]) -> ImageData:
+    """``make()``, stored as a PNG under ``cache_dir`` by the digest of ``material``."""
     cached = None
     if cache_dir is not None:
-        digest = hashlib.sha1(f"{path}|{key}|{size}".encode()).hexdigest()
+        digest = hashlib.sha1(material.encode()).hexdigest()
         cached = cache_dir / digest[:2] / f"{digest}.png"
         if cached.is_file():
             try:
                 return ImageData.from_path(str(cached))
             except ValueError:
                 cached.unlink(missing_ok=True)
-    try:
-        import cairosvg.surface
-    except ImportError:
-        raise MissingDependency("cairosvg", "search") from None
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(8192)
-        intrinsic = svg_size(head)
-        kwargs: dict[str, float] = {}
-        if intrinsic is not None:
-            kwargs["scale"] = size / max(intrinsic)
-        else:
-            kwargs["output_width"] = size
-        # PNGSurface.convert passes url_fetcher on to the parser (svg2png does not take it)
-        data = cairosvg.surface.PNGSurface.convert(
-            url=str(path), background_color="white", unsafe=False, url_fetcher=_local_only(path), **kwargs
-        )
-        image = ImageData.from_bytes(data)
-    except Exception as exc:
-        raise NotFound(f"library image {path} could not be rendered ({type(exc).__name__}: {exc})") from exc
+    image = make()
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(image.data)
-        os.replace(tmp, cached)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(image.data)
+            os.replace(tmp, cached)
+        except OSError:  # a read-only library still answers, uncached
+            pass
     return image
+
+
+def render_svg(path: Path, size: int, cache_dir: Path | None, key: str = "") -> ImageData:
+    """``path`` rendered so its longer side is ``size`` pixels, on white; PNG bytes cached by key."""
+
+    def make() -> ImageData:
+        try:
+            import cairosvg.surface
+        except ImportError:
+            raise MissingDependency("cairosvg", "search") from None
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(8192)
+            intrinsic = svg_size(head)
+            kwargs: dict[str, float] = {}
+            if intrinsic is not None:
+                kwargs["scale"] = size / max(intrinsic)
+            else:
+                kwargs["output_width"] = size
+            # PNGSurface.convert passes url_fetcher on to the parser (svg2png does not take it)
+            data = cairosvg.surface.PNGSurface.convert(
+                url=str(path), background_color="white", unsafe=False, url_fetcher=_local_only(path), **kwargs
+            )
+            return ImageData.from_bytes(data)
+        except Exception as exc:
+            raise NotFound(f"library image {path} could not be rendered ({type(exc).__name__}: {exc})") from exc
+
+    return _cached(cache_dir, f"{path}|{key}|{size}", make)
+
+
+def fit_raster(path: Path, size: int, cache_dir: Path | None, key: str = "") -> ImageData:
+    """A raster image as PNG, JPEG or WebP, its longer side scaled up to ``size`` pixels if it is
+    smaller (cached); a larger image is returned as it is.
+
+    >>> import tempfile, PIL.Image
+    >>> tiny = Path(tempfile.mkdtemp()) / "stamp.png"
+    >>> PIL.Image.new("RGBA", (100, 50), "red").save(tiny)
+    >>> img = fit_raster(tiny, 512, None)
+    >>> (img.width, img.height, img.format)
+    (512, 256, 'png')
+    """
+    try:
+        image = ImageData.from_path(str(path))
+    except (OSError, ValueError) as exc:
+        raise NotFound(f"library image {path} cannot be read ({exc})") from exc
+    longer = max(image.width, image.height)
+    if longer >= size or longer == 0:
+        return image if image.format in ("jpeg", "png", "webp") else image.to_png()
+
+    def make() -> ImageData:
+        from PIL import Image
+
+        pil = image.to_pil()
+        if pil.mode not in ("RGB", "RGBA", "L", "LA"):
+            pil = pil.convert("RGBA")
+        scale = size / longer
+        target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return ImageData.from_pil(pil.resize(target, Image.Resampling.LANCZOS), "png")
+
+    return _cached(cache_dir, f"{path}|{key}|fit{size}", make)

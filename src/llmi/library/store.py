@@ -5,8 +5,9 @@ Layout under ``home`` (default ``$LLMI_HOME/library``, else ``$XDG_DATA_HOME/llm
 
     index.sqlite   the manifest: one row per image (path, signature, caption, credit, vector),
                    the folders added (with a default licence), and meta (model, generation)
-    vectors.npz    a numpy snapshot of every vector and its row id, rebuilt from the manifest
-                   whenever its generation is stale (it is only a fast path)
+    vectors-G.npy  a numpy snapshot of every vector (and ids-G.npy of their row ids) for
+                   manifest generation G, memory-mapped by queries; rebuilt from the manifest
+                   when the generation changes (it is only a fast path)
     renders/       SVGs rendered to PNG, by path, signature and size
 
 Re-indexing is incremental: a file whose (mtime, size) and sidecar text are unchanged keeps its
@@ -31,7 +32,7 @@ from ..errors import ConfigError, NotFound
 from ..image import ImageData
 from .captions import IMAGE_SUFFIXES, read_caption
 from .embed import DIMENSIONS, Embedder
-from .render import render_svg
+from .render import fit_raster, render_svg
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -140,12 +141,12 @@ class Library:
         *,
         embedder: Embedder | None = None,
         threshold: float = DEFAULT_THRESHOLD,
-        render_size: int = 1024,
+        display_size: int = 512,
     ) -> None:
         self.home = Path(home).expanduser() if home else default_home()
         self.embedder = embedder or Embedder()
         self.threshold = threshold
-        self.render_size = render_size
+        self.display_size = display_size
         self._lock = threading.RLock()
         self._matrix: np.ndarray | None = None
         self._ids: np.ndarray | None = None
@@ -292,35 +293,55 @@ class Library:
     # -- querying --------------------------------------------------------------------------------
 
     def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, matrix) for every item, from the snapshot when it is current."""
-        import numpy as np
-
+        """(ids, matrix) for every item, memory-mapped from the snapshot when it is current."""
         with self._lock, self._connect() as db:
             row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
             generation = row[0] if row else ""
-            if self._matrix is not None and self._generation == generation:
-                return self._ids, self._matrix  # type: ignore[return-value]
-            snapshot = self.home / "vectors.npz"
-            ids = matrix = None
-            if snapshot.is_file():
-                try:
-                    with np.load(snapshot) as npz:
-                        if str(npz["generation"]) == generation:
-                            ids, matrix = npz["ids"], npz["vectors"]
-                except (OSError, ValueError, KeyError):
-                    ids = matrix = None
-            if matrix is None:
-                rows = db.execute("SELECT id, vector FROM items ORDER BY id").fetchall()
-                ids = np.array([r[0] for r in rows], dtype=np.int64)
-                matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, DIMENSIONS)
-                try:  # only a fast path: a read-only library works without it
-                    tmp = self.home / f"vectors.{os.getpid()}.tmp.npz"
-                    np.savez(tmp, ids=ids, vectors=matrix, generation=np.array(generation))
-                    os.replace(tmp, snapshot)
-                except OSError:
-                    pass
-            self._ids, self._matrix, self._generation = ids, matrix, generation
-            return ids, matrix
+            if self._matrix is None or self._generation != generation:
+                loaded = self._read_snapshot(generation)
+                if loaded is None:
+                    loaded = self._write_snapshot(db, generation)
+                self._ids, self._matrix = loaded
+                self._generation = generation
+            return self._ids, self._matrix  # type: ignore[return-value]
+
+    def _snapshot_paths(self, generation: str) -> tuple[Path, Path]:
+        tag = "".join(c for c in generation if c.isalnum()) or "0"
+        return self.home / f"vectors-{tag}.npy", self.home / f"ids-{tag}.npy"
+
+    def _read_snapshot(self, generation: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The snapshot of this generation, mapped (no copy: a query reads it in place)."""
+        import numpy as np
+
+        vectors, ids = self._snapshot_paths(generation)
+        try:
+            matrix = np.load(vectors, mmap_mode="r")
+            rows = np.load(ids, mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        if matrix.ndim != 2 or matrix.shape[1] != DIMENSIONS or rows.shape != (matrix.shape[0],):
+            return None
+        return rows, matrix
+
+    def _write_snapshot(self, db: sqlite3.Connection, generation: str) -> tuple[np.ndarray, np.ndarray]:
+        """Every vector from the manifest; saved as this generation's snapshot when possible."""
+        import numpy as np
+
+        rows = db.execute("SELECT id, vector FROM items ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(-1, DIMENSIONS)
+        vectors_path, ids_path = self._snapshot_paths(generation)
+        try:  # only a fast path: a read-only library works without it
+            for path, array in ((vectors_path, matrix), (ids_path, ids)):
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npy")
+                np.save(tmp, array)
+                os.replace(tmp, path)
+            for old in [*self.home.glob("vectors-*.npy"), *self.home.glob("ids-*.npy"), self.home / "vectors.npz"]:
+                if old not in (vectors_path, ids_path):
+                    old.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return ids, matrix
 
     def search(self, query: str, k: int = 5) -> list[LibraryHit]:
         """The ``k`` best matches for ``query``, best first (any score)."""
@@ -354,34 +375,42 @@ class Library:
                 self._recent.pop(next(iter(self._recent)))
             return vector
 
-    def best(self, query: str, threshold: float | None = None, candidates: int = 5) -> LibraryHit:
-        """The best match whose file still exists, if it reaches the threshold; else ``NotFound``."""
+    def matches(self, query: str, threshold: float | None = None, candidates: int = 5) -> list[LibraryHit]:
+        """The matches among the ``candidates`` best that reach the threshold and whose file still
+        exists, best first; ``NotFound`` (saying how close the best came) when there is none."""
         limit = self.threshold if threshold is None else threshold
         hits = self.search(query, k=candidates)
         if not hits:
             raise NotFound("the local image library is empty: run `llmi library add --defaults` or `llmi library add FOLDER`")
-        for hit in hits:
-            if hit.score < limit:
-                break
-            if Path(hit.item.path).is_file():
-                return hit
+        good = [hit for hit in hits if hit.score >= limit and Path(hit.item.path).is_file()]
+        if good:
+            return good
         top = hits[0]
         raise NotFound(
             f"no library image matches {query!r} well enough: best was {top.item.title!r} "
             f"at {top.score:.2f}, under the {limit:.2f} threshold"
         )
 
+    def best(self, query: str, threshold: float | None = None, candidates: int = 5) -> LibraryHit:
+        """The best match whose file still exists, if it reaches the threshold; else ``NotFound``."""
+        return self.matches(query, threshold, candidates)[0]
+
     def image(self, item: LibraryItem) -> ImageData:
-        """The picture for ``item``: SVGs rendered to PNG (cached), rasters as JPEG/PNG/WebP."""
+        """The picture for ``item`` at a size fit to show: SVGs rendered so the longer side is
+        ``display_size``, rasters smaller than that scaled up to it (Tux Paint stamps are often
+        100-200 pixels), larger ones as they are; PNG, JPEG or WebP; renders cached."""
         path = Path(item.path)
+        key = _signature(path) or ""
+        cache = self.home / "renders"
         if item.is_svg:
-            key = _signature(path) or ""
-            return render_svg(path, self.render_size, self.home / "renders", key)
-        try:
-            image = ImageData.from_path(str(path))
-        except (OSError, ValueError) as exc:
-            raise NotFound(f"library image {path} cannot be read ({exc})") from exc
-        return image if image.format in ("jpeg", "png", "webp") else image.to_png()
+            return render_svg(path, self.display_size, cache, key)
+        return fit_raster(path, self.display_size, cache, key)
+
+    def warm_up(self) -> None:
+        """Load the index and the encoder now, so the first query costs only itself."""
+        if self.exists():
+            self._vectors()
+            self._query_vector("warm up")
 
     def stats(self) -> LibraryStats:
         with self._connect() as db:

@@ -36,6 +36,9 @@ class ToolCall:
     input_image: ImageData | None = None
     #: seconds this attempt may take; a tool should give up (and clean up) by then
     timeout: float = 60.0
+    #: sha256 digests of images the document already shows: a backend that offers alternatives
+    #: (``offers_alternatives = True``) returns its best match that is none of these
+    avoid: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

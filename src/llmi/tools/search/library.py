@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import ClassVar
 
 from ...env import env_number
-from ...errors import ConfigError, ToolError, ToolNotConfigured
+from ...errors import ConfigError, NotFound, ToolError, ToolNotConfigured
 from ...library import Library, default_home
-from ..base import Credit, ToolOutput
+from ..base import Credit, ToolCall, ToolOutput
 from ._base import SearchTool
 
 __all__ = ["LibrarySearch"]
+
+#: the images the current call's document already shows (``ToolCall.avoid``), for ``search``,
+#: which the shared ``SearchTool.run`` calls with the query alone; one value per asyncio task
+_AVOID: ContextVar[frozenset[str]] = ContextVar("llmi_library_avoid", default=frozenset())
 
 
 class LibrarySearch(SearchTool):
@@ -32,6 +37,8 @@ class LibrarySearch(SearchTool):
 
     backend: str = "library"
     _label: ClassVar[str] = "library"
+    #: honours ``ToolCall.avoid``: a repeated query gets the next distinct match
+    offers_alternatives: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -57,9 +64,16 @@ class LibrarySearch(SearchTool):
             raise ConfigError(_empty(home))
         return cls(home, threshold=env_number(env, "LLMI_LIBRARY_THRESHOLD", None, float))
 
+    async def run(self, call: ToolCall) -> ToolOutput:
+        token = _AVOID.set(call.avoid)
+        try:
+            return await super().run(call)
+        finally:
+            _AVOID.reset(token)
+
     async def search(self, query: str) -> ToolOutput:
         # embedding and rendering are CPU work: keep them off the event loop
-        hit, image = await asyncio.to_thread(self._find, query)
+        hit, image, skipped = await asyncio.to_thread(self._find, query, _AVOID.get())
         item = hit.item
         credit = Credit(
             source="Local image library",
@@ -71,18 +85,31 @@ class LibrarySearch(SearchTool):
             licence_url=item.licence_url,
         )
         info = {"query": query, "score": round(hit.score, 4), "caption": item.caption, "path": item.path}
+        if skipped:
+            info["skipped_repeats"] = skipped  # better matches already shown in this document
         return ToolOutput(image=image, credit=credit, info=info)
 
-    def _find(self, query: str):
+    def _find(self, query: str, avoid: frozenset[str]):
         if not self.library.exists():
             raise ToolNotConfigured(_empty(self.library.home))
         try:
-            hit = self.library.best(query)
-            return hit, self.library.image(hit.item)
+            hits = self.library.matches(query, candidates=5 + 2 * len(avoid))
+            for skipped, hit in enumerate(hits):
+                image = self.library.image(hit.item)
+                if image.sha256 not in avoid:
+                    return hit, image, skipped
+            raise NotFound(
+                f"every library image that matches {query!r} ({len(hits)}) is already in the document"
+            )
         except ToolError:
             raise
         except Exception as exc:
             raise ToolNotConfigured(f"the local image library could not be searched ({type(exc).__name__}: {exc})") from exc
+
+    async def warm_up(self) -> None:
+        """Map the index and load the encoder in the background (the engine calls this when a
+        document starts, so the first search does not pay for it)."""
+        await asyncio.to_thread(self.library.warm_up)
 
 
 def _empty(home: Path) -> str:
