@@ -11,12 +11,13 @@ from llmi.errors import BackendError, NotFound
 from llmi.image import ImageData
 from llmi.tags import ImageRequest, serialise
 from llmi.testing import LatencyTool
+from llmi.tools.base import ToolOutput
 
 
-def tag(source: str, text: str = "x", **extra) -> str:
+def tag(source: str, text: str = "x", description: str | None = None, **extra) -> str:
     params = {"search": {"query": text}, "diffusion": {"prompt": text}, "code": {"code": text},
               "edit": {"prompt": text, **extra}}[source]
-    return serialise(ImageRequest(source, f"{source} {text}", params))
+    return serialise(ImageRequest(source, description or f"{source} {text}", params))
 
 
 def edit(index: int, text: str = "brighter") -> str:
@@ -55,7 +56,7 @@ def test_edit_chain_uses_previous_outputs_and_inputs():
 
 def test_edit_of_a_failed_image_fails_with_reason():
     search = LatencyTool("search", fail_with=NotFound("nothing found for 'zzz'"))
-    with Engine({"search": search, "edit": LatencyTool("edit")}) as engine:
+    with Engine({"search": search, "edit": LatencyTool("edit")}, search_retries=False) as engine:
         doc = engine.run(tag("search", "zzz") + edit(0))
     bad = doc.image_segments[1]
     assert bad.status == "failed" and bad.error_type == "DependencyFailed"
@@ -119,7 +120,7 @@ def test_transient_errors_are_retried_and_permanent_ones_are_not():
         seg = engine.run(tag("search", "q")).image_segments[0]
     assert seg.ok and seg.attempts == 3
     broken = LatencyTool("search", latency=0, fail_with=NotFound("no"))
-    with Engine({"search": broken}, limits={"search": ToolLimits(retries=3, backoff=0.01)}) as engine:
+    with Engine({"search": broken}, limits={"search": ToolLimits(retries=3, backoff=0.01)}, search_retries=False) as engine:
         seg = engine.run(tag("search", "q")).image_segments[0]
     assert not seg.ok and seg.attempts == 1 and broken.calls == 1
 
@@ -171,3 +172,72 @@ def test_events_report_progress():
         engine.run(tag("search", "q") + tag("diffusion", "p"))
     kinds = [(e.kind, e.index) for e in events]
     assert ("start", 0) in kinds and ("done", 0) in kinds and ("failed", 1) in kinds
+
+
+# -- a search that finds nothing, and repeated pictures ---------------------------------------------
+
+
+class Picky(LatencyTool):
+    """Finds a picture only for queries that name a kangaroo; offers several per query."""
+
+    offers_alternatives = True
+
+    async def run(self, call):
+        self.calls += 1
+        query = call.request.text
+        if "kangaroo" not in query.lower():
+            raise NotFound(f"nothing for {query!r}")
+        for k in range(2):
+            image = ImageData.blank(5, 5, (10 + 40 * k, 0, 0))
+            if image.sha256 not in call.avoid:
+                return ToolOutput(image, info={"match": k})
+        raise NotFound(f"every match for {query!r} is already in the document")
+
+
+def test_a_search_that_finds_nothing_tries_the_description_then_the_sentence():
+    with Engine({"search": Picky("search")}) as engine:
+        by_description = engine.run(tag("search", "Write a short guide", description="a kangaroo"))
+        by_sentence = engine.run("Kangaroos hop across the outback.\n" + tag("search", "an animal", description="it"))
+        nothing = engine.run("Nothing to see.\n" + tag("search", "a wombat", description="a wombat burrow"))
+    seg = by_description.image_segments[0]
+    assert seg.ok and seg.info["tries"] == [
+        {"from": "query", "query": "Write a short guide", "error": "nothing for 'Write a short guide'"},
+        {"from": "description", "query": "a kangaroo"},
+    ]
+    seg = by_sentence.image_segments[0]
+    assert seg.ok and seg.info["tries"][-1] == {"from": "sentence key words", "query": "kangaroos hop across outback"}
+    seg = nothing.image_segments[0]
+    assert seg.error_type == "NotFound" and seg.error.startswith("nothing found in 3 tries: query 'a wombat'")
+    assert [t["from"] for t in seg.info["tries"]] == ["query", "description", "sentence key words"]
+
+
+def test_search_retries_can_be_switched_off():
+    picky = Picky("search")
+    with Engine({"search": picky}, search_retries=False) as engine:
+        seg = engine.run(tag("search", "an animal", description="a kangaroo")).image_segments[0]
+    assert seg.error == "nothing for 'an animal'" and picky.calls == 1 and "tries" not in seg.info
+
+
+def test_a_repeated_picture_is_replaced_by_the_next_distinct_match():
+    text = tag("search", "kangaroo") + tag("search", "Kangaroo ") + tag("diffusion", "kangaroo") + tag("edit", "x", img_index=0)
+    with Engine({"search": Picky("search"), "edit": LatencyTool("edit")}, fallback={"diffusion": "search"}) as engine:
+        doc = engine.run(text)
+    first, second, third, edited = doc.image_segments
+    assert first.ok and second.ok and third.ok and edited.ok
+    assert first.image.sha256 != second.image.sha256
+    assert second.info["repeat_avoided"] == 0 and second.info["match"] == 1
+    # a third ask for the same thing: no distinct match left, so the repeat stays, recorded
+    assert third.image.sha256 in (first.image.sha256, second.image.sha256)
+    assert third.info["repeat_of"] in (0, 1) and third.fallback.used == "search"
+    assert edited.image.sha256 not in (first.image.sha256, second.image.sha256)  # edits are new pictures
+
+    with Engine({"search": Picky("search")}, distinct=False) as engine:
+        a, b = engine.run(tag("search", "kangaroo") + tag("search", "kangaroo")).image_segments
+    assert a.image.sha256 == b.image.sha256 and "repeat_of" not in b.info
+
+
+def test_repeats_from_a_backend_without_alternatives_are_kept():
+    search = LatencyTool("search")  # same query, same picture, and nothing else to offer
+    with Engine({"search": search}) as engine:
+        a, b = engine.run(tag("search", "owl") + tag("search", "owl")).image_segments
+    assert a.image.sha256 == b.image.sha256 and search.calls == 1

@@ -268,3 +268,34 @@ def test_svg_render_never_fetches_external_resources(tmp_path):
     image = render_svg(svg, 400, None)  # the refused images become empty pixels; the rest renders
     assert (image.width, image.height) == (400, 200)
     assert image.to_pil().convert("RGB").getpixel((399, 199)) == (0, 0, 255)
+
+
+def test_repeated_query_takes_the_next_distinct_match(tmp_path, embedder):
+    root = tmp_path / "foxes"
+    root.mkdir()
+    write_svg(root / "fox1.svg", "Red fox", "A red fox in the snow", ["fox"])
+    write_svg(root / "fox2.svg", "Red fox sleeping", "A red fox asleep in the snow", ["fox"], w=120)
+    lib = Library(tmp_path / "home", embedder=embedder)
+    lib.add([root])
+    tool = LibrarySearch(library=lib)
+    first = asyncio.run(tool.run(call("a red fox in snow")))
+    second = asyncio.run(tool.run(ToolCall(call("a red fox in snow").request, timeout=60,
+                                           avoid=frozenset({first.image.sha256}))))
+    assert first.info["path"] != second.info["path"] and second.info["skipped_repeats"] == 1
+    both = frozenset({first.image.sha256, second.image.sha256})
+    with pytest.raises(NotFound, match="already in the document"):
+        asyncio.run(tool.run(ToolCall(call("a red fox in snow").request, timeout=60, avoid=both)))
+
+
+def test_small_raster_is_scaled_to_display_size(library):
+    hit = library.best("hot air balloon")  # a 64x64 PNG
+    image = library.image(hit.item)
+    assert (image.width, image.height, image.format) == (512, 512, "png")
+    assert library.image(hit.item).data == image.data  # cached
+
+
+def test_warm_up_loads_index_and_encoder(library):
+    fresh = Library(library.home, embedder=library.embedder)
+    fresh.warm_up()
+    assert fresh._matrix is not None and fresh._matrix.shape[0] == 5
+    Library(library.home.parent / "never-made").warm_up()  # an empty library: nothing to do

@@ -6,7 +6,8 @@
 >>> render("<think>plan</think>No pictures.", profile="llmi-compat").judge_view()
 'No pictures.'
 
-``generate`` asks a writer model for an answer with ``<imgen>`` tags, then runs the tools::
+``generate`` asks a writer model for an answer with ``<imgen>`` tags and runs the tools, each
+tag as soon as the writer has written it::
 
     doc = llmi.generate("Explain the water cycle")          # offline: SmolLM2 + local tools
     doc.save("out/water")                                   # index.html, document.md, document.json
@@ -55,8 +56,10 @@ async def agenerate(
     ``llmi.llm.writer_from_env()`` (the embedded model unless ``LLMI_BASE_URL`` is set),
     ``engine`` to ``Engine.from_env()``, ``system_prompt`` to the shipped prompt that suits the
     writer (``llmi.prompts.system_prompt(variant=writer.prompt_variant)``; "full" by default).
-    ``on_text`` receives each piece of text as the writer streams it.
+    ``on_text`` receives each piece of text as the writer streams it. Tags start running as
+    soon as the writer has finished them, so the tools work while it writes the rest.
     """
+    from .engine import Engine
     from .llm import writer_from_env
     from .prompts import system_prompt as default_system_prompt
 
@@ -67,21 +70,30 @@ async def agenerate(
         system_prompt = default_system_prompt(variant=getattr(writer, "prompt_variant", "full"))
     messages = build_messages(prompt, system=system_prompt, images=inputs)
 
-    # 2. the writer's answer, streamed
-    started = time.monotonic()
-    pieces: list[str] = []
-    async for piece in writer.stream(messages, sampling):
-        pieces.append(piece)
-        if on_text is not None:
-            on_text(piece)
-    text = trim_unfinished_tag("".join(pieces))
-    if not text.strip():
-        raise WriterError(f"the writer {writer.name} returned no text; try another seed or prompt")
-    writing = time.monotonic() - started
+    # 2. the writer's answer, streamed into the engine: each tag starts as soon as it is written
+    own = engine is None
+    eng = Engine.from_env() if engine is None else engine
+    run = eng.stream(inputs)
+    try:
+        started = time.monotonic()
+        pieces: list[str] = []
+        async for piece in writer.stream(messages, sampling):
+            pieces.append(piece)
+            if on_text is not None:
+                on_text(piece)
+            run.feed(piece)
+        text = trim_unfinished_tag("".join(pieces))
+        if not text.strip():
+            raise WriterError(f"the writer {writer.name} returned no text; try another seed or prompt")
+        writing = time.monotonic() - started
 
-    # 3. the tools, and the document
-    info = {"prompt": prompt, "writer": writer.name, "writer_seconds": round(writing, 3), **(meta or {})}
-    return await arender(text, inputs=inputs, engine=engine, meta=info)
+        # 3. the tools still running, and the document
+        info = {"prompt": prompt, "writer": writer.name, "writer_seconds": round(writing, 3), **(meta or {})}
+        return await run.finish(text, meta=info)
+    finally:
+        await run.cancel()  # nothing left to stop once finished; the writer's error otherwise
+        if own:
+            await eng.aclose()
 
 
 async def arender(

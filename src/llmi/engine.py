@@ -10,7 +10,15 @@
 3. **execute** all tasks concurrently under per-tool concurrency limits, per-call timeouts,
    retries with backoff for transient errors only, one deadline for the whole document, a
    content-addressed cache with in-flight de-duplication, and configurable fallback routing;
+   a search that finds nothing tries the tag's description and the key words of the sentence
+   before it (``llmi.queries``), and an image that repeats an earlier one of the same
+   document is replaced by the next distinct match where the backend has one;
 4. **assemble** the ``Document``: ordered segments, each image with its provenance.
+
+``arun`` also takes the answer as a stream of text pieces (an async iterator, e.g. a writer's
+output): each tag is then planned and started as soon as it is complete, so the tools work
+while the model is still writing (``llmi.streaming``), and the document is the one the
+finished text gives.
 
 No tool failure escapes: each becomes a failed ``ImageSegment`` with the error's class and
 message. ``Engine.run`` is the synchronous wrapper; it drives the same async core on a private
@@ -20,25 +28,30 @@ event-loop thread, so tools and caches are shared across calls.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-import random
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterable, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 
 from ._tag_compat import index_problem
-from .cache import MemoryCache, cache_key
+from .cache import MemoryCache
+from .calls import Caller, Deadline, Outcome
 from .document import Document, Fallback, ImageSegment, TextSegment, merge_text
 from .errors import DependencyFailed, EmptyFigure, ToolError, ToolNotConfigured, ToolTimeout
 from .image import ImageData
 from .profiles import Profile, ProfileLike, get_profile, remove_thinking
+from .queries import sentence_before
 from .sources import DEFAULT_LIMITS, NOT_CONFIGURED_HELP, SOURCES, ToolLimits
 from .tags import ImageRequest, ParsedText, Tag, parse
-from .tools.base import Tool, ToolCall, ToolOutput
+from .tools.base import Tool, ToolOutput
 
-__all__ = ["Engine", "EngineEvent", "ToolLimits", "MemoryCache", "DEFAULT_LIMITS", "NOT_CONFIGURED_HELP"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .streaming import StreamRun
+
+__all__ = ["Engine", "EngineEvent", "ToolLimits", "MemoryCache", "DEFAULT_LIMITS", "NOT_CONFIGURED_HELP", "Deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +69,8 @@ class EngineEvent:
     segment: ImageSegment | None = None
 
 
-# -- per-run bookkeeping -----------------------------------------------------------------------
-
-
-@dataclass
-class _Outcome:
-    output: ToolOutput | None = None
-    error: ToolError | None = None
-    backend: str | None = None
-    attempts: int = 0
-    elapsed: float = 0.0
-    cache_hit: bool = False
-    fallback: Fallback | None = None
-
-
-@dataclass
-class _LoopState:
-    """Objects bound to one event loop (semaphores, in-flight calls)."""
-
-    semaphores: dict[str, asyncio.Semaphore] = field(default_factory=dict)
-    inflight: dict[str, asyncio.Future] = field(default_factory=dict)
+#: seconds past the deadline that a call already running is given to report its own timeout
+_DEADLINE_GRACE = 1.0
 
 
 class Engine:
@@ -86,6 +81,12 @@ class Engine:
     ``fallback``, e.g. ``{"diffusion": "search"}``, recorded on the image). ``profile`` says
     how answers are read (``"llmi"``, ``"llmi-compat"`` or a ``Profile``); ``arun`` can
     override it per answer.
+
+    ``search_retries``: a search that finds nothing tries the tag's description and the key
+    words of the sentence before the tag (each try is recorded in the image's ``info``).
+    ``distinct``: an image identical to an earlier one in the same document is replaced by
+    the backend's next distinct match, where the backend offers one (``offers_alternatives``);
+    pass ``False`` to allow repeats.
 
     >>> engine = Engine()
     >>> doc = engine.run("No images here.")
@@ -105,24 +106,36 @@ class Engine:
         cache: MemoryCache | bool = True,
         on_event: Callable[[EngineEvent], None] | None = None,
         profile: ProfileLike = "llmi",
+        search_retries: bool = True,
+        distinct: bool = True,
     ) -> None:
         self.profile: Profile = get_profile(profile)
         self.tools: dict[str, Tool] = dict(tools or {})
         for source in self.tools:
             if source not in SOURCES:
                 raise ValueError(f"unknown tool source {source!r}; expected one of {SOURCES}")
-        self.limits = {**DEFAULT_LIMITS, **(limits or {})}
         self.fallback = dict(fallback or {})
         self.fallback_on_failure = fallback_on_failure
         self.deadline = deadline
-        self.cache: MemoryCache | None = (
-            MemoryCache() if cache is True else None if cache is False else cache
-        )
         self.on_event = on_event
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+        self._caller = Caller({**DEFAULT_LIMITS, **(limits or {})},
+                              MemoryCache() if cache is True else None if cache is False else cache, self._emit_call)
+        self.search_retries = search_retries
+        self.distinct = distinct
+        self._warmed: set[int] = set()  # ids of the tools whose warm-up has been started
+        self._warming: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[asyncio.Task]] = (
             weakref.WeakKeyDictionary()
         )
         self._runner: _LoopThread | None = None
+
+    @property
+    def limits(self) -> dict[str, ToolLimits]:
+        """Per-tool limits (concurrency, timeout, retries, backoff)."""
+        return self._caller.limits
+
+    @property
+    def cache(self) -> MemoryCache | None:
+        return self._caller.cache
 
     # -- construction from the environment ------------------------------------------------
     @classmethod
@@ -141,7 +154,7 @@ class Engine:
     # -- the async core --------------------------------------------------------------------
     async def arun(
         self,
-        text: str,
+        text: str | AsyncIterable[str],
         inputs: Sequence[ImageData] = (),
         *,
         deadline: float | None = None,
@@ -149,53 +162,166 @@ class Engine:
         profile: ProfileLike = None,
     ) -> Document:
         """Run every tag in ``text`` and return the document (never raises for tool errors).
-        ``profile`` overrides the engine's for this answer."""
+        ``profile`` overrides the engine's for this answer.
+
+        ``text`` may be the whole answer or an async iterator of its pieces, whose tags then
+        start while the rest is still arriving (see ``stream``).
+        """
+        if not isinstance(text, str):
+            run = self.stream(inputs, deadline=deadline, profile=profile)
+            try:
+                async for piece in text:
+                    run.feed(piece)
+            except BaseException:
+                await run.cancel()
+                raise
+            return await run.finish(meta=meta)
         started = time.monotonic()
         budget = self.deadline if deadline is None else deadline
-        deadline_at = None if budget is None else started + budget
-        prof = get_profile(profile, self.profile)
-        answer, thinking = remove_thinking(text, prof.thinking)
-        parsed = parse(answer, prof, inputs=len(inputs))  # 1. parse
-        tasks = self._plan(parsed, tuple(inputs), deadline_at)  # 2. plan (and start)
-        segments = await asyncio.gather(*tasks.values())  # 3. execute
-        extra = {"thinking": list(thinking)} if thinking else {}
-        return self._assemble(parsed, dict(zip(tasks, segments)), tuple(inputs), started, {**extra, **(meta or {})})  # 4.
+        clock = Deadline(None if budget is None else started + budget)
+        parsed, thinking = self._parse(text, get_profile(profile, self.profile), len(inputs))  # 1. parse
+        tasks = self._plan(parsed, tuple(inputs), clock)  # 2. plan (and start)
+        segments = await self._collect(tasks, clock, parsed.tags)  # 3. execute
+        return self._assemble(parsed, segments, tuple(inputs), started, {**thinking, **(meta or {})})  # 4. assemble
+
+    def stream(
+        self, inputs: Sequence[ImageData] = (), *, deadline: float | None = None, profile: ProfileLike = None
+    ) -> "StreamRun":
+        """A document whose answer arrives in pieces: ``run.feed(piece)`` as they come (each
+        complete tag starts at once), then ``await run.finish()`` for the ``Document``.
+
+        Call it inside the event loop that will run the tools; the tools' optional
+        ``warm_up`` starts now, in the background. ``deadline`` (default: the engine's) counts
+        from ``finish``, when the text is complete.
+
+        >>> async def main(engine):
+        ...     run = engine.stream()
+        ...     for piece in ("No pictures ", "today."):
+        ...         run.feed(piece)
+        ...     return await run.finish()
+        >>> with Engine() as engine:
+        ...     asyncio.run(main(engine)).text
+        'No pictures today.'
+        """
+        from .streaming import StreamRun
+
+        return StreamRun(self, tuple(inputs), self.deadline if deadline is None else deadline,
+                         get_profile(profile, self.profile))
 
     async def arun_many(
         self,
-        texts: Iterable[str],
+        texts: Iterable[str | AsyncIterable[str]],
         inputs: Sequence[Sequence[ImageData]] | None = None,
         *,
         concurrency: int = 32,
         profile: ProfileLike = None,
     ) -> list[Document]:
-        """Run many answers (a GRPO group, a benchmark) sharing the limits and the cache."""
+        """Run many answers (a GRPO group, a benchmark) sharing the limits and the cache;
+        answers may be streams, as for ``arun``."""
         texts = list(texts)
         inputs = list(inputs) if inputs is not None else [()] * len(texts)
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(text: str, imgs: Sequence[ImageData]) -> Document:
+        async def one(text: str | AsyncIterable[str], imgs: Sequence[ImageData]) -> Document:
             async with gate:
                 return await self.arun(text, imgs, profile=profile)
 
         return list(await asyncio.gather(*(one(t, i) for t, i in zip(texts, inputs))))
 
+    def warm_up(self) -> None:
+        """Start the optional ``warm_up()`` of every tool (once each) in the background, so
+        that worker pools, indexes and models load while the writer writes. A failure is only
+        logged: the tool's first real call reports it."""
+        loop = asyncio.get_running_loop()
+        for tool in {id(t): t for t in self.tools.values()}.values():
+            method = getattr(tool, "warm_up", None)
+            if method is None or id(tool) in self._warmed:
+                continue
+            self._warmed.add(id(tool))
+            task = loop.create_task(_warm(tool, method))
+            warming = self._warming.setdefault(loop, set())
+            warming.add(task)
+            task.add_done_callback(warming.discard)
+
+    # -- stages --------------------------------------------------------------------------------
+    @staticmethod
+    def _parse(text: str, profile: Profile, inputs: int) -> tuple[ParsedText, dict[str, Any]]:
+        """The answer read as ``profile`` says, thinking removed first where it says so; and
+        the thinking removed, for the document's metadata."""
+        answer, thinking = remove_thinking(text, profile.thinking)
+        return parse(answer, profile, inputs=inputs), ({"thinking": list(thinking)} if thinking else {})
+
     def _plan(
-        self, parsed: ParsedText, inputs: tuple[ImageData, ...], deadline_at: float | None
+        self, parsed: ParsedText, inputs: tuple[ImageData, ...], deadline: Deadline
     ) -> dict[int, asyncio.Task[ImageSegment]]:
         tasks: dict[int, asyncio.Task[ImageSegment]] = {}
         for tag in parsed.tags:
-            self._emit(EngineEvent("planned", tag.index, _tool_of(tag)))
             # Tasks are created in text order, so an edit can only ever wait on earlier tags.
-            tasks[tag.index] = asyncio.ensure_future(self._produce(tag, inputs, tasks, deadline_at, parsed.profile))
+            tasks[tag.index] = self._start(tag, self._context(parsed.text, tag), inputs, tasks, deadline, parsed.profile)
         return tasks
+
+    @staticmethod
+    def _context(text: str, tag: Tag) -> str:
+        """The sentence before a tag (what a failed search falls back on). Only text before the
+        tag counts, so a tag read from a prefix of the answer gets the same context."""
+        return sentence_before(text[: tag.position])
+
+    def _start(
+        self,
+        tag: Tag,
+        context: str,
+        inputs: tuple[ImageData, ...],
+        earlier: Mapping[int, "asyncio.Task[ImageSegment]"],
+        deadline: Deadline,
+        profile: Profile,
+    ) -> "asyncio.Task[ImageSegment]":
+        self._emit(EngineEvent("planned", tag.index, _tool_of(tag)))
+        return asyncio.ensure_future(self._produce(tag, context, inputs, earlier, deadline, profile))
+
+    async def _collect(
+        self, tasks: Mapping[int, "asyncio.Task[ImageSegment]"], deadline: Deadline, tags: Sequence[Tag]
+    ) -> dict[int, ImageSegment]:
+        """Every task's segment; a task still running past the deadline (a call that began
+        before a streamed answer's deadline was set) is cancelled and fails as timed out."""
+        if not tasks:
+            return {}
+        left = deadline.remaining()
+        try:
+            _done, late = await asyncio.wait(
+                tasks.values(), timeout=None if left is None else max(left, 0.0) + _DEADLINE_GRACE
+            )
+        except BaseException:
+            for task in tasks.values():
+                task.cancel()
+            raise
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+        out = {}
+        by_index = {tag.index: tag for tag in tags}
+        for index, task in tasks.items():
+            if task.cancelled():
+                err: ToolError = ToolTimeout("the document's deadline passed before this image was made", transient=False)
+            elif task.exception() is not None:  # a bug in the engine itself: still one failed image
+                exc = task.exception()
+                log.error("producing image %d failed", index, exc_info=exc)
+                err = ToolError(f"internal error: {type(exc).__name__}: {exc}")
+            else:
+                out[index] = task.result()
+                continue
+            tag = by_index[index]
+            out[index] = ImageSegment(index=index, raw=tag.raw, tool=_tool_of(tag), status="failed", request=tag.request,
+                                      error=str(err), error_type=type(err).__name__, counted=tag.counted)
+        return out
 
     async def _produce(
         self,
         tag: Tag,
+        context: str,
         inputs: tuple[ImageData, ...],
         earlier: Mapping[int, "asyncio.Task[ImageSegment]"],
-        deadline_at: float | None,
+        deadline: Deadline,
         profile: Profile,
     ) -> ImageSegment:
         tool = _tool_of(tag)
@@ -212,12 +338,14 @@ class Engine:
         try:
             source_image = await self._edit_source(tag.index, request, inputs, earlier)
         except DependencyFailed as exc:
-            outcome = _Outcome(error=exc)
+            outcome = Outcome(error=exc)
         else:
-            outcome = await self._call_with_fallback(tag.index, request, source_image, deadline_at)
+            outcome = await self._call_with_fallback(tag.index, request, source_image, deadline, context)
+            if self.distinct and outcome.output is not None:
+                outcome = await self._distinct(tag.index, outcome, earlier, deadline, context)
         if isinstance(outcome.error, EmptyFigure) and profile.blank_figure == "image":
             # LLM-I saves whatever the figure holds, so a chart with nothing drawn is an image
-            outcome = replace(outcome, output=ToolOutput(outcome.error.image, info={"blank": str(outcome.error)}), error=None)
+            outcome.output, outcome.error = ToolOutput(outcome.error.image, info={"blank": str(outcome.error)}), None
         seg = self._segment(tag, outcome)
         self._emit(EngineEvent("done" if seg.ok else "failed", tag.index, tool, seg.backend, seg.error or "", seg))
         return seg
@@ -241,117 +369,62 @@ class Engine:
         return parent.image
 
     async def _call_with_fallback(
-        self, index: int, request: ImageRequest, source_image: ImageData | None, deadline_at: float | None
-    ) -> _Outcome:
+        self, index: int, request: ImageRequest, source_image: ImageData | None, deadline: Deadline, context: str
+    ) -> Outcome:
         primary = self.tools.get(request.source)
         outcome = (
-            await self._call(index, primary, request, source_image, deadline_at)
+            await self._caller.tries(index, primary, request, source_image, deadline, context, rewrite=self.search_retries)
             if primary is not None
-            else _Outcome(error=ToolNotConfigured(NOT_CONFIGURED_HELP[request.source]))
+            else Outcome(error=ToolNotConfigured(NOT_CONFIGURED_HELP[request.source]))
         )
         target = self.fallback.get(request.source)
         wants_fallback = outcome.error is not None and (primary is None or self.fallback_on_failure)
-        if not wants_fallback or target is None or target not in self.tools or _past(deadline_at):
+        if not wants_fallback or target is None or target not in self.tools or deadline.past():
             return outcome
         reason = f"{request.source} failed: {outcome.error}" if primary is not None else f"no {request.source} backend configured"
         try:
             alt = request.with_source(target)
         except ValueError:
             return outcome
-        second = await self._call(index, self.tools[target], alt, None, deadline_at)
+        second = await self._caller.tries(index, self.tools[target], alt, None, deadline, context, rewrite=self.search_retries)
         second.fallback = Fallback(request.source, target, reason)
         second.attempts += outcome.attempts
         return second
 
-    async def _call(
-        self, index: int, tool: Tool, request: ImageRequest, source_image: ImageData | None, deadline_at: float | None
-    ) -> _Outcome:
-        """One tool call through the cache, de-duplicating identical calls in flight."""
-        key = self.cache_key(tool, request, source_image)
-        hit = self.cache.get(key) if self.cache is not None else None
-        if hit is not None:
-            if isinstance(hit, ToolOutput):
-                return _Outcome(output=hit, backend=tool.backend, cache_hit=True)
-            return _Outcome(error=hit, backend=tool.backend, cache_hit=True)
-        state = self._state()
-        pending = state.inflight.get(key)
-        if pending is not None:
-            first: _Outcome = await asyncio.shield(pending)
-            return replace(first, cache_hit=True, elapsed=0.0, attempts=0)
-        future: asyncio.Future[_Outcome] = asyncio.get_running_loop().create_future()
-        state.inflight[key] = future
-        try:
-            outcome = await self._attempts(index, tool, request, source_image, deadline_at)
-            if self.cache is not None:
-                if outcome.output is not None:
-                    self.cache.put(key, outcome.output)
-                elif outcome.error is not None and not outcome.error.transient:
-                    self.cache.put(key, outcome.error)
-            future.set_result(outcome)
+    async def _distinct(
+        self, index: int, outcome: Outcome, earlier: Mapping[int, "asyncio.Task[ImageSegment]"], deadline: Deadline, context: str
+    ) -> Outcome:
+        """``outcome`` unless its image repeats an earlier tag's, in which case the backend's
+        next distinct match (when it has alternatives to offer)."""
+        if not getattr(outcome.tool, "offers_alternatives", False) or outcome.asked is None:
             return outcome
-        except BaseException as exc:  # cancelled: let waiters see a failure, not hang
-            future.set_result(_Outcome(error=ToolError(f"cancelled: {exc!r}"), backend=tool.backend))
-            raise
-        finally:
-            state.inflight.pop(key, None)
+        shown: dict[str, int] = {}
+        for k in range(index):  # what the earlier tags show, once they are done
+            seg = await asyncio.shield(earlier[k])
+            if seg.ok and seg.image is not None:
+                shown.setdefault(seg.image.sha256, k)
+        assert outcome.output is not None
+        repeats = shown.get(outcome.output.image.sha256)
+        if repeats is None:
+            return outcome
+        second = await self._caller.tries(index, outcome.tool, outcome.asked, None, deadline, context, frozenset(shown),
+                                          rewrite=self.search_retries)
+        if second.output is None:  # nothing else matches: a repeated picture beats none
+            outcome.notes["repeat_of"] = repeats
+            return outcome
+        second.fallback = outcome.fallback
+        second.attempts += outcome.attempts
+        second.notes["repeat_avoided"] = repeats
+        return second
 
-    async def _attempts(
-        self, index: int, tool: Tool, request: ImageRequest, source_image: ImageData | None, deadline_at: float | None
-    ) -> _Outcome:
-        limits = self.limits.get(request.source, ToolLimits())
-        sem = self._semaphore(request.source, limits)
-        started = time.monotonic()
-        outcome = _Outcome(backend=tool.backend)
-        for attempt in range(limits.retries + 1):
-            remaining = _remaining(deadline_at)
-            if remaining is not None and remaining <= 0:
-                outcome.error = ToolTimeout("the document's deadline passed before this image was made", transient=False)
-                break
-            timeout = limits.timeout if remaining is None else min(limits.timeout, remaining)
-            outcome.attempts += 1
-            async with sem:
-                self._emit(EngineEvent("start", index, request.source, tool.backend))
-                try:
-                    output = await asyncio.wait_for(tool.run(ToolCall(request, source_image, timeout)), timeout)
-                except asyncio.TimeoutError:
-                    outcome.error = ToolTimeout(f"{tool.backend} took longer than {timeout:.1f} s")
-                except ToolError as exc:
-                    outcome.error = exc
-                except Exception as exc:  # a bug in a backend is still only a failed image
-                    log.exception("backend %s raised an unexpected error", tool.backend)
-                    outcome.error = ToolError(f"internal error in {tool.backend}: {type(exc).__name__}: {exc}")
-                else:
-                    outcome.output, outcome.error = output, None
-                    break
-            if not outcome.error.transient or attempt == limits.retries:
-                break
-            delay = limits.backoff * (2**attempt) * (0.5 + random.random())
-            remaining = _remaining(deadline_at)
-            if remaining is not None and delay >= remaining:
-                break
-            self._emit(EngineEvent("retry", index, request.source, tool.backend, str(outcome.error)))
-            await asyncio.sleep(delay)
-        outcome.elapsed = time.monotonic() - started
-        return outcome
-
-    # -- keys, state, events ---------------------------------------------------------------
+    # -- keys, events ------------------------------------------------------------------------
     @staticmethod
     def cache_key(tool: Tool, request: ImageRequest, source_image: ImageData | None = None) -> str:
         """Content address of a call (see ``llmi.cache.cache_key``)."""
-        return cache_key(tool.backend, request, source_image)
+        return Caller.key(tool, request, source_image)
 
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            state = self._loops[loop] = _LoopState()
-        return state
-
-    def _semaphore(self, source: str, limits: ToolLimits) -> asyncio.Semaphore:
-        sems = self._state().semaphores
-        if source not in sems:
-            sems[source] = asyncio.Semaphore(max(1, limits.concurrency))
-        return sems[source]
+    def _emit_call(self, kind: str, index: int, source: str, backend: str, message: str) -> None:
+        self._emit(EngineEvent(kind, index, source, backend, message))  # type: ignore[arg-type]
 
     def _emit(self, event: EngineEvent) -> None:
         if self.on_event is not None:
@@ -360,7 +433,7 @@ class Engine:
             except Exception:  # a progress display must never break a run
                 log.exception("on_event callback failed")
 
-    def _segment(self, tag: Tag, outcome: _Outcome) -> ImageSegment:
+    def _segment(self, tag: Tag, outcome: Outcome) -> ImageSegment:
         request = tag.request
         if outcome.output is not None:
             out = outcome.output
@@ -368,14 +441,14 @@ class Engine:
                 index=tag.index, raw=tag.raw, tool=request.source if request else None, status="ok",
                 request=request, image=out.image, backend=outcome.backend, elapsed=outcome.elapsed,
                 attempts=outcome.attempts, cache_hit=outcome.cache_hit, fallback=outcome.fallback,
-                credit=out.credit, info=dict(out.info), counted=tag.counted,
+                credit=out.credit, info={**out.info, **outcome.notes}, counted=tag.counted,
             )
         err = outcome.error or ToolError("no output")
         return ImageSegment(
             index=tag.index, raw=tag.raw, tool=request.source if request else None, status="failed",
             request=request, backend=outcome.backend, error=str(err), error_type=type(err).__name__,
             elapsed=outcome.elapsed, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
-            fallback=outcome.fallback, counted=tag.counted,
+            fallback=outcome.fallback, info=dict(outcome.notes), counted=tag.counted,
         )
 
     def _assemble(
@@ -411,6 +484,8 @@ class Engine:
 
     async def aclose(self) -> None:
         """Release every tool's resources (worker pools, HTTP clients)."""
+        for task in list(self._warming.get(asyncio.get_running_loop(), ())):
+            task.cancel()
         for tool in self.tools.values():
             try:
                 await tool.aclose()
@@ -459,10 +534,14 @@ def _tool_of(tag: Tag) -> str | None:
     return tag.source if tag.source in SOURCES else None
 
 
-def _remaining(deadline_at: float | None) -> float | None:
-    return None if deadline_at is None else deadline_at - time.monotonic()
-
-
-def _past(deadline_at: float | None) -> bool:
-    r = _remaining(deadline_at)
-    return r is not None and r <= 0
+async def _warm(tool: Any, method: Callable[[], Any]) -> None:
+    """One tool's warm-up: ``async def warm_up()``, or a plain one run in a thread."""
+    try:
+        if inspect.iscoroutinefunction(method):
+            await method()
+        else:
+            await asyncio.to_thread(method)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the first real call will report it properly
+        log.debug("warming up %s failed: %s", getattr(tool, "backend", tool), exc)

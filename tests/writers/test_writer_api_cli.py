@@ -19,7 +19,7 @@ from llmi.errors import WriterError
 from llmi.image import ImageData
 from llmi.llm import OpenAIWriter, Sampling
 
-from writer_fixtures import ANSWER, free_port
+from writer_fixtures import ANSWER, DRIP_TAIL, free_port
 
 
 def test_generate_with_an_endpoint_writer_returns_the_document(scripted, tmp_path) -> None:
@@ -130,6 +130,46 @@ def _llmi(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         env.pop(name, None)
     llmi_bin = Path(sys.executable).with_name("llmi")  # the installed console script
     return subprocess.run([str(llmi_bin), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_command_shows_tool_progress_while_the_text_streams(scripted, tmp_path) -> None:
+    # The endpoint pauses after the tag: the (failed, unconfigured) search is reported on the
+    # line after the tag, before the rest of the text arrives.
+    code, out = invoke("Tell me about owls.", "--base-url", scripted.base("drip"), "--out", str(tmp_path / "d"))
+    assert code == 0, out
+    lines = out.splitlines()
+    tag_line = next(i for i, line in enumerate(lines) if line.startswith("<imgen>"))
+    progress = next(i for i, line in enumerate(lines) if "#0 search" in line)
+    tail = next(i for i, line in enumerate(lines) if line == DRIP_TAIL.strip())
+    assert tag_line < progress < tail
+    assert "0 of 1 image made" in out
+
+
+def test_generate_runs_tags_while_the_writer_writes(tmp_path) -> None:
+    # A writer that will not go on until the engine reports the chart as done: the document can
+    # only be finished if the tag ran while the writer was still writing.
+    import threading
+
+    from llmi.testing import LatencyTool
+
+    done = threading.Event()
+
+    class Patient:
+        name = "patient"
+
+        async def stream(self, messages, sampling=None):
+            yield "A chart:\n<imgen>{'source': 'code', 'description': 'c', 'params': {'code': 'plt.plot([1])'}}</imgen>\n"
+            for _ in range(500):
+                if done.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            yield "It was drawn before this sentence was written." if done.is_set() else "Too late."
+
+    engine = Engine({"code": LatencyTool("code", latency=0.05)},
+                    on_event=lambda e: done.set() if e.kind == "done" else None)
+    doc = llmi.generate("a chart", writer=Patient(), engine=engine)
+    assert doc.text.endswith("It was drawn before this sentence was written.")
+    assert doc.image_segments[0].ok and "tools_after_text" in doc.meta
 
 
 def test_llmi_generate_offline_default_writes_html_md_json(tmp_path) -> None:

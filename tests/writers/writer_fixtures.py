@@ -103,6 +103,7 @@ def _completion(text: str) -> dict[str, Any]:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
 
 
+DRIP_TAIL = "More text, written after the picture was made.\n"
 ANSWER = "Owls hunt at night.\n<imgen>{'source': 'search', 'description': 'An owl', 'params': {'query': 'barn owl'}}</imgen>\n"
 
 
@@ -194,6 +195,16 @@ def _make_handler(state: Scripted) -> type[BaseHTTPRequestHandler]:
                 return self._stream([_chunk("Owls ")], length=10_000)  # closes long before that
             if scenario == "nostream":  # ignores "stream": true
                 return self._send_json(200, _completion(ANSWER))
+            if scenario == "drip" and stream:  # the answer, a pause, then more text
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for i in range(0, len(ANSWER), 7):
+                    self.wfile.write(_chunk(ANSWER[i : i + 7]))
+                    self.wfile.flush()
+                time.sleep(1.0)
+                self.wfile.write(_chunk(DRIP_TAIL) + _chunk(None, "stop") + b"data: [DONE]\n\n")
+                return None
             if stream:
                 pieces = [ANSWER[i : i + 7] for i in range(0, len(ANSWER), 7)]
                 return self._stream([b": keep-alive\n\n", *[_chunk(p) for p in pieces], _chunk(None, "stop"),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Iterable, Mapping
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..document import Document
 from ..engine import EngineEvent
@@ -15,19 +17,39 @@ from ..engine import EngineEvent
 __all__ = ["ToolProgress", "print_summary"]
 
 
+class _Live(Progress):
+    """The progress display: an optional line of text (the writer's unfinished line), then the
+    bar once there is a tag to count."""
+
+    def __init__(self, *columns: object, above: Callable[[], str] | None, **kwargs: object) -> None:
+        self.above = above  # before super(): Progress renders once while it is made
+        super().__init__(*columns, **kwargs)  # type: ignore[arg-type]
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        line = self.above() if self.above else ""
+        if line:
+            yield Text(line, overflow="fold")
+        if any(task.total for task in self.tasks):
+            yield self.make_tasks_table(self.tasks)
+
+
 class ToolProgress:
     """A progress bar over a document's tags, with one line per finished image.
 
     Use as the engine's ``on_event`` callback inside ``with ToolProgress(console):``.
+    ``above`` returns a line to show over the bar (``llmi generate``: the text being written);
+    ``say`` prints a finished image's line (default: at once, above the bar).
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, above: Callable[[], str] | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         self.console = console
-        self.progress = Progress(
+        self.progress = _Live(
             TextColumn("[bold]tools"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.description}"), console=console, transient=True,
+            TextColumn("{task.description}"), above=above, console=console, transient=True,
         )
         self.task = self.progress.add_task("", total=0)
+        self.say = say or self.progress.console.print
 
     def __enter__(self) -> "ToolProgress":
         self.progress.start()
@@ -43,7 +65,7 @@ class ToolProgress:
         elif event.kind == "start":
             self.progress.update(self.task, description=f"#{event.index} {event.tool} via {event.backend}")
         elif event.kind == "retry":
-            self.progress.console.print(f"  [yellow]↻[/] #{event.index} {event.tool}: retrying after {event.message}")
+            self.say(f"  [yellow]↻[/] #{event.index} {event.tool}: retrying after {escape(event.message)}")
         elif event.kind in ("done", "failed"):
             self.progress.advance(self.task)
             seg = event.segment
@@ -52,12 +74,9 @@ class ToolProgress:
             if seg.ok:
                 extra = " (cached)" if seg.cache_hit else f" {seg.elapsed:.2f} s"
                 via = f"{seg.fallback.used} via {seg.backend} (fallback)" if seg.fallback else seg.backend
-                self.progress.console.print(f"  [green]✓[/] #{seg.index} {seg.tool} → {via}{extra}")
+                self.say(f"  [green]✓[/] #{seg.index} {seg.tool} → {via}{extra}")
             else:
-                self.progress.console.print(
-                    f"  [red]✗[/] #{seg.index} {seg.tool or 'invalid tag'}: {seg.error_type}: {seg.error}",
-                    markup=True, highlight=False,
-                )
+                self.say(f"  [red]✗[/] #{seg.index} {seg.tool or 'invalid tag'}: {seg.error_type}: {escape(seg.error or '')}")
 
 
 def print_summary(console: Console, doc: Document, paths: Mapping[str, Path]) -> None:
@@ -72,6 +91,8 @@ def print_summary(console: Console, doc: Document, paths: Mapping[str, Path]) ->
     n, ok = len(doc.image_segments), len(doc.images)
     if n:
         console.print(table)
-    console.print(f"{ok} of {n} image{'s' if n != 1 else ''} made in {doc.meta.get('elapsed', 0):.2f} s")
+    after = doc.meta.get("tools_after_text")  # a streamed answer: the tools ran while it was written
+    console.print(f"{ok} of {n} image{'s' if n != 1 else ''} made in {doc.meta.get('elapsed', 0):.2f} s"
+                  + (f", {after:.2f} s of it after the text was complete" if n and after is not None else ""))
     for fmt, path in paths.items():
         console.print(f"  {fmt:<5} {path}")

@@ -113,7 +113,7 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
     from ..engine import Engine
     from ..llm import Sampling, make_writer
     from ..prompts import system_prompt as load_system_prompt
-    from ._progress import ToolProgress, print_summary
+    from ._progress import print_summary
 
     # 1. settings: every mistake here is reported before a model loads
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
@@ -122,62 +122,69 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
                          sampling=sampling, timeout=timeout, retries=retries, grammar=grammar, n_ctx=n_ctx, n_threads=threads)
     out_dir = out_dir or default_out_dir(prompt.strip()[:40])
 
-    # 2. write (streaming to the terminal), then run the tools with a progress display
+    # 2. write, streaming to the terminal; each tag starts when written, its progress below the text
     console.print(f"[dim]writer: {writer.name}[/]")
-    text = _StreamedText(console)
-    progress = _AfterText(text, ToolProgress(console))
+    view = _StreamView(console)
 
     async def main():
-        engine = Engine.from_env(on_event=progress, deadline=deadline)
+        engine = Engine.from_env(on_event=view.progress, deadline=deadline)
         try:
-            return await agenerate(
-                prompt, images=images, writer=writer, engine=engine, system_prompt=system,
-                sampling=sampling, on_text=text,
-                meta={"system_prompt": str(system_prompt) if system_prompt
-                      else f"llmi {getattr(writer, 'prompt_variant', 'full')}"},
-            )
+            with view:
+                return await agenerate(
+                    prompt, images=images, writer=writer, engine=engine, system_prompt=system,
+                    sampling=sampling, on_text=view.text,
+                    meta={"system_prompt": str(system_prompt) if system_prompt
+                          else f"llmi {getattr(writer, 'prompt_variant', 'full')}"},
+                )
         finally:
-            progress.close()
             await engine.aclose()
 
-    try:
-        doc = asyncio.run(main())
-    finally:
-        text.end_line()  # an error or the summary starts on its own line
+    doc = asyncio.run(main())
     paths = doc.save(out_dir, formats)
     print_summary(console, doc, paths)
     return paths
 
 
-class _StreamedText:
-    """Prints the writer's text as it arrives, and knows whether a line is left open."""
+class _StreamView:
+    """The writer's text as it arrives, with the tools' progress live below it.
+
+    Finished lines are printed for good; the line being written is shown above the progress
+    bar. A finished image's line waits for the end of the text line it finished in, so prose
+    is never cut in two. Without a terminal (a pipe, a log) the same lines come out in the
+    same order, just not animated.
+    """
 
     def __init__(self, console) -> None:
-        self.console, self.open = console, False
+        from ._progress import ToolProgress
 
-    def __call__(self, piece: str) -> None:
-        self.console.print(piece, end="", markup=False, soft_wrap=True)
-        self.open = not piece.endswith("\n")
+        self.console, self.line = console, ""
+        self._waiting: list[str] = []
+        self.progress = ToolProgress(console, above=lambda: self.line, say=self._say)
 
-    def end_line(self) -> None:
-        if self.open:
-            self.console.print()
-            self.open = False
+    def text(self, piece: str) -> None:
+        *done, self.line = (self.line + piece).split("\n")
+        for line in done:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if done:
+            self._flush()
 
+    def _say(self, message: str) -> None:
+        self._waiting.append(message)
+        if not self.line:
+            self._flush()
 
-class _AfterText:
-    """The engine's progress callback, starting the progress bar below the streamed text."""
+    def _flush(self) -> None:
+        for message in self._waiting:
+            self.console.print(message, highlight=False)
+        self._waiting.clear()
 
-    def __init__(self, text: _StreamedText, progress) -> None:
-        self.text, self.progress, self.started = text, progress, False
+    def __enter__(self) -> "_StreamView":
+        self.progress.__enter__()
+        return self
 
-    def __call__(self, event) -> None:
-        if not self.started:
-            self.started = True
-            self.text.end_line()
-            self.progress.__enter__()
-        self.progress(event)
-
-    def close(self) -> None:
-        if self.started:
-            self.progress.__exit__(None, None, None)
+    def __exit__(self, *exc: object) -> None:
+        if self.line:  # the last line, or where an error cut the text off
+            self.console.print(self.line, markup=False, highlight=False, soft_wrap=True)
+            self.line = ""
+        self._flush()
+        self.progress.__exit__(*exc)
