@@ -5,12 +5,16 @@
    timed apart, then an unchanged re-index (the incremental path) against it.
 2. Query latency (median, p99) over a few hundred queries, present and absent concepts, warm
    model; the cold first query (model load) separately.
-3. Candidate fetching through ``SafeFetcher.first_valid`` on a loopback server whose top-ranked
+3. Cold ``llmi library search``: a fresh process per query (20 of them, interleaved), today's
+   code against the code before the numpy encoder (``--baseline-ref``, taken from git: it
+   loads sentence-transformers and torch), with bare ``python -c pass`` as the floor.
+4. Candidate fetching through ``SafeFetcher.first_valid`` on a loopback server whose top-ranked
    candidates are slow or broken: time to the first valid image, concurrent (4 at once)
    against one after another.
 
     python bench/bench_search.py                     # everything (indexing takes minutes on 2 cores)
     python bench/bench_search.py --home DIR          # reuse (or build once into) a library at DIR
+    python bench/bench_search.py --only-cold --home DIR
     python bench/bench_search.py --skip-library      # fetching only
 """
 
@@ -21,12 +25,16 @@ import asyncio
 import io
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+#: the last commit whose library query loaded sentence-transformers (the cold-start baseline)
+BASELINE_REF = "45b5257"
 
 QUERIES_PRESENT = [
     "a red kangaroo", "the Eiffel tower", "a sleeping cat", "a sailing boat", "the flag of France",
@@ -124,7 +132,58 @@ def bench_library(home: Path, rounds: int) -> None:
     print(f"  of which ranking {matrix.shape[0]} vectors: {(time.perf_counter() - t0) * 10:.2f} ms; the rest is embedding the query")
 
 
-# -- 3: candidate fetching ---------------------------------------------------------------------------
+# -- 3: cold processes ------------------------------------------------------------------------------
+
+
+def _baseline_source(ref: str, into: Path) -> Path | None:
+    """``src/`` of the llmi at git ``ref``, or None when this checkout has no such commit."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "src"], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
+def bench_cold(home: Path, runs: int, ref: str) -> None:
+    from llmi.library import Library
+
+    if not Library(home).exists():
+        print("cold queries: skipped (no library; build one with --home DIR or `llmi library add --defaults`)")
+        return
+    queries = (QUERIES_PRESENT + QUERIES_ABSENT)[: max(runs, 1)]
+    here = Path(__file__).resolve().parents[1] / "src"
+    with tempfile.TemporaryDirectory(prefix="llmi-bench-baseline-") as tmp:
+        old = _baseline_source(ref, Path(tmp))
+        variants = {"python -c pass (floor)": None, "llmi library search, now": here}
+        if old is not None:
+            variants[f"llmi library search at {ref} (sentence-transformers)"] = old
+        else:
+            print(f"  (no git commit {ref} here: the baseline is skipped)")
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for i in range(runs):
+            query = queries[i % len(queries)]
+            for label, src in variants.items():
+                env = {**os.environ, "PYTHONPATH": str(src or here), "HF_HUB_OFFLINE": "1"}
+                argv = ([sys.executable, "-c", "pass"] if src is None else
+                        [sys.executable, "-m", "llmi", "library", "search", query, "--home", str(home)])
+                t0 = time.perf_counter()
+                proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+                times[label].append(time.perf_counter() - t0)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{label} failed:\n{proc.stderr[-2000:]}")
+    print(f"COLD QUERIES, a fresh process each, {runs} queries interleaved (load average {os.getloadavg()[0]:.1f}):")
+    for label, values in times.items():
+        print(f"  {label:<58} median {statistics.median(values):.2f} s, p99 {percentile(values, 99):.2f} s")
+    now = statistics.median(times["llmi library search, now"])
+    for label, values in times.items():
+        if "sentence-transformers" in label:
+            print(f"  now / before: {now / statistics.median(values):.2f} (median), "
+                  f"{percentile(times['llmi library search, now'], 99) / percentile(values, 99):.2f} (p99)")
+
+
+# -- 4: candidate fetching ---------------------------------------------------------------------------
 
 
 def _png(size: int) -> bytes:
@@ -199,20 +258,33 @@ def bench_fetch(repeats: int) -> None:
     server.shutdown()
 
 
+def _default_home() -> Path:
+    from llmi.library import default_home
+
+    return default_home()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=None, help="library folder to build or reuse (default: a temporary one)")
     parser.add_argument("--rounds", type=int, default=5, help="query rounds (40 queries each)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each fetching scenario")
+    parser.add_argument("--cold", type=int, default=20, help="cold-process queries (0 to skip)")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF, help="git commit of the cold-start baseline")
+    parser.add_argument("--only-cold", action="store_true", help="only the cold-process queries")
     parser.add_argument("--skip-library", action="store_true")
     parser.add_argument("--skip-fetch", action="store_true")
     args = parser.parse_args()
+    if args.only_cold:
+        bench_cold(args.home or _default_home(), args.cold, args.baseline_ref)
+        return
     if not args.skip_library:
-        if args.home is not None:
-            bench_library(args.home, args.rounds)
-        else:
-            with tempfile.TemporaryDirectory(prefix="llmi-bench-library-") as tmp:
-                bench_library(Path(tmp), args.rounds)
+        with tempfile.TemporaryDirectory(prefix="llmi-bench-library-") as tmp:
+            home = args.home or Path(tmp)
+            bench_library(home, args.rounds)
+            if args.cold:
+                print()
+                bench_cold(home, args.cold, args.baseline_ref)
     if not args.skip_fetch:
         bench_fetch(args.repeats)
     sys.stdout.flush()

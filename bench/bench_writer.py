@@ -6,10 +6,20 @@
    both (timing starts at the first token), so the ratio is the per-token cost of the grammar
    and of llmi. The stock llama-cpp-python grammar (grammar first in the sampler chain) is
    measured too, to show what the check-first sampler saves.
-2. Time from ``llmi generate`` to a finished document with the default model (a subprocess).
+2. A prompt to a saved document, offline, each run a fresh process (cold model, library and
+   chart pool), three ways with the same seed and so the same tokens: the writer alone, llmi's
+   streaming order (``llmi.generate``: each tag runs as soon as it is written) and the
+   write-then-render order (the whole answer first, then ``Engine.arun``). The ratios to the
+   writer alone say how much of the tools' time is still visible.
+3. ``--quality``: what the writer writes, on a fixed prompt set: distinct word 2- and 3-grams,
+   repeated sentences, paragraphs that stop mid-sentence, code fences, tags, for llmi's earlier
+   settings (repeat penalty 1.1 over 64 tokens, free line ends) against today's defaults
+   (DRY, a 256-token penalty window, lines that end sentences, the unfinished tail trimmed);
+   ``--grid`` adds the other penalty settings tried.
 
-    python bench/bench_writer.py                 # 3 rounds of 256 tokens, one end-to-end run
-    python bench/bench_writer.py --rounds 5 --tokens 400 --e2e 2
+    python bench/bench_writer.py                     # 1 and 2 (3 rounds of 256 tokens; 2 runs each)
+    python bench/bench_writer.py --rounds 5 --tokens 400 --e2e 3
+    python bench/bench_writer.py --only-quality      # 3
 
 Both wall-clock and CPU-time rates are printed: on a shared machine CPU time is the steadier.
 """
@@ -18,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -53,6 +65,7 @@ def llmi_run(writer, messages, sampling) -> tuple[int, float, float, str]:
 
 def raw_run(llama, prompt_tokens, n, *, seed, grammar=None, repeat_penalty=1.1) -> tuple[float, float]:
     """Raw llama-cpp-python: exactly ``n`` tokens (EOS ignored), timed from the first token."""
+    llama.dry, llama.last_n_tokens_size = None, 64  # llama-cpp-python's own chain (the writer sets its own)
     llama.reset()
     llama.set_seed(seed)
     count, first = 0, None
@@ -131,36 +144,184 @@ def _stock_llama(open_llama, writer):
         fast_grammar._CLASS = saved
 
 
+# -- 2: prompt to saved document --------------------------------------------------------------
+
+E2E_PROMPTS = [("Tell me about kangaroos", 1), ("Show a chart of the squares of 1 to 5", 2)]
+_DRIVER = r"""
+import asyncio, json, sys, time
+t0 = time.perf_counter()
+mode, prompt, seed, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+import llmi
+from llmi.engine import Engine
+from llmi.llm import Sampling, build_messages, trim_unfinished
+from llmi.llm.local import LocalWriter
+from llmi.prompts import system_prompt
+
+async def main():
+    writer = LocalWriter()
+    sampling = Sampling(seed=seed, max_tokens=512)
+    if mode == "stream":
+        doc = await llmi.agenerate(prompt, writer=writer, sampling=sampling)
+        doc.save(out)
+        return doc.meta["writer_seconds"], doc
+    messages = build_messages(prompt, system=system_prompt(variant=writer.prompt_variant))
+    started = time.perf_counter()
+    text = trim_unfinished(await writer.complete(messages, sampling))
+    writing = time.perf_counter() - started
+    if mode == "writer":
+        return writing, text
+    async with Engine.from_env() as engine:
+        doc = await engine.arun(text)
+    doc.save(out)
+    return writing, doc
+
+writing, result = asyncio.run(main())
+text = result if isinstance(result, str) else "".join(
+    s.text if s.type == "text" else s.raw for s in result.segments)
+tags = [] if isinstance(result, str) else [(s.tool, s.status) for s in result.image_segments]
+print(json.dumps({"total": time.perf_counter() - t0, "writing": writing, "text": text, "tags": tags}))
+"""
+
+
 def bench_end_to_end(runs: int) -> None:
-    llmi_bin = Path(sys.executable).with_name("llmi")
-    times = []
-    for i in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
+    modes = ("writer", "stream", "serial")
+    rows: dict[str, list[float]] = {m: [] for m in modes}
+    print(f"prompt to saved document, fresh process each, {len(E2E_PROMPTS)} prompts x {runs} rounds, "
+          f"modes interleaved (cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f})")
+    for r in range(runs):
+        for prompt, seed in E2E_PROMPTS:
+            seen = {}
+            for mode in modes:
+                with tempfile.TemporaryDirectory() as tmp:
+                    proc = subprocess.run([sys.executable, "-c", _DRIVER, mode, prompt, str(seed), str(Path(tmp) / "doc")],
+                                          capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:])
+                    raise SystemExit(f"{mode} run failed with {proc.returncode}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                seen[mode] = result
+                rows[mode].append(result["total"])
+            same = len({seen[m]["text"] for m in modes}) == 1
+            print(f"  round {r + 1}, {prompt!r} seed {seed}: writer {seen['writer']['total']:.1f} s, "
+                  f"streaming {seen['stream']['total']:.1f} s, write-then-render {seen['serial']['total']:.1f} s; "
+                  f"tags {seen['stream']['tags']}; same tokens: {same}")
+    w = statistics.median(rows["writer"])
+    for mode, label in (("stream", "llmi generate (streaming)"), ("serial", "write, then render")):
+        ratios = [t / base for t, base in zip(rows[mode], rows["writer"])]
+        print(f"{label:<28} median {statistics.median(rows[mode]):.1f} s = {statistics.median(ratios):.3f} x the "
+              f"writer alone ({w:.1f} s); per run {', '.join(f'{x:.2f}' for x in ratios)}")
+
+
+# -- 3: what the writer writes ---------------------------------------------------------------
+
+QUALITY_PROMPTS = [
+    "Tell me about kangaroos",
+    "Explain the water cycle",
+    "Write a short illustrated guide to the water cycle, with a chart of yearly rainfall",
+    "Describe Paris at night",
+    "Compare cats and dogs as pets",
+    "Show the growth of world population since 1900",
+    "How does a bicycle work?",
+    "Explain how bees make honey",
+]
+_WORDS = re.compile(r"[\w']+")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+_ENDED = re.compile(r"""[.!?:…]["'”’)\]*_]*$""")
+
+
+def prose_stats(text: str) -> dict[str, float]:
+    """Distinct n-gram ratios, repeated and unfinished sentences of one answer's prose."""
+    from llmi.tags import parse
+
+    parsed = parse(text)
+    prose = "".join(p for p in parsed.parts if isinstance(p, str))
+    words = [w.lower() for w in _WORDS.findall(prose)]
+    out: dict[str, float] = {}
+    for n in (2, 3):
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        out[f"distinct{n}"] = len(set(grams)) / len(grams) if grams else 1.0
+    lines = [ln.strip() for ln in prose.splitlines() if ln.strip() and not ln.strip().startswith(("```", "~~~"))]
+    sentences = [s.strip().lower() for ln in lines for s in _SENTENCES.split(ln) if len(s.split()) >= 3]
+    out["repeated"] = len(sentences) - len(set(sentences))
+    out["unfinished"] = sum(1 for ln in lines if not _ENDED.search(ln))
+    out["fences"] = prose.count("```")
+    out["tags"] = sum(t.ok for t in parsed.tags)
+    return out
+
+
+QUALITY_SETTINGS = {
+    # name: (Penalties keyword arguments, sentence-ending prose lines, trim the unfinished tail)
+    "before: repeat 1.1 over 64 tokens, free lines": (dict(repeat=1.1, last_n=64, dry=None), False, False),
+    "now: DRY, repeat 1.1 over 256, whole sentences": (dict(repeat=1.1, last_n=256, dry="default"), True, True),
+}
+GRID_SETTINGS = {
+    "repeat 1.1 over 64, whole sentences": (dict(repeat=1.1, last_n=64, dry=None), True, True),
+    "repeat 1.2 over 256, whole sentences": (dict(repeat=1.2, last_n=256, dry=None), True, True),
+    "repeat 1.1 over 256 + presence 0.3 + frequency 0.3": (dict(repeat=1.1, last_n=256, presence=0.3, frequency=0.3,
+                                                               dry=None), True, True),
+    "DRY x1.2, repeat 1.1 over 256": (dict(repeat=1.1, last_n=256, dry=1.2), True, True),
+}
+
+
+def bench_quality(grid: bool, max_tokens: int) -> None:
+    from llmi.llm import Sampling, build_messages, trim_unfinished, trim_unfinished_tag
+    from llmi.llm.fast_grammar import Dry
+    from llmi.llm.grammar import tag_grammar
+    from llmi.llm.local import LocalWriter, Penalties
+    from llmi.prompts import system_prompt
+
+    settings = {**QUALITY_SETTINGS, **(GRID_SETTINGS if grid else {})}
+    print(f"writer quality: {len(QUALITY_PROMPTS)} prompts, seed 1, {max_tokens} tokens at most, SmolLM2-135M")
+    print(f"{'setting':<54}{'distinct-2':>11}{'distinct-3':>11}{'repeated':>10}{'unfinished':>11}"
+          f"{'fences':>8}{'tags':>6}{'tok/s':>7}")
+    for name, (pen, whole, trim) in settings.items():
+        pen = dict(pen)
+        dry = pen.pop("dry")
+        penalties = Penalties(**pen, dry=None if dry is None else Dry() if dry == "default" else Dry(multiplier=dry))
+        writer = LocalWriter(grammar=tag_grammar(whole_sentences=whole, line_chars=480 if whole else 320),
+                             penalties=penalties)
+        totals: dict[str, float] = {}
+        tokens = seconds = 0.0
+        for prompt in QUALITY_PROMPTS:
+            messages = build_messages(prompt, system=system_prompt(variant="compact"))
             started = time.perf_counter()
-            proc = subprocess.run([str(llmi_bin), "generate", "Explain the water cycle", "--seed", str(i + 1),
-                                   "--out", str(Path(tmp) / "doc"), "-q"], capture_output=True, text=True)
-            elapsed = time.perf_counter() - started
-            if proc.returncode != 0:
-                print(proc.stderr[-2000:])
-                raise SystemExit(f"llmi generate failed with {proc.returncode}")
-            files = sorted(p.name for p in (Path(tmp) / "doc").iterdir())
-        times.append(elapsed)
-        print(f"  llmi generate run {i + 1}: {elapsed:.1f} s ({', '.join(f for f in files if '.' in f)})")
-    print(f"llmi generate \"Explain the water cycle\" to a finished document: median {statistics.median(times):.1f} s "
-          f"over {runs} run(s), default model, {os.cpu_count()} cores")
+            pieces = asyncio.run(_pieces(writer, messages, Sampling(seed=1, max_tokens=max_tokens)))
+            seconds += time.perf_counter() - started
+            tokens += len(pieces)
+            text = (trim_unfinished if trim else trim_unfinished_tag)("".join(pieces))
+            for key, value in prose_stats(text).items():
+                totals[key] = totals.get(key, 0.0) + value
+        n = len(QUALITY_PROMPTS)
+        print(f"{name:<54}{totals['distinct2'] / n:>11.3f}{totals['distinct3'] / n:>11.3f}{totals['repeated']:>10.0f}"
+              f"{totals['unfinished']:>11.0f}{totals['fences']:>8.0f}{totals['tags']:>6.0f}{tokens / seconds:>7.1f}")
+    print("distinct-n: unique word n-grams over all n-grams of an answer's prose (mean); repeated: sentences of 3+ "
+          "words said again in the same answer; unfinished: prose lines not ending a sentence (sums over the prompts)")
+
+
+async def _pieces(writer, messages, sampling) -> list[str]:
+    return [p async for p in writer.stream(messages, sampling)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=256)
-    ap.add_argument("--e2e", type=int, default=1, help="end-to-end llmi generate runs (0 to skip)")
+    ap.add_argument("--e2e", type=int, default=2, help="rounds of prompt-to-document runs (0 to skip)")
     ap.add_argument("--no-stock", action="store_true", help="skip the stock llama-cpp-python grammar row")
+    ap.add_argument("--only-e2e", action="store_true", help="only the prompt-to-document runs")
+    ap.add_argument("--quality", action="store_true", help="also measure what the writer writes")
+    ap.add_argument("--only-quality", action="store_true", help="only measure what the writer writes")
+    ap.add_argument("--grid", action="store_true", help="with the quality measure: the other settings tried")
+    ap.add_argument("--quality-tokens", type=int, default=512)
     args = ap.parse_args()
-    bench_generation(args.rounds, args.tokens, stock=not args.no_stock)
-    if args.e2e:
+    if not (args.only_quality or args.only_e2e):
+        bench_generation(args.rounds, args.tokens, stock=not args.no_stock)
+    if args.e2e and not args.only_quality:
         print()
         bench_end_to_end(args.e2e)
+    if args.quality or args.only_quality:
+        print()
+        bench_quality(args.grid, args.quality_tokens)
 
 
 if __name__ == "__main__":

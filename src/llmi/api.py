@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, T
 
 from .errors import WriterError
 from .image import ImageData
-from .llm.base import ImageInput, Sampling, Writer, build_messages, is_url, load_image, trim_unfinished_tag
+from .llm.base import ImageInput, Sampling, Writer, build_messages, is_url, load_image, trim_unfinished
 
 if TYPE_CHECKING:  # pragma: no cover
     from .document import Document
@@ -82,7 +82,7 @@ async def agenerate(
             if on_text is not None:
                 on_text(piece)
             run.feed(piece)
-        text = trim_unfinished_tag("".join(pieces))
+        text = trim_unfinished("".join(pieces))  # no half tag, no half sentence at the end
         if not text.strip():
             raise WriterError(f"the writer {writer.name} returned no text; try another seed or prompt")
         writing = time.monotonic() - started

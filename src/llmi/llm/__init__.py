@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .base import ImageInput, Message, Sampling, Writer, build_messages, trim_unfinished_tag
+from .base import ImageInput, Message, Sampling, Writer, build_messages, trim_unfinished, trim_unfinished_tag
 
 if TYPE_CHECKING:  # pragma: no cover
     from .local import LocalWriter
@@ -31,6 +31,7 @@ __all__ = [
     "Writer",
     "build_messages",
     "make_writer",
+    "trim_unfinished",
     "trim_unfinished_tag",
     "writer_from_env",
 ]

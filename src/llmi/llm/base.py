@@ -8,11 +8,14 @@ user sees the text arrive, and ``complete`` is the same call gathered into one s
 ['system', 'user']
 >>> trim_unfinished_tag("Owls hunt at night.\\n<imgen>{'source': 'sea")
 'Owls hunt at night.\\n'
+>>> trim_unfinished("Owls hunt at night. They fly without a so")
+'Owls hunt at night.'
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence, Union, runtime_checkable
 
@@ -27,6 +30,7 @@ __all__ = [
     "build_messages",
     "is_url",
     "load_image",
+    "trim_unfinished",
     "trim_unfinished_tag",
 ]
 
@@ -116,6 +120,38 @@ def trim_unfinished_tag(text: str) -> str:
     if start >= 0 and text.find("</imgen>", start) < 0:
         return text[:start]
     return text
+
+
+#: a sentence ends at . ! ? … before a space (or at the end), possibly inside closing quotes or
+#: brackets; CJK full stops need no space after them
+_SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]*_]*(?=\s|$)|[。！？]["'”’）」』]*""")
+
+
+def trim_unfinished(text: str) -> str:
+    """The answer without what the writer left unfinished when it ran out of tokens: a last
+    tag that never closed, then a last sentence that never ended (back to the last sentence
+    end after the last tag, or to the last line break; a closing code fence stays).
+
+    >>> trim_unfinished("A.\\n<imgen>{...}</imgen>\\nThe tower is 330 m tall. It was bu")
+    'A.\\n<imgen>{...}</imgen>\\nThe tower is 330 m tall.'
+    >>> trim_unfinished("Done!\\n")
+    'Done!\\n'
+    """
+    text = trim_unfinished_tag(text)
+    closed = text.rfind("</imgen>")
+    start = closed + len("</imgen>") if closed >= 0 else 0
+    body = text[start:].rstrip()
+    if not body.strip() or body.endswith(("```", "~~~")):
+        return text
+    ends = list(_SENTENCE_END.finditer(body))
+    if ends and ends[-1].end() == len(body):
+        return text
+    if ends:
+        trimmed = text[: start + ends[-1].end()]
+    else:
+        line = body.rfind("\n")
+        trimmed = text[: start + line + 1] if line >= 0 else text[:start]
+    return trimmed if trimmed.strip() else text  # a one-phrase answer stays as it is
 
 
 def is_url(value: object) -> bool:

@@ -6,34 +6,86 @@ more. llama.cpp's own tools sample first and ask the grammar about the one chose
 when the grammar rejects it are all candidates filtered and the token drawn again. This module
 does the same inside llama-cpp-python, by handing ``Llama`` a sampler with that behaviour.
 The output still always satisfies the grammar: a token is kept only if the grammar accepts it.
+
+The same subclass can put llama.cpp's DRY ("don't repeat yourself") sampler into the chain,
+right after the repetition penalties, which llama-cpp-python's ``generate`` has no argument
+for: it penalises continuing a sequence that already occurred, the loop small models fall into
+("At night they are found in the city." three times over), while single words stay free.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["fast_grammar_llama_class"]
+__all__ = ["Dry", "fast_grammar_llama_class"]
 
 _CLASS: Any = None
 
 
+@dataclass(frozen=True)
+class Dry:
+    """llama.cpp's DRY sampler settings: a token that would extend a repeat of more than
+    ``allowed_length`` tokens (within the last ``last_n``; -1: the whole context) loses
+    ``multiplier · base^(length - allowed_length)`` of its logit. A repeat cannot run across a
+    ``breakers`` string, so the fixed parts of every tag (quotes, colons, braces) stay free."""
+
+    multiplier: float = 0.8
+    base: float = 1.75
+    allowed_length: int = 2
+    last_n: int = -1
+    breakers: tuple[str, ...] = ("\n", ":", "'", '"', "{", "}", "<", ">", ",")
+
+
 def fast_grammar_llama_class() -> Any:
-    """A ``llama_cpp.Llama`` subclass whose grammar sampling checks the sampled token first."""
+    """A ``llama_cpp.Llama`` subclass whose grammar sampling checks the sampled token first, and
+    whose ``dry`` attribute (a ``Dry``, or ``None``) adds the DRY sampler to the chain."""
     global _CLASS
     if _CLASS is None:
         import llama_cpp
 
         class FastGrammarLlama(llama_cpp.Llama):  # type: ignore[misc, name-defined]
+            dry: Dry | None = None
+
             def _init_sampler(self, *args: Any, grammar: Any = None, **kwargs: Any) -> Any:
-                chain = super()._init_sampler(*args, grammar=None, **kwargs)
+                plain = args or kwargs.get("logits_processor") or kwargs.get("mirostat_mode")
+                if self.dry is None or plain:
+                    chain = super()._init_sampler(*args, grammar=None, **kwargs)
+                else:
+                    chain = _chain_with_dry(self, self.dry, **kwargs)
                 if grammar is None:
                     return chain
                 return CheckFirstGrammarSampler(self, chain, grammar)
 
         _CLASS = FastGrammarLlama
     return _CLASS
+
+
+def _chain_with_dry(
+    llama: Any, dry: Dry, *, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+    temp: float = 0.8, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+    **_unused: Any,
+) -> Any:
+    """The chain llama-cpp-python builds for these settings, with DRY after the penalties."""
+    from llama_cpp import _internals
+
+    chain = _internals.LlamaSampler()
+    chain.add_penalties(n_vocab=llama._n_vocab, penalty_last_n=llama.last_n_tokens_size,
+                        penalty_repeat=repeat_penalty, penalty_freq=frequency_penalty,
+                        penalty_present=presence_penalty)
+    chain.add_dry(llama._model, dry.multiplier, dry.base, dry.allowed_length, dry.last_n, list(dry.breakers))
+    if temp == 0.0:
+        chain.add_greedy()
+        return chain
+    chain.add_top_k(top_k)
+    chain.add_typical(typical_p, 1)
+    chain.add_top_p(top_p, 1)
+    chain.add_min_p(min_p, 1)
+    chain.add_temp(temp)
+    chain.add_dist(llama._seed)
+    return chain
 
 
 class CheckFirstGrammarSampler:

@@ -4,6 +4,9 @@ The shape it enforces is simple enough for a 135M-parameter model to follow:
 a few lines of prose, then a tag on its own line, then more prose, up to ``max_tags`` times.
 Prose may not contain ``<``, so the only tags in the answer are the grammar's, and each one
 is LLM-I's Python-literal dict with a known source and exactly that source's params keys.
+Prose holds no backticks either (a small model otherwise wraps its tags in code fences, which
+judges punish), and every line of it ends a sentence (``.``, ``!``, ``?``, or ``:`` before a
+picture), so no paragraph stops mid-sentence.
 
 >>> g = tag_grammar(sources=("search",))
 >>> "'query': " in g and "'prompt': " not in g
@@ -25,9 +28,10 @@ def tag_grammar(
     min_tags: int = 1,
     max_tags: int = 3,
     max_lines: int = 2,
-    line_chars: int = 320,
+    line_chars: int = 480,
     text_chars: int = 120,
     code_chars: int = 800,
+    whole_sentences: bool = True,
 ) -> str:
     """GBNF text for answers with ``min_tags..max_tags`` tags, each followed by prose.
 
@@ -35,8 +39,9 @@ def tag_grammar(
     ``n_inputs`` input images or an earlier tag's image, so the k-th tag (from 0) gets
     ``img_index`` below ``n_inputs + k`` (and cannot be an edit when that is 0).
     Lengths are bounded so the model must move on: a prose line ends within ``line_chars``
-    characters, a description, query or prompt within ``text_chars``, chart code within
-    ``code_chars``.
+    characters (at a sentence end), a description, query or prompt within ``text_chars``,
+    chart code within ``code_chars``. ``whole_sentences=False`` lets a prose line end anywhere
+    and hold backticks (llmi's grammar before sentence ends were enforced; for comparisons).
     """
     unknown = [s for s in sources if s not in PARAM_TYPES]
     if unknown or not sources:
@@ -63,9 +68,11 @@ def tag_grammar(
         if "edit" in choices:
             rules[f"index{k}"] = " | ".join(f'"{i}"' for i in range(n_inputs + k))
     rules.update({
-        # Each line is one paragraph; an optional blank line after it keeps Markdown happy.
+        # Each line is one paragraph that ends a sentence; an optional blank line after it keeps
+        # Markdown happy.
         "prose": f"line{{1,{max_lines}}}",
-        "line": f'[^<\\n \\t] [^<\\n]{{0,{line_chars - 1}}} "\\n" "\\n"?',
+        "line": (f'[^<`\\n \\t] [^<`\\n]{{0,{line_chars - 3}}} [.!?:] ["\')]? "\\n" "\\n"?' if whole_sentences
+                 else f'[^<\\n \\t] [^<\\n]{{0,{line_chars - 1}}} "\\n" "\\n"?'),
         # A string literal in single quotes; no "<" so "</imgen>" cannot appear inside a tag.
         "str": f'"\'" strchar{{1,{text_chars}}} "\'"',
         "strchar": "[^'\\\\\\n<] | \"\\\\'\"",

@@ -21,12 +21,31 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 
 from ..errors import MissingDependency, WriterError
 from .base import Message, Sampling
+from .fast_grammar import Dry
 from .grammar import tag_grammar
 
-__all__ = ["LocalWriter", "default_model_path", "open_llama", "resolve_model"]
+__all__ = ["DEFAULT_PENALTIES", "Dry", "LocalWriter", "Penalties", "default_model_path", "open_llama", "resolve_model"]
 
 #: tokens kept free for the answer when checking that a prompt fits the context
 _MIN_ANSWER_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """How the embedded writer is kept from repeating itself: llama.cpp's repetition,
+    frequency and presence penalties over the last ``last_n`` tokens, and the DRY sampler
+    (``dry``; ``None`` switches it off). ``DEFAULT_PENALTIES`` were tuned for SmolLM2-135M on a
+    fixed prompt set (``python bench/bench_writer.py --quality``)."""
+
+    repeat: float = 1.1
+    frequency: float = 0.0
+    presence: float = 0.0
+    last_n: int = 64
+    dry: Dry | None = None
+
+
+#: what llmi uses unless told otherwise (see ``bench/README.md``, "Writer quality")
+DEFAULT_PENALTIES = Penalties(repeat=1.1, last_n=256, dry=Dry())
 
 
 def default_model_path() -> Path:
@@ -188,6 +207,7 @@ class LocalWriter:
     ``extra_buffers=False`` keeps llama.cpp off its "extra" weight buffers (AMX tiles,
     repacked layouts): on some virtual machines the AMX kernels die with an illegal
     instruction, and the repacked layouts help only Q4_0/IQ4_NL/Q8_0 weights anyway.
+    ``penalties`` hold the model back from repeating itself (``Penalties``).
     """
 
     def __init__(
@@ -199,7 +219,7 @@ class LocalWriter:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         extra_buffers: bool = False,
-        repeat_penalty: float = 1.1,
+        penalties: Penalties = DEFAULT_PENALTIES,
     ) -> None:
         self.model = model
         self.sampling = sampling or Sampling()
@@ -211,7 +231,7 @@ class LocalWriter:
         self.n_threads = n_threads or max(1, min((os.cpu_count() or 2) // 2, 8))
         # Reading the prompt is one large batch that every core helps with.
         self.n_threads_batch = max(n_threads or 1, min(os.cpu_count() or 1, 16))
-        self.repeat_penalty = repeat_penalty
+        self.penalties = penalties
         self.extra_buffers = extra_buffers
         self._grammars: dict[int, Any] = {}
         self._path: Path | None = None  # resolved once: a hub reference is looked up only once
@@ -325,9 +345,12 @@ class LocalWriter:
             llama.reset()
         else:
             llama.set_seed(random.randrange(2**31))
+        # The model is shared between writers (under the lock held here): set this one's penalties.
+        p = self.penalties
+        llama.last_n_tokens_size, llama.dry = p.last_n, p.dry
         tokens = llama.generate(
-            prompt, temp=s.temperature, top_p=s.top_p, top_k=40, min_p=0.05,
-            repeat_penalty=self.repeat_penalty, grammar=self._grammar_for(messages),
+            prompt, temp=s.temperature, top_p=s.top_p, top_k=40, min_p=0.05, repeat_penalty=p.repeat,
+            frequency_penalty=p.frequency, presence_penalty=p.presence, grammar=self._grammar_for(messages),
         )
         pending = b""
         try:
