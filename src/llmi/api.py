@@ -48,6 +48,7 @@ async def agenerate(
     sampling: Sampling | None = None,
     on_text: Callable[[str], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    profile: "ProfileLike" = None,
 ) -> "Document":
     """Write an answer for ``prompt`` and run its tags; returns the ``Document``.
 
@@ -58,6 +59,7 @@ async def agenerate(
     writer (``llmi.prompts.system_prompt(variant=writer.prompt_variant)``; "full" by default).
     ``on_text`` receives each piece of text as the writer streams it. Tags start running as
     soon as the writer has finished them, so the tools work while it writes the rest.
+    ``profile`` says how the answer is read (the engine's by default; see ``arender``).
     """
     from .engine import Engine
     from .llm import writer_from_env
@@ -73,7 +75,7 @@ async def agenerate(
     # 2. the writer's answer, streamed into the engine: each tag starts as soon as it is written
     own = engine is None
     eng = Engine.from_env() if engine is None else engine
-    run = eng.stream(inputs)
+    run = eng.stream(inputs, profile=profile)
     try:
         started = time.monotonic()
         pieces: list[str] = []

@@ -89,17 +89,9 @@ class Caller:
         self.emit = emit
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
-    async def tries(
-        self,
-        index: int,
-        tool: Tool,
-        request: ImageRequest,
-        source_image: ImageData | None,
-        deadline: Deadline,
-        context: str = "",
-        avoid: frozenset[str] = frozenset(),
-        rewrite: bool = True,
-    ) -> Outcome:
+    async def tries(self, index: int, tool: Tool, request: ImageRequest, source_image: ImageData | None,
+                    deadline: Deadline, context: str = "", avoid: frozenset[str] = frozenset(),
+                    rewrite: bool = True) -> Outcome:
         """``call``; for a search that finds nothing (and ``rewrite``), the other queries of
         ``llmi.queries`` after it until one finds a picture, each recorded in ``notes["tries"]``.
         ``context`` is the sentence before the tag."""
@@ -132,15 +124,8 @@ class Caller:
         outcome.notes["tries"] = tried
         return outcome
 
-    async def call(
-        self,
-        index: int,
-        tool: Tool,
-        request: ImageRequest,
-        source_image: ImageData | None,
-        deadline: Deadline,
-        avoid: frozenset[str] = frozenset(),
-    ) -> Outcome:
+    async def call(self, index: int, tool: Tool, request: ImageRequest, source_image: ImageData | None,
+                   deadline: Deadline, avoid: frozenset[str] = frozenset()) -> Outcome:
         """One tool call through the cache, de-duplicating identical calls in flight."""
         key = self.key(tool, request, source_image, avoid)
         hit = self.cache.get(key) if self.cache is not None else None
@@ -162,7 +147,7 @@ class Caller:
                     self.cache.put(key, outcome.output)
                 elif outcome.error is not None and not outcome.error.transient:
                     self.cache.put(key, outcome.error)
-            future.set_result(outcome)
+            future.set_result(replace(outcome, notes={}))  # a copy: the caller goes on to annotate its own
             return outcome
         except BaseException as exc:  # cancelled: let waiters see a failure, not hang
             future.set_result(Outcome(error=ToolError(f"cancelled: {exc!r}"), backend=tool.backend))
@@ -180,15 +165,8 @@ class Caller:
             key = hashlib.sha256(" ".join([key, *sorted(avoid)]).encode()).hexdigest()
         return key
 
-    async def _attempts(
-        self,
-        index: int,
-        tool: Tool,
-        request: ImageRequest,
-        source_image: ImageData | None,
-        deadline: Deadline,
-        avoid: frozenset[str],
-    ) -> Outcome:
+    async def _attempts(self, index: int, tool: Tool, request: ImageRequest, source_image: ImageData | None,
+                        deadline: Deadline, avoid: frozenset[str]) -> Outcome:
         limits = self.limits.get(request.source, ToolLimits())
         sem = self._semaphore(request.source, limits)
         started = time.monotonic()

@@ -85,8 +85,9 @@ class Engine:
     ``search_retries``: a search that finds nothing tries the tag's description and the key
     words of the sentence before the tag (each try is recorded in the image's ``info``).
     ``distinct``: an image identical to an earlier one in the same document is replaced by
-    the backend's next distinct match, where the backend offers one (``offers_alternatives``);
-    pass ``False`` to allow repeats.
+    the backend's next distinct match, where the backend offers one (``offers_alternatives``).
+    Both are off here, so that each tag makes exactly the call it asks for, as LLM-I's does;
+    ``Engine.from_env`` turns them on for documents read the llmi way.
 
     >>> engine = Engine()
     >>> doc = engine.run("No images here.")
@@ -106,8 +107,8 @@ class Engine:
         cache: MemoryCache | bool = True,
         on_event: Callable[[EngineEvent], None] | None = None,
         profile: ProfileLike = "llmi",
-        search_retries: bool = True,
-        distinct: bool = True,
+        search_retries: bool = False,
+        distinct: bool = False,
     ) -> None:
         self.profile: Profile = get_profile(profile)
         self.tools: dict[str, Tool] = dict(tools or {})
@@ -141,7 +142,9 @@ class Engine:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> "Engine":
         """The engine a user gets with no code: every backend the environment configures,
-        the sandboxed code tool, and diffusion falling back to search (visibly)."""
+        the sandboxed code tool, diffusion falling back to search (visibly), and unless the
+        profile reads tags LLM-I's way (``llmi-compat``, whose rewards must see the tool
+        outcomes LLM-I's would), search retries and no repeated picture."""
         import os
 
         from .tools import default_tools
@@ -149,6 +152,9 @@ class Engine:
         env = os.environ if env is None else env
         if kwargs.get("fallback") is None:
             kwargs["fallback"] = {"diffusion": "search"}
+        llmi_way = get_profile(kwargs.get("profile")).tag_finding != "llmi"
+        kwargs.setdefault("search_retries", llmi_way)
+        kwargs.setdefault("distinct", llmi_way)
         return cls(default_tools(env), **kwargs)
 
     # -- the async core --------------------------------------------------------------------
@@ -266,17 +272,10 @@ class Engine:
         tag counts, so a tag read from a prefix of the answer gets the same context."""
         return sentence_before(text[: tag.position])
 
-    def _start(
-        self,
-        tag: Tag,
-        context: str,
-        inputs: tuple[ImageData, ...],
-        earlier: Mapping[int, "asyncio.Task[ImageSegment]"],
-        deadline: Deadline,
-        profile: Profile,
-    ) -> "asyncio.Task[ImageSegment]":
+    def _start(self, tag: Tag, *args: Any) -> "asyncio.Task[ImageSegment]":
+        """Plan ``tag`` and start making its image (the other arguments as for ``_produce``)."""
         self._emit(EngineEvent("planned", tag.index, _tool_of(tag)))
-        return asyncio.ensure_future(self._produce(tag, context, inputs, earlier, deadline, profile))
+        return asyncio.ensure_future(self._produce(tag, *args))
 
     async def _collect(
         self, tasks: Mapping[int, "asyncio.Task[ImageSegment]"], deadline: Deadline, tags: Sequence[Tag]

@@ -51,12 +51,16 @@ def _fail(message: str) -> None:
               help="Folder to write into (default: out/<prompt>-<time>/).")
 @click.option("--format", "formats", default="html,md,json", show_default=True,
               callback=lambda c, p, v: parse_formats(v), help="Comma-separated output formats: html, md, json.")
-@click.option("--deadline", type=float, default=600.0, show_default=True, help="Seconds for all the tools together.")
+@click.option("--deadline", type=float, default=600.0, show_default=True,
+              help="Seconds the tools may take once the text is complete.")
+@click.option("--allow-repeats", is_flag=True,
+              help="Let one picture appear twice (by default a repeated search takes the next distinct match).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the output paths.")
 def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ...], model: str | None,
              base_url: str | None, api_key: str | None, model_name: str | None, temperature: float,
              top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool, n_ctx: int, threads: int | None,
-             timeout: float, retries: int, out_dir: Path | None, formats: tuple[str, ...], deadline: float, quiet: bool) -> None:
+             timeout: float, retries: int, out_dir: Path | None, formats: tuple[str, ...], deadline: float,
+             allow_repeats: bool, quiet: bool) -> None:
     """Write an illustrated document for PROMPT.
 
     The writer model answers with prose and <imgen> tags; the tools make the pictures and the
@@ -80,7 +84,7 @@ def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ..
                      api_key=api_key or os.environ.get("LLMI_API_KEY") or os.environ.get("OPENAI_API_KEY"),
                      model_name=model_name, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                      seed=seed, system_prompt=system_prompt, grammar=not no_grammar, n_ctx=n_ctx, threads=threads, timeout=timeout, retries=retries,
-                     out_dir=out_dir, formats=formats, deadline=deadline)
+                     out_dir=out_dir, formats=formats, deadline=deadline, distinct=not allow_repeats)
     except LlmiError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -106,7 +110,8 @@ def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
 
 
 def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, temperature, top_p,
-         max_tokens, seed, system_prompt, grammar, n_ctx, threads, timeout, retries, out_dir, formats, deadline):
+         max_tokens, seed, system_prompt, grammar, n_ctx, threads, timeout, retries, out_dir, formats, deadline,
+         distinct):
     import asyncio
 
     from ..api import agenerate
@@ -127,7 +132,7 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
     view = _StreamView(console)
 
     async def main():
-        engine = Engine.from_env(on_event=view.progress, deadline=deadline)
+        engine = Engine.from_env(on_event=view.progress, deadline=deadline, **({} if distinct else {"distinct": False}))
         try:
             with view:
                 return await agenerate(
