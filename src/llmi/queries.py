@@ -10,12 +10,14 @@ tries, in order and each at most once:
 3. the key words of the sentence just before the tag.
 
 Key words are the content words in their order (no stop words, no filler such as "image of"),
-at most six: what a person would type into a search box.
+at most four: what a person would type into a search box.
 
 >>> sentence_before("Kangaroos live in Australia. They hop on strong legs.\\n```\\n")
 'Kangaroos live in Australia. They hop on strong legs.'
 >>> key_words("Write a short illustrated guide to the water cycle, with a chart of yearly rainfall")
 'water cycle yearly rainfall'
+>>> key_words("The water cycle starts when the sun heats the ocean.")
+'water cycle sun heats'
 >>> [label for label, _ in alternatives("Write a guide to the water cycle with rain", "clouds and rain",
 ...                                     "Rain falls from clouds.")]
 ['description', 'query key words', 'sentence key words']
@@ -48,8 +50,11 @@ make makes making made create creates creating use uses using used let lets see 
 looks looking like likes get gets got give gives given take takes took help helps find finds
 short long brief simple quick little big small great good nice beautiful typical example
 guide overview introduction detailed detail details style styled version type
+become becomes became come comes came go goes went keep keeps kept call called known
+start starts started begin begins began turn turns turned move moves moved run runs grow grows
+live lives lived stay stays put puts set sets bring brings brought
 """.split())
-_MAX_WORDS = 6
+_MAX_WORDS = 4  # MiniLM (and a search box) match a few words best; more dilute them
 _PRONOUN = re.compile(r"(they|it|this|these|those|he|she|its|their|there)\b", re.IGNORECASE)
 _LONG_QUERY = 5  # words: a query at least this long is probably a sentence
 
