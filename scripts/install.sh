@@ -67,8 +67,9 @@ extras="all"
 # torch first as the CPU build (a GPU machine can install its own before running this).
 # mediapipe's own dependencies are listed here because mediapipe itself goes in last, see 5.
 deps=("torch==2.13.0" -e ".[$extras]" absl-py attrs flatbuffers "protobuf>=4.25.3,<5")
-if ! pip install -c "$held" "${deps[@]}"; then
-    echo "note: the full set needs other versions of numpy or the tokenizer; installing them after the index is built" >&2
+# (a failure here is only pip finding that the held versions do not fit: said in one line)
+if ! pip install -c "$held" "${deps[@]}" 2>/dev/null; then
+    echo "note: the full set needs other versions of what the indexer uses; installing them once the index is built"
     wait "$library_pid" || true
     pip install "${deps[@]}"
 fi
