@@ -151,7 +151,7 @@ _DRIVER = r"""
 import asyncio, json, sys, time
 t0 = time.perf_counter()
 mode, prompt, seed, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-import llmi
+from llmi.api import agenerate
 from llmi.engine import Engine
 from llmi.llm import Sampling, build_messages, trim_unfinished
 from llmi.llm.local import LocalWriter
@@ -161,7 +161,7 @@ async def main():
     writer = LocalWriter()
     sampling = Sampling(seed=seed, max_tokens=512)
     if mode == "stream":
-        doc = await llmi.agenerate(prompt, writer=writer, sampling=sampling)
+        doc = await agenerate(prompt, writer=writer, sampling=sampling)
         doc.save(out)
         return doc.meta["writer_seconds"], doc
     messages = build_messages(prompt, system=system_prompt(variant=writer.prompt_variant))
