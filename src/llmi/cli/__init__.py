@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "image": "llmi.cli.image:image",
     "score": "llmi.cli.score:score",
     "eval": "llmi.cli.eval:eval",
+    "view": "llmi.cli.view:view",
 }
 
 _SUMMARIES = {
@@ -25,6 +26,7 @@ _SUMMARIES = {
     "image": "Talk to image servers: health, info, generate, edit.",
     "score": "Score answers (JSONL) with LLM-I's reward: rules, LLM and MLLM judges.",
     "eval": "Evaluate on benchmarks (rubric, OpenING, in-domain) and judges against humans.",
+    "view": "Browse documents, evaluation runs and training runs in a local web page.",
 }
 
 

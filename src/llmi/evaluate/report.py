@@ -22,7 +22,7 @@ from .plots import hbars, histogram, stacked
 from .runs import RunDir, atomic_write
 from .summary import Summary, Table, stage_latencies
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["plots_html", "render_report", "table_html", "write_report"]
 
 _REPORT_CSS = """
 main.report { max-width: 64rem; }
@@ -60,7 +60,8 @@ def _css() -> tuple[str, str]:
     return css, f"'sha256-{digest}'"
 
 
-def _table(table: Table) -> str:
+def table_html(table: Table) -> str:
+    """One summary table, escaped (the report and the viewer show tables alike)."""
     if not table.rows:
         return f"<h3>{_e(table.title)}</h3><p class=\"note\">Nothing to show.</p>"
     head = "".join(f"<th>{_e(c)}</th>" for c in table.columns)
@@ -73,7 +74,8 @@ def _table(table: Table) -> str:
     return f"<h3>{_e(table.title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
-def _plots(summary: Summary, records: Sequence[Mapping[str, Any]]) -> str:
+def plots_html(summary: Summary, records: Sequence[Mapping[str, Any]]) -> str:
+    """The run's charts as inline SVG: item scores, criteria, tools, failure reasons, time per stage."""
     charts = []
     if summary.scores:
         charts.append(histogram(summary.scores, lo=summary.scale[0], hi=summary.scale[1], title="Item scores"))
@@ -179,7 +181,7 @@ def render_report(run: RunDir, summary: Summary, records: Iterable[Mapping[str, 
     title = f"llmi eval {summary.kind}" + (f": {Path(str(bench)).name}" if bench else "")
     headline = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in summary.headline)
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in summary.notes)
-    tables = "".join(_table(t) for t in summary.tables)
+    tables = "".join(table_html(t) for t in summary.tables)
     items = "".join(_item(run, r, item_extra) for r in sorted(records, key=lambda r: (r.get("index", 0), r["key"])))
     config_text = json.dumps(config, ensure_ascii=False, indent=2)
     return (
@@ -189,7 +191,7 @@ def render_report(run: RunDir, summary: Summary, records: Iterable[Mapping[str, 
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n<meta name="generator" content="llmi">\n'
         f"<title>{_e(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n<main class=\"report\">\n"
         f"<header><h1>{_e(title)}</h1><dl class=\"headline\">{headline}</dl>{notes}</header>\n"
-        f"{_plots(summary, records)}\n<section><h2>Tables</h2>{tables}</section>\n"
+        f"{plots_html(summary, records)}\n<section><h2>Tables</h2>{tables}</section>\n"
         f"<section><h2>Items ({len(records)})</h2>{items}</section>\n"
         f"<section><h2>Configuration</h2><pre class=\"config\">{_e(config_text)}</pre></section>\n"
         f"<footer><p>Written by llmi {_e(config.get('llmi_version', ''))} from {_e(run.results_path.name)}.</p></footer>\n"

@@ -22,7 +22,7 @@ import base64
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from html import escape
 from importlib import resources
@@ -32,7 +32,7 @@ from ..document import Document, ImageSegment, TextSegment
 from ..image import ImageData
 from . import _common as c
 
-__all__ = ["render_fragment", "render_html", "render_prose", "stylesheet"]
+__all__ = ["render_body", "render_fragment", "render_html", "render_prose", "stylesheet"]
 
 # What model prose may contain after Markdown rendering. No images (they would be external
 # resources), no styles, no classes (which could imitate llmi's own failure boxes), no ids.
@@ -199,8 +199,13 @@ def _figure(doc: Document, seg: ImageSegment) -> str:
 # -- the prose with figures in place ------------------------------------------------------------
 
 
-def _body(doc: Document) -> str:
-    """Prose rendered as one Markdown stream, each image's figure put where its tag was."""
+def render_body(doc: Document, figure: Callable[[Document, ImageSegment], str] | None = None) -> str:
+    """Prose rendered as one Markdown stream, each image's figure put where its tag was.
+
+    ``figure(doc, segment)`` gives a figure's HTML (default: this page's own, the picture
+    embedded); other llmi pages pass theirs (the viewer links its pictures and side panels).
+    """
+    figure = figure or _figure
     segments = c.body_segments(doc)
     source = "".join(s.text for s in segments if isinstance(s, TextSegment))
     nonce = secrets.token_hex(16)
@@ -226,13 +231,13 @@ def _body(doc: Document) -> str:
         if i >= len(figures) or i in placed:
             return ""
         placed.add(i)
-        return _figure(doc, figures[i])
+        return figure(doc, figures[i])
 
     # One pass, so figure HTML is never rescanned; a token left inside a code block (a tag the
     # model wrote inside a fence) still becomes its figure there.
     html = re.sub(rf"(?:<p>)?LLMIFIG{nonce}X(\d+)X(?:</p>\n?)?", put, html)
     # Never let an image vanish silently, whatever Markdown did with its token.
-    html += "".join(_figure(doc, f) for i, f in enumerate(figures) if i not in placed)
+    html += "".join(figure(doc, f) for i, f in enumerate(figures) if i not in placed)
     return html
 
 
@@ -293,7 +298,7 @@ def stylesheet() -> str:
 def render_fragment(doc: Document) -> str:
     """A document's input images and prose with its figures, to embed in another llmi page
     (evaluation reports) that carries ``stylesheet()`` and the same Content-Security-Policy."""
-    return f'{_inputs(doc)}<article class="prose">\n{_body(doc)}</article>\n'
+    return f'{_inputs(doc)}<article class="prose">\n{render_body(doc)}</article>\n'
 
 
 def render_html(doc: Document) -> str:
@@ -327,7 +332,7 @@ def render_html(doc: Document) -> str:
         '<meta name="generator" content="llmi">\n'
         f"<title>{_e(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n<main>\n"
         f"<header><h1>{_e(title)}</h1>{prompt_html}{_summary(doc)}{_inputs(doc)}</header>\n"
-        f'<article class="prose">\n{_body(doc)}</article>\n{_stats_table(doc)}\n'
+        f'<article class="prose">\n{render_body(doc)}</article>\n{_stats_table(doc)}\n'
         f"<footer><p>Rendered by llmi · {_e(SCHEMA_VERSION)}</p>{footer_meta}</footer>\n"
         "</main>\n</body>\n</html>\n"
     )
