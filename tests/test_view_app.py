@@ -95,6 +95,7 @@ def test_the_eval_page_filters_sorts_and_pages(folder: Path, viewer) -> None:
     assert keys(tool="search:failed", sort="score", desc="true") == ["item-1", "item-3"]
     assert keys(failure="item · WriterError") == ["item-5"]
     assert keys(q="owls", min="0.5") == ["item-1"]
+    assert keys(q="owls", min="", max=" ", criterion="") == ["item-1", "item-3", "item-5"]  # a form's empty boxes
     page = v.get("/eval/runs/a").text
     assert "benchmark score (mean item score, 0-1)" in page and "<svg" in page and "Item scores" in page
     many = [{"key": f"k{i:04d}", "prompt": f"p {i}", "scores": [i % 3], "images": 0} for i in range(450)]

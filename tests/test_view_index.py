@@ -44,16 +44,17 @@ def test_finds_documents_and_runs_newest_first_without_entering_them(tmp_path: P
     write_run(tmp_path / "runs" / "r1", standard_items(3))
     touch(tmp_path / "docs" / "old" / "document.json", 3600)
     touch(tmp_path / "runs" / "r1" / "results.jsonl", 60)
+    touch(tmp_path / "runs" / "r1" / "config.json", 120)
     entries = Index(tmp_path).entries()
     # the run's own item documents (runs/r1/items/...) are part of the run, not entries of their own
     assert [(e.kind, e.id) for e in entries] == [("document", "docs/new"), ("eval", "runs/r1"), ("document", "docs/old")]
     new, run, _ = entries
     assert new.title == "New prompt about owls" and ("images", "1: 1 made, 0 failed") in new.facts
     assert run.title == "llmi eval rubric: bench.json" and ("items", "3 of 3") in run.facts
-    idx = Index(tmp_path)
-    assert [e.id for e in idx.search("OWLS")] == ["docs/new"]
-    assert [e.id for e in idx.search("", ["eval"])] == ["runs/r1"]
-    assert [e.id for e in idx.search("prompt new")] == ["docs/new"]  # every word, any order
+    idx = Index(tmp_path, readers := CountingReaders())
+    assert [f.id for f in idx.search("", ["eval"])] == ["runs/r1"] and readers.reads == []  # nothing read
+    assert [f.id for f in idx.search("OWLS")] == ["docs/new"] and len(readers.reads) == 3
+    assert [f.id for f in idx.search("prompt new")] == ["docs/new"] and len(readers.reads) == 3  # read once
 
 
 def test_reads_each_file_once_and_again_only_when_it_changes(tmp_path: Path) -> None:
@@ -113,22 +114,23 @@ def test_a_huge_tree_is_cut_off_and_says_so(tmp_path: Path, monkeypatch: pytest.
     assert "deep" not in [e.title for e in idx.entries()] and idx.truncated
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "does not hold a JSON object"),
-    (json.dumps({"version": "llmi.document/9", "segments": []}).encode(), "unsupported document.json version"),
-    (json.dumps({"version": "llmi.document/1", "segments": [{"type": "image"}]}).encode(), "does not follow"),
-    (json.dumps({"version": "llmi.document/1", "segments": "text"}).encode(), "not a list of objects"),
-    (b"\xff\xfe garbage", "not valid JSON"),
+@pytest.mark.parametrize("content, reason, listed", [
+    (b"{not json", "not valid JSON", True),
+    (b"[1, 2]", "does not hold a JSON object", True),
+    (json.dumps({"version": "llmi.document/9", "segments": []}).encode(), "unsupported document.json version", True),
+    (json.dumps({"version": "llmi.document/1", "segments": "text"}).encode(), "not a list of objects", True),
+    (b"\xff\xfe garbage", "not valid JSON", True),
+    # the list reads a document lightly; its page reads it whole and finds the rest
+    (json.dumps({"version": "llmi.document/1", "segments": [{"type": "image"}]}).encode(), "does not follow", False),
 ])
 def test_a_broken_document_is_listed_with_the_reason_and_refused_politely(tmp_path: Path, content: bytes,
-                                                                        reason: str) -> None:
+                                                                        reason: str, listed: bool) -> None:
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "document.json").write_bytes(content)
     save(simple_document("fine"), tmp_path / "good")
     entries = {e.id: e for e in Index(tmp_path).entries()}
     assert entries["good"].problem is None
-    assert reason in (entries["bad"].problem or "")
+    assert (reason in (entries["bad"].problem or "")) is listed
     with pytest.raises(Unreadable, match=reason.split()[0]):
         DocumentStore(tmp_path).get("bad")
 

@@ -47,7 +47,7 @@ def view(folder: Path | None, host: str, port: int | None, allow_hosts: tuple[st
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     index = server.app.state.index
-    entries = index.entries()
+    found = index.found()
     kind = index.kind_of("")
     if start is None and kind is not None:
         start = ""
@@ -62,10 +62,10 @@ def view(folder: Path | None, host: str, port: int | None, allow_hosts: tuple[st
         address += "/"
 
     def ready() -> None:
-        counts = {k: sum(1 for e in entries if e.kind == k) for k in ("document", "scaling", "eval", "training")}
-        found = ", ".join(f"{n} {k if k != 'eval' else 'evaluation'}{'s' if n != 1 else ''}"
-                          for k, n in counts.items() if n) or "nothing yet"
-        click.echo(f"llmi view: {server.root.resolve()} ({found})")
+        counts = {k: sum(1 for f in found if f.kind == k) for k in ("document", "eval", "training")}
+        what = ", ".join(f"{n} {k if k != 'eval' else 'evaluation'}{'s' if n != 1 else ''}"
+                         for k, n in counts.items() if n) or "nothing yet"
+        click.echo(f"llmi view: {server.root.resolve()} ({what})")
         if not is_loopback(host):
             click.echo(f"warning: listening on {host}: anyone who can reach this machine can read every file shown "
                        "here", err=True)

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Awaitable, Callable, Iterable, Mapping
 from ..errors import ConfigError, MissingDependency
 from . import pages, urls
 from .documents import DocumentStore, document_page, image_file, scores_of
-from .evals import PAGE_SIZE, CompareQuery, ItemQuery, RunStore, compare_runs, filter_pairs, filter_rows, paginate
+from .evals import PAGE_SIZE, CompareQuery, Comparison, ItemQuery, RunStore, compare_runs, filter_pairs, filter_rows, paginate
 from .index import MAX_DEPTH, MAX_FOLDERS, Entry, Index, NotThere, Unreadable
 
 try:  # this module is the web application: it cannot be imported without its framework
@@ -143,14 +143,14 @@ def create_app(root: str | Path, *, allowed_hosts: Iterable[str] | None = LOOPBA
 
     @app.get("/", response_class=HTMLResponse)
     def home(q: str = "", kind: str = "", page_number: Annotated[int, Query(alias="page", ge=1)] = 1) -> HTMLResponse:
-        everything = index.entries()
-        counts = {k: sum(1 for e in everything if e.kind == k or (k == "document" and e.kind == "scaling"))
-                  for k in KIND_LABELS}
+        everything = index.found()  # names and stat only: entries are read for the page shown
+        counts = {k: sum(1 for f in everything if f.kind == k) for k in ("document", "eval", "training")}
         found = index.search(q, [kind] if kind in KIND_LABELS else [])
         shown, pager = paginate(found, page_number, PAGE_SIZE)
-        return page("index.html", entries=shown, found=len(found), q=q, kind=kind, pages=pager,
-                    counts={"all": len(everything), **counts}, kinds=list(KIND_LABELS.items()), labels=KIND_LABELS,
-                    runs=[e for e in everything if e.kind == "eval" and not e.problem], link=_entry_link,
+        runs = [f for f in everything if f.kind == "eval" and not index.describe(f).problem]
+        return page("index.html", entries=[index.describe(f) for f in shown], found=len(found), q=q, kind=kind,
+                    pages=pager, counts={"all": len(everything), **counts}, kinds=list(KIND_LABELS.items()),
+                    labels=KIND_LABELS, runs=runs, link=_entry_link,
                     page_link=lambda n: urls.query("/", q=q, kind=kind, page=n), truncated=index.truncated,
                     max_depth=MAX_DEPTH, max_folders=MAX_FOLDERS)
 
@@ -200,9 +200,16 @@ def create_app(root: str | Path, *, allowed_hosts: Iterable[str] | None = LOOPBA
         return page("item.html", run=run, record=record, key=key, row=run.rows[position] if position is not None else None,
                     scores=scores, doc=doc_page, doc_problem=doc_problem, prev_row=prev_row, next_row=next_row)
 
+    comparisons: dict[tuple[str, str], Comparison] = {}
+
     @app.get("/compare", response_class=HTMLResponse)
     def compare(f: Annotated[CompareQuery, Query()]) -> HTMLResponse:
-        comparison = compare_runs(runs.get(_rel(f.a)), runs.get(_rel(f.b)))
+        a, b = runs.get(_rel(f.a)), runs.get(_rel(f.b))
+        comparison = comparisons.get((a.rel, b.rel))
+        if comparison is None or comparison.a is not a or comparison.b is not b:  # a run changed since
+            comparison = comparisons[(a.rel, b.rel)] = compare_runs(a, b)
+            while len(comparisons) > 8:
+                comparisons.pop(next(iter(comparisons)))
         selected = filter_pairs(comparison.pairs, f)
         shown, pager = paginate(selected, f.page)
         params = f.model_dump()

@@ -18,15 +18,17 @@ fallback, error, source and licence, and the judge scores when the document was 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..document import Document, ImageSegment, TextSegment
+from ..document import SCHEMA_VERSION, Document, ImageSegment, TextSegment
 from ..errors import LlmiError
 from ..renderers import _common as c
+from ..sources import STATS_ORDER
 from . import pages, urls
 from .index import DOCUMENT_FILE, Entry, NotThere, Stamp, Unreadable, read_json, resolve_inside, stamp
 
@@ -108,22 +110,37 @@ class DocumentStore:
 
 
 def read_document_entry(folder: Path, rel: str) -> Entry:
-    """The list's entry for the document in ``folder``."""
-    loaded = parse_document(read_json(folder / DOCUMENT_FILE), folder, rel)
-    doc, meta = loaded.doc, loaded.doc.meta
-    n, ok, failed = c.summary_counts(doc)
-    facts = [("images", f"{n}: {ok} made, {failed} failed" if n else "none")]
-    used = ", ".join(c.used_stats(doc))
-    if used:
-        facts.append(("tools", used))
+    """The list's entry for the document in ``folder``.
+
+    Read from the dict, without building the ``Document`` (the list reads every file in the
+    folder; the document's own page reads one and checks it whole).
+    """
+    data = read_json(folder / DOCUMENT_FILE)
+    if not isinstance(data, Mapping):
+        raise Unreadable(f"{DOCUMENT_FILE} does not hold a JSON object")
+    if data.get("version") != SCHEMA_VERSION:
+        raise Unreadable(f"unsupported document.json version {data.get('version')!r}; this llmi reads {SCHEMA_VERSION!r}")
+    meta = data.get("meta") if isinstance(data.get("meta"), Mapping) else {}
+    segments = data.get("segments", [])
+    if not isinstance(segments, list) or not all(isinstance(s, Mapping) for s in segments):
+        raise Unreadable(f"{DOCUMENT_FILE} has segments that are not a list of objects")
+    opening = segments[0].get("text") if segments and segments[0].get("type") == "text" else None
+    head = Document((TextSegment(opening),) if isinstance(opening, str) else (), meta=meta)  # what a title needs
+    images = [s for s in segments if s.get("type") != "text"]
+    ok = sum(1 for s in images if s.get("status") == "ok")
+    facts = [("images", f"{len(images)}: {ok} made, {len(images) - ok} failed" if images else "none")]
+    used = {s.get("tool") for s in images}
+    tools = ", ".join(t for t in STATS_ORDER if t in used)
+    if tools:
+        facts.append(("tools", tools))
     writer = meta.get("writer") or meta.get("model")
     if isinstance(writer, str) and writer:
         facts.append(("writer", c.one_line(writer, 60)))
     scaling = meta.get("scaling")
     if isinstance(scaling, Mapping):
         facts.append(("candidates", str(len(scaling.get("candidates") or ()))))
-    return Entry("scaling" if isinstance(scaling, Mapping) else "document", rel, c.title_of(doc),
-                 c.prompt_of(doc) or "", (folder / DOCUMENT_FILE).stat().st_mtime, tuple(facts))
+    return Entry("scaling" if isinstance(scaling, Mapping) else "document", rel, c.title_of(head),
+                 c.prompt_of(head) or "", os.stat(folder / DOCUMENT_FILE).st_mtime, tuple(facts))
 
 
 def image_file(loaded: Loaded, *, tag: int | None = None, input: int | None = None) -> tuple[Path, str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import LlmiError
 from ..evaluate.runs import CONFIG_FILE, RESULTS_FILE, RunDir, read_records
@@ -278,6 +278,11 @@ class ItemQuery(BaseModel):
     sort: str = "index"
     desc: bool = False
     page: int = Field(1, ge=1)
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # a form's empty box
 
     def params(self, **changes: Any) -> dict[str, Any]:
         """The query string's values (defaults left out), with ``changes`` applied."""

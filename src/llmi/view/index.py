@@ -1,7 +1,8 @@
 """What a folder holds: documents, evaluation runs and training runs, found lazily and cached.
 
-``Index(root).entries()`` walks ``root`` and returns one ``Entry`` per thing llmi made, newest
-first. A folder is
+``Index(root).found()`` walks ``root`` and lists every folder llmi made, newest first, from
+names and ``stat`` alone; ``describe`` reads one into an ``Entry`` (title, prompt, facts), and a
+page reads only the entries it shows. A folder is
 
 - a **document** when it holds ``document.json`` (``llmi generate``, ``llmi render``,
   ``Document.save``); one whose ``meta`` records test-time scaling is a **scaling** entry;
@@ -11,7 +12,7 @@ first. A folder is
 and the walk does not enter any of those (their own files belong to them). Nothing is read
 twice: a folder is listed again only when its modification time changes, an entry's file is
 parsed again only when its size or modification time does, so listing a folder of thousands of
-documents costs one ``stat`` per folder and file once it has been read.
+documents costs a ``stat`` per folder and file, and reading the two hundred a page shows.
 
 The walk stays inside ``root``: symbolic links are not followed, hidden folders and ``images/``
 are skipped, and it stops at ``MAX_DEPTH`` levels and ``MAX_FOLDERS`` folders (``truncated``
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping
 
 __all__ = [
-    "DOCUMENT_FILE", "Entry", "Index", "MAX_DEPTH", "MAX_FOLDERS", "NotThere", "Stamp", "Unreadable", "read_json",
+    "DOCUMENT_FILE", "Entry", "Found", "Index", "MAX_DEPTH", "MAX_FOLDERS", "NotThere", "Stamp", "Unreadable", "read_json",
     "resolve_inside", "stamp",
 ]
 
@@ -61,9 +62,9 @@ class Unreadable(ValueError):
     """Something is there but cannot be read; the message says why (its page answers 422)."""
 
 
-def stamp(path: Path) -> Stamp | None:
+def stamp(path: str | Path) -> Stamp | None:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
@@ -151,6 +152,20 @@ def _marker(kind: Kind) -> tuple[str, ...]:
             "training": TRAIN_FILES}[kind]
 
 
+@dataclass(frozen=True)
+class Found:
+    """A folder llmi made, known from its name and ``stat`` alone (nothing read yet).
+
+    ``kind`` is ``document``, ``eval`` or ``training``: whether a document records test-time
+    scaling is only known once it is read (``Index.describe``).
+    """
+
+    kind: Kind
+    id: str
+    mtime: float  # of its newest marker file: what "newest first" sorts by
+    stamps: tuple[Stamp | None, ...]
+
+
 #: kind -> the function that reads an entry of that kind from its folder
 Reader = Callable[[Path, str], Entry]
 
@@ -158,33 +173,62 @@ Reader = Callable[[Path, str], Entry]
 class Index:
     """The entries under ``root``, kept current cheaply (see the module's docstring).
 
-    ``readers`` map a kind to the function that reads such a folder (``read_document_entry``,
-    ...); the defaults come from the view modules. Safe to use from several threads.
+    ``found()`` lists the folders llmi made, newest first, from names and ``stat`` alone;
+    ``describe`` reads one (once per version of its files); ``search`` reads only what a query
+    needs. ``readers`` map a kind to the function that reads such a folder; the defaults come
+    from the view modules. Safe to use from several threads.
     """
 
     def __init__(self, root: str | Path, readers: Mapping[str, Reader] | None = None) -> None:
         self.root = Path(root).resolve()
+        self._root = str(self.root)
         self._readers = dict(readers) if readers is not None else default_readers()
         self._listings: dict[str, _Listing] = {}
         self._entries: dict[str, tuple[tuple[Stamp | None, ...], Entry]] = {}
         self._lock = threading.Lock()
         self.truncated = False
 
-    def entries(self) -> list[Entry]:
-        """Every entry, newest first."""
+    def found(self) -> list[Found]:
+        """Every folder llmi made under the root, newest first."""
         with self._lock:
             found = list(self._walk())
-            seen = {e.id for e in found}
-            for gone in set(self._entries) - seen:
+            for gone in set(self._entries) - {f.id for f in found}:
                 del self._entries[gone]
-        return sorted(found, key=lambda e: (-e.mtime, e.id))
+        return sorted(found, key=lambda f: (-f.mtime, f.id))
 
-    def search(self, query: str = "", kinds: Iterable[str] = ()) -> list[Entry]:
-        """Entries matching every word of ``query`` and of one of ``kinds`` (all when empty)."""
+    def describe(self, found: Found) -> Entry:
+        """The entry of ``found``, read now unless its files are unchanged since last read."""
+        with self._lock:
+            cached = self._entries.get(found.id)
+        if cached is not None and cached[0] == found.stamps:
+            return cached[1]
+        folder = Path(os.path.join(self._root, found.id) if found.id else self._root)
+        reader = self._readers.get(found.kind)
+        try:
+            entry = reader(folder, found.id) if reader is not None else _unreadable(found, "no reader")
+        except (Unreadable, OSError) as exc:
+            entry = _unreadable(found, str(exc))
+        with self._lock:
+            self._entries[found.id] = (found.stamps, entry)
+        return entry
+
+    def entries(self) -> list[Entry]:
+        """Every entry, read, newest first."""
+        return [self.describe(f) for f in self.found()]
+
+    def search(self, query: str = "", kinds: Iterable[str] = ()) -> list[Found]:
+        """What matches every word of ``query`` (in titles, prompts, paths) and is of one of
+        ``kinds`` (all when empty; ``document`` includes ``scaling``), newest first. Only a
+        query or the ``scaling`` kind needs the entries read."""
         wanted = set(kinds)
-        return [e for e in self.entries()
-                if (not wanted or e.kind in wanted or (e.kind == "scaling" and "document" in wanted))
-                and (not query.strip() or e.matches(query))]
+        found = self.found()
+        if wanted:
+            found = [f for f in found if f.kind in wanted or (f.kind == "document" and "scaling" in wanted)]
+        if "scaling" in wanted and "document" not in wanted:
+            found = [f for f in found if f.kind != "document" or self.describe(f).kind == "scaling"]
+        if query.strip():
+            found = [f for f in found if self.describe(f).matches(query)]
+        return found
 
     def kind_of(self, rel: str) -> Kind | None:
         """What the folder ``rel`` holds (``None``: nothing llmi made, or outside the root)."""
@@ -197,8 +241,9 @@ class Index:
             return None
         return _classify(names)
 
-    # -- the walk ----------------------------------------------------------------------------
-    def _walk(self) -> Iterable[Entry]:
+    # -- the walk: strings, not pathlib (over thousands of folders its objects cost more than the
+    # system calls they wrap) ---------------------------------------------------------------------
+    def _walk(self) -> Iterable[Found]:
         self.truncated = False
         stack: list[tuple[str, int]] = [("", 0)]
         visited = 0
@@ -209,25 +254,40 @@ class Index:
             if visited > MAX_FOLDERS:
                 self.truncated = True
                 break
-            listing = self._listing(rel)
-            if listing is None:
-                continue
+            known = self._listings.get(rel)
+            found = self._found(rel, known.kind) if known is not None and known.kind is not None else None
+            if found is None:  # a folder seen for the first time, or one that is no longer what it was
+                listing = self._listing(rel)
+                if listing is None:
+                    continue
+                found = self._found(rel, listing.kind) if listing.kind is not None else None
             live.add(rel)
-            if listing.kind is not None:
-                yield self._entry(rel, listing.kind)
+            if found is not None:
+                yield found
                 continue
             if depth >= MAX_DEPTH:
                 self.truncated = self.truncated or bool(listing.children)
                 continue
             stack.extend((f"{rel}/{name}" if rel else name, depth + 1) for name in listing.children)
-        for gone in set(self._listings) - live:
-            if not self.truncated:
+        if not self.truncated:
+            for gone in set(self._listings) - live:
                 del self._listings[gone]
 
+    def _found(self, rel: str, kind: Kind) -> Found | None:
+        """The folder as an entry of ``kind``, from its marker files' stamps alone (no listing:
+        a folder llmi made stays what it is while its markers are there); ``None`` when they
+        no longer say so."""
+        base = f"{self._root}/{rel}" if rel else self._root
+        stamps = tuple(stamp(f"{base}/{name}") for name in _marker(kind))
+        present = [st for st in stamps if st is not None]
+        if not present or (kind == "eval" and len(present) < len(stamps)):
+            return None
+        return Found(kind, rel, max(st[0] for st in present) / 1e9, stamps)
+
     def _listing(self, rel: str) -> _Listing | None:
-        path = self.root / rel if rel else self.root
+        path = f"{self._root}/{rel}" if rel else self._root
         try:
-            mtime = path.stat(follow_symlinks=False).st_mtime_ns
+            mtime = os.stat(path, follow_symlinks=False).st_mtime_ns
         except OSError:
             return None
         cached = self._listings.get(rel)
@@ -248,20 +308,6 @@ class Index:
         self._listings[rel] = listing
         return listing
 
-    def _entry(self, rel: str, kind: Kind) -> Entry:
-        folder = self.root / rel if rel else self.root
-        stamps = tuple(stamp(folder / name) for name in _marker(kind))
-        cached = self._entries.get(rel)
-        if cached is not None and cached[0] == stamps:
-            return cached[1]
-        reader = self._readers.get(kind)
-        try:
-            entry = reader(folder, rel) if reader is not None else _unreadable(kind, folder, rel, "no reader")
-        except (Unreadable, OSError) as exc:
-            entry = _unreadable(kind, folder, rel, str(exc))
-        self._entries[rel] = (stamps, entry)
-        return entry
-
 
 def _walkable(item: os.DirEntry[str]) -> bool:
     name = item.name
@@ -274,12 +320,8 @@ def _walkable(item: os.DirEntry[str]) -> bool:
         return False
 
 
-def _unreadable(kind: Kind, folder: Path, rel: str, problem: str) -> Entry:
-    try:
-        mtime = folder.stat().st_mtime
-    except OSError:
-        mtime = 0.0
-    return Entry(kind, rel, rel or folder.name, "", mtime, problem=problem)
+def _unreadable(found: Found, problem: str) -> Entry:
+    return Entry(found.kind, found.id, found.id or ".", "", found.mtime, problem=problem)
 
 
 def default_readers() -> dict[str, Reader]:
