@@ -106,6 +106,31 @@ class ImageData:
                 return self
             return ImageData.from_pil(flatten_to_rgb(im), "png")
 
+    def to_jpeg(
+        self, *, max_pixels: int | None = None, size: tuple[int, int] | None = None, quality: int = 90
+    ) -> "ImageData":
+        """An RGB JPEG of this picture, resized to ``size`` exactly or shrunk (aspect kept) to at
+        most ``max_pixels``: what judges are shown. Transparency is dropped the way PIL's
+        ``convert("RGB")`` drops it, which is what LLM-I sends its judges.
+
+        >>> small = ImageData.blank(400, 100).to_jpeg(max_pixels=10_000)
+        >>> (small.format, small.width, small.height)
+        ('jpeg', 200, 50)
+        """
+        from PIL import Image
+
+        with self.to_pil() as im:
+            rgb = im.convert("RGB")
+        if size is not None:
+            rgb = rgb.resize(size, Image.Resampling.BICUBIC)
+        elif max_pixels is not None and rgb.width * rgb.height > max_pixels:
+            scale = (max_pixels / (rgb.width * rgb.height)) ** 0.5
+            target = (max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale)))
+            rgb = rgb.resize(target, Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG", quality=quality)
+        return ImageData(data=buf.getvalue(), width=rgb.width, height=rgb.height, format="jpeg")
+
     @property
     def data_url(self) -> str:
         """``data:image/<format>;base64,...``: the inline form chat and image APIs accept.

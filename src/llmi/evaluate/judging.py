@@ -22,8 +22,6 @@ conversation as plain text, each picture left as its marker, so it still knows o
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -116,18 +114,7 @@ def prompt_text(name: str) -> str:
 def image_part(image: "ImageData", *, size: tuple[int, int] | None = None, max_pixels: int | None = None) -> dict[str, Any]:
     """An inline RGB JPEG for ``image``, resized to ``size`` exactly (OpenING shows its judges
     512×512 pictures) or shrunk to at most ``max_pixels``."""
-    from PIL import Image
-
-    with image.to_pil() as im:
-        rgb = im.convert("RGB")
-    if size is not None:
-        rgb = rgb.resize(size, Image.Resampling.BICUBIC)
-    elif max_pixels and rgb.width * rgb.height > max_pixels:
-        scale = (max_pixels / (rgb.width * rgb.height)) ** 0.5
-        rgb = rgb.resize((max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale))), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    rgb.save(buf, format="JPEG", quality=90)
-    return {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")}}
+    return {"type": "image_url", "image_url": {"url": image.to_jpeg(size=size, max_pixels=max_pixels).data_url}}
 
 
 def content(pieces: Sequence[Piece], *, images: bool = True, marker: str = IMAGE_TOKEN,

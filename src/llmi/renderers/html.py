@@ -106,7 +106,7 @@ def _data_uri(image: ImageData) -> str | None:
             image = image.to_png()
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return None  # foreign bytes: the figure says why instead
-    return f"data:image/{image.format};base64,{base64.b64encode(image.data).decode('ascii')}"
+    return image.data_url
 
 
 def _badges(doc: Document, seg: ImageSegment) -> str:

@@ -27,9 +27,6 @@ True
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
-import math
 import random
 import threading
 from collections import OrderedDict
@@ -212,27 +209,13 @@ class MLLMJudge(_Judge):
         with self._encoded_lock:
             url = self._encoded.get(key)
         if url is None:
-            jpeg = _jpeg(image, self.style.max_pixels if self.style.resize else None)
-            url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+            url = image.to_jpeg(max_pixels=self.style.max_pixels if self.style.resize else None).data_url
             with self._encoded_lock:
                 self._encoded[key] = url
                 while len(self._encoded) > 256:  # a GRPO group's images, several times over
                     self._encoded.popitem(last=False)
         return url
 
-
-def _jpeg(image: "ImageData", max_pixels: int | None) -> bytes:
-    """RGB JPEG bytes, shrunk to at most ``max_pixels`` when given."""
-    from PIL import Image
-
-    pil = image.to_pil().convert("RGB")
-    if max_pixels is not None and pil.width * pil.height > max_pixels:
-        scale = math.sqrt(max_pixels / (pil.width * pil.height))
-        size = (max(1, int(pil.width * scale)), max(1, int(pil.height * scale)))
-        pil = pil.resize(size, Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def judges_from_env(
