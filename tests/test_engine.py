@@ -125,6 +125,43 @@ def test_transient_errors_are_retried_and_permanent_ones_are_not():
     assert not seg.ok and seg.attempts == 1 and broken.calls == 1
 
 
+def test_the_engine_waits_the_retry_after_a_backend_asked_for(monkeypatch):
+    import llmi.calls
+
+    class Busy(LatencyTool):
+        """Answers 429 with a Retry-After on the first call, then an image."""
+
+        wait: float = 7.0
+
+        async def run(self, call):
+            if self.calls == 0:
+                self.calls += 1
+                busy = BackendError("429: slow down", transient=True)
+                busy.retry_after = self.wait
+                raise busy
+            return await super().run(call)
+
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(delay, *args, **kwargs):
+        waits.append(delay)
+        return await real_sleep(0)
+
+    monkeypatch.setattr(llmi.calls.asyncio, "sleep", recorded)
+    limits = {"search": ToolLimits(retries=2, backoff=0.01)}
+    with Engine({"search": Busy("search", latency=0)}, limits=limits) as engine:
+        seg = engine.run(tag("search", "q")).image_segments[0]
+    assert seg.ok and seg.attempts == 2 and 7.0 in waits  # not the 0.01 s backoff
+    # a wait that cannot end before the document's deadline is not started
+    waits.clear()
+    slow = Busy("search", latency=0)
+    slow.wait = 3600.0
+    with Engine({"search": slow}, limits=limits, deadline=5) as engine:
+        seg = engine.run(tag("search", "q")).image_segments[0]
+    assert not seg.ok and seg.attempts == 1 and not any(w >= 30 for w in waits)
+
+
 def test_per_call_timeout_and_document_deadline():
     slow = LatencyTool("search", latency=5)
     with Engine({"search": slow}, limits={"search": ToolLimits(timeout=0.1, retries=0)}) as engine:

@@ -3,7 +3,7 @@
 ``Caller.call`` goes through the content-addressed cache (``llmi.cache``), joins an identical
 call already in flight instead of making it twice, waits for the tool's concurrency limit,
 bounds each attempt by the tool's timeout and the document's deadline, and retries transient
-errors with jittered exponential backoff. ``Caller.tries`` adds what a search needs: when the
+errors with jittered exponential backoff (or the ``Retry-After`` a service asked for). ``Caller.tries`` adds what a search needs: when the
 query finds nothing, the other queries of ``llmi.queries`` are tried in turn, each recorded.
 
 Every outcome is a value (``Outcome``): a backend's failure, or a bug in it, is recorded, never
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
 import weakref
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from typing import Any, Callable, Mapping
 from .cache import MemoryCache, cache_key
 from .document import Fallback
 from .errors import NotFound, ToolError, ToolTimeout
+from .http import Retry
 from .image import ImageData
 from .queries import alternatives
 from .sources import ToolLimits
@@ -194,7 +194,7 @@ class Caller:
                     break
             if not outcome.error.transient or attempt == limits.retries:
                 break
-            delay = limits.backoff * (2**attempt) * (0.5 + random.random())
+            delay = Retry(backoff=limits.backoff).delay(attempt, outcome.error)  # Retry-After honoured
             remaining = deadline.remaining()
             if remaining is not None and delay >= remaining:
                 break

@@ -249,6 +249,9 @@ class ImageServerClient:
         except LlmiError as exc:
             if _server_failed(exc):
                 self._mark_down(url, exc.retry_after)
+                now = time.monotonic()
+                if any(self._is_up(u, now) for u in self.urls if u != url):
+                    exc.retry_after = None  # that wait is this server's: the retry goes elsewhere now
             raise
         finally:
             await self._release(state, url)
