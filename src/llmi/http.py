@@ -63,6 +63,7 @@ from .errors import BackendError, ContentRefused, LlmiError, ToolTimeout
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
+    "Pools",
     "Response",
     "Retry",
     "Service",
@@ -412,6 +413,55 @@ def ssl_context() -> ssl.SSLContext:
         if _ssl is None:
             _ssl = httpx.create_ssl_context(trust_env=True)
         return _ssl
+
+
+class Pools:
+    """Up to ``connections`` keep-alive connections, spread over small httpx pools.
+
+    httpx's connection pool does work per request that grows with the pool's size, so one pool
+    of 64+ connections is several times slower than several small ones (1,024 requests at 128
+    at once: 49 s through one pool, 7 s through 32 pools of 4). A caller that keeps connections
+    (a judge, the image-server client) makes one ``Pools`` per event loop and borrows the least
+    busy pool for each request:
+
+    >>> async def main():
+    ...     pools = Pools(16)
+    ...     async with pools.client() as client:
+    ...         busy = pools.busy[:]
+    ...     await pools.aclose()
+    ...     return len(pools.clients), busy
+    >>> asyncio.run(main())
+    (4, [1, 0, 0, 0])
+    """
+
+    POOL_SIZE = 4
+
+    def __init__(self, connections: int, *, timeout: float | None = None, connect_timeout: float = 10.0) -> None:
+        count = max(1, -(-connections // self.POOL_SIZE))
+        size = -(-max(1, connections) // count) + 1  # +1: a health check or a model listing beside
+        self.clients = [
+            httpx.AsyncClient(
+                trust_env=False, follow_redirects=False, verify=ssl_context(),
+                timeout=_limits(timeout, connect_timeout),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            for _ in range(count)
+        ]
+        self.busy = [0] * count  # requests in flight per pool
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The pool with the fewest requests in flight, for one request."""
+        i = min(range(len(self.clients)), key=self.busy.__getitem__)
+        self.busy[i] += 1
+        try:
+            yield self.clients[i]
+        finally:
+            self.busy[i] -= 1
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
 
 
 def _limits(wait: float | None, connect_timeout: float) -> httpx.Timeout:

@@ -31,8 +31,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-import httpx
-
 from .. import http
 from ..errors import ConfigError, JudgeError
 from ..http import Retry
@@ -77,23 +75,10 @@ class JudgeReply:
     finish_reason: str | None = None
 
 
-# httpx's connection pool does work per request that grows with the pool's size, which makes one
-# pool of 64+ connections several times slower than several small ones: connections are spread
-# over pools of at most this many (1,024 requests at 128 at once: 49 s in one pool, 7 s in 32 of 4)
-_POOL_SIZE = 4
-
-
 @dataclass
 class _LoopState:
-    clients: list[httpx.AsyncClient]
+    pools: http.Pools
     model_lock: asyncio.Lock
-    busy: list[int] = field(default_factory=list)  # requests in flight per pool
-
-    def pick(self) -> int:
-        """The pool with the fewest requests in flight (it has a free connection)."""
-        i = min(range(len(self.clients)), key=self.busy.__getitem__)
-        self.busy[i] += 1
-        return i
 
 
 class JudgeClient:
@@ -234,14 +219,11 @@ class JudgeClient:
                     raise refused from None
 
     async def _send(self, state: _LoopState, method: str, path: str, body: Any = None) -> http.Response:
-        pool = state.pick()
-        try:
+        async with state.pools.client() as client:
             return await http.request(
                 self._service, method, f"{self.base_url}/{path}", json=body, api_key=self.api_key,
-                headers=self._headers, timeout=self.limits.timeout, max_bytes=_MAX_BODY, client=state.clients[pool],
+                headers=self._headers, timeout=self.limits.timeout, max_bytes=_MAX_BODY, client=client,
             )
-        finally:
-            state.busy[pool] -= 1
 
     # -- request shape --------------------------------------------------------------------
     def _body(
@@ -329,17 +311,8 @@ class JudgeClient:
         with self._lock:
             state = self._loops.get(loop)
             if state is None:
-                pools = -(-self.limits.concurrency // _POOL_SIZE)
-                size = -(-self.limits.concurrency // pools) + 1  # +1: the model listing may run beside
-                clients = [
-                    httpx.AsyncClient(
-                        trust_env=False, follow_redirects=False, verify=http.ssl_context(),
-                        timeout=httpx.Timeout(self.limits.timeout, connect=min(10.0, self.limits.timeout)),
-                        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                    )
-                    for _ in range(pools)
-                ]
-                state = self._loops[loop] = _LoopState(clients, asyncio.Lock(), [0] * pools)
+                pools = http.Pools(self.limits.concurrency, timeout=self.limits.timeout)
+                state = self._loops[loop] = _LoopState(pools, asyncio.Lock())
             return state
 
     async def aclose(self) -> None:
@@ -348,8 +321,7 @@ class JudgeClient:
         with self._lock:
             state = self._loops.pop(loop, None)
         if state is not None:
-            for client in state.clients:
-                await client.aclose()
+            await state.pools.aclose()
 
 
 def _refused(exc: JudgeError) -> bool:

@@ -31,8 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from .. import http
 from ..errors import BackendError, ConfigError, LlmiError, ToolTimeout
 from ..image import ImageData
@@ -88,7 +86,7 @@ class _Health:
 
 @dataclass
 class _LoopState:
-    http: Any  # httpx.AsyncClient bound to this loop
+    pools: http.Pools  # this loop's connections
     cond: asyncio.Condition
     in_flight: dict[str, int]
     rr: int = 0
@@ -147,9 +145,8 @@ class ImageServerClient:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            limits = httpx.Limits(max_connections=len(self.urls) * self.max_concurrency_per_server + 8)
             state = _LoopState(
-                http=httpx.AsyncClient(limits=limits, trust_env=False, verify=http.ssl_context()),
+                pools=http.Pools(len(self.urls) * self.max_concurrency_per_server + 8),
                 cond=asyncio.Condition(),
                 in_flight={url: 0 for url in self.urls},
             )
@@ -161,7 +158,7 @@ class ImageServerClient:
         loop = asyncio.get_running_loop()
         state = self._loops.pop(loop, None)
         if state is not None:
-            await state.http.aclose()
+            await state.pools.aclose()
 
     async def __aenter__(self) -> ImageServerClient:
         return self
@@ -241,11 +238,12 @@ class ImageServerClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ToolTimeout(f"image server call ran out of time ({budget:.0f} s)")
-            answer = await http.request(
-                _service(url), "POST", url + path, json=payload, timeout=remaining,
-                connect_timeout=min(self.connect_timeout, remaining),
-                max_bytes=self.max_response_bytes, client=state.http,
-            )
+            async with state.pools.client() as client:
+                answer = await http.request(
+                    _service(url), "POST", url + path, json=payload, timeout=remaining,
+                    connect_timeout=min(self.connect_timeout, remaining),
+                    max_bytes=self.max_response_bytes, client=client,
+                )
         except LlmiError as exc:
             if _server_failed(exc):
                 self._mark_down(url, exc.retry_after)
@@ -334,12 +332,14 @@ class ImageServerClient:
 
         async def probe(url: str) -> ServerStatus:
             try:
-                await http.request(_service(url), "GET", url + "/health", timeout=timeout, client=state.http)
+                async with state.pools.client() as client:
+                    await http.request(_service(url), "GET", url + "/health", timeout=timeout, client=client)
             except LlmiError as exc:
                 self._mark_down(url)
                 return ServerStatus(url, exc.status is not None and exc.status < 500, False, str(exc))
             try:
-                await http.request(_service(url), "GET", url + "/ready", timeout=timeout, client=state.http)
+                async with state.pools.client() as client:
+                    await http.request(_service(url), "GET", url + "/ready", timeout=timeout, client=client)
             except LlmiError as exc:
                 self._mark_down(url, exc.retry_after)
                 return ServerStatus(url, True, False, str(exc))
@@ -354,7 +354,8 @@ class ImageServerClient:
 
         async def one(url: str) -> dict[str, Any]:
             try:
-                answer = await http.request(_service(url), "GET", url + "/info", timeout=timeout, client=state.http)
+                async with state.pools.client() as client:
+                    answer = await http.request(_service(url), "GET", url + "/info", timeout=timeout, client=client)
                 return {"url": url, **answer.json()}
             except LlmiError as exc:
                 return {"url": url, "error": str(exc)}
