@@ -61,6 +61,7 @@ import httpx
 from ._addresses import is_public_address, not_public_because
 from ._content_encoding import ContentDecoder
 from .errors import FetchError
+from .http import ssl_context
 from .image import ImageData
 
 __all__ = ["LOOPBACK", "FetchPolicy", "Resolver", "SafeFetcher", "is_public_address", "not_public_because"]
@@ -177,7 +178,7 @@ class SafeFetcher:
     ) -> None:
         self.policy = policy or FetchPolicy()
         self._resolver: Resolver = resolver or _system_resolver
-        self._ssl: ssl.SSLContext | None = ssl_context
+        self._ssl = ssl_context  # None: llmi.http's shared context
 
     # -- public -------------------------------------------------------------------------------
 
@@ -437,9 +438,7 @@ class SafeFetcher:
             raise _Refused(f"bytes are not a readable image{hint}: {detail}") from None
 
     def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()
-        return self._ssl
+        return self._ssl or ssl_context()
 
 
 def _short(url: str, limit: int = 120) -> str:
