@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from view_fixtures import (
-    dangerous, hostile_document, save, simple_document, standard_items, viewer, write_run,  # noqa: F401
+    dangerous, hostile_document, save, scaling_record, simple_document, standard_items, viewer, write_run,  # noqa: F401
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,3 +153,21 @@ def test_llmi_view_says_what_is_wrong(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "llmi", "view", str(tmp_path / "missing")], capture_output=True,
                           text=True, env=env, timeout=60)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
+
+
+def test_a_scaling_record_shows_its_candidates_side_by_side_and_every_stage(tmp_path: Path, viewer) -> None:
+    save(simple_document("Owls at night", meta={"scaling": scaling_record()}), tmp_path / "scaled")
+    save(simple_document("Plain"), tmp_path / "plain")
+    v = viewer(tmp_path)
+    listed = v.get("/", params={"kind": "scaling"}).text
+    assert "Owls at night" in listed and "Plain" not in listed and "candidates: 3" in listed
+    page = v.get("/doc/scaled").text
+    assert dangerous(page) == []
+    assert page.count('<article class="candidate') == 3 and 'class="candidate valid chosen"' in page
+    assert "chosen by <strong>tournament</strong>" in page and "0 vs 2" in page and "a, none" in page
+    assert "the judge contradicted itself" in page and "search query" in page and "a barn owl in flight" in page
+    assert "not kept: the tag as the model wrote it stays" in page  # the failed chart repair
+    assert '<div class="hl">' in page and "&lt;script&gt;window.PWNED=2&lt;/script&gt;" in page
+    assert "Polish: reverted" in page and "reward, before polish" in page and "4.00 s" in page
+    assert "the writer is unreachable" in page and "tag 0 cannot be read" in page
+    assert "scaling" not in re.findall(r"<dt>([^<]+)</dt>", page)  # not repeated as a metadata row

@@ -206,3 +206,45 @@ def viewer() -> Iterator[Any]:
     yield start
     for v in started:
         v.close()
+
+
+def scaling_record() -> dict[str, Any]:
+    """A ``meta["scaling"]`` record as ``llmi generate --scale 3`` writes it (docs/scaling.md), with
+    model-written text that tries to run scripts."""
+    cost = {"seconds": 1.25, "writer_calls": 1, "writer_tokens": 120, "prompt_tokens": 900, "tool_calls": 2,
+            "judge_calls": 0}
+    candidates = [
+        {"index": 0, "seed": 7, "status": "valid", "error": None, "problems": [], "satisfies_image_num": True,
+         "score": 0.62, "scores": {"judgings": [{"score": 0.6, "llm_score": 0.5}, {"score": 0.64, "llm_score": 0.55}]},
+         "cost": cost, "answer": f"Owls hunt at night. {XSS_TEXT}\n<imgen>{{'source': 'search', ...}}</imgen>",
+         "images": [{"tag": 0, "tool": "search", "status": "failed", "description": "an owl", "error_type": "NotFound",
+                     "error": "nothing found"}]},
+        {"index": 1, "seed": 8, "status": "dropped", "error": None, "problems": [f"tag 0 cannot be read: {XSS_TEXT}"],
+         "satisfies_image_num": False, "score": None, "scores": {}, "cost": cost, "answer": "<script>window.PWNED=1</script>",
+         "images": []},
+        {"index": 2, "seed": 9, "status": "failed", "error": "the writer is unreachable", "problems": [],
+         "satisfies_image_num": False, "score": None, "scores": {}, "cost": {"seconds": 0.1}},
+    ]
+    return {
+        "version": "llmi.scaling/1",
+        "config": {"n": 3, "select": "tournament", "seed": 7},
+        "candidates": candidates,
+        "selection": {"chosen": 0, "method": "tournament", "reason": f"won every match {XSS_TEXT}", "pool": [0],
+                      "matches": [{"a": 0, "b": 2, "winner": 0, "verdicts": ["a", None], "decided_by": "rules",
+                                   "reason": "the judge contradicted itself"}], "ranking": [0, 2, 1]},
+        "enhancements": [
+            {"tag": 0, "kind": "search_query", "attempt": 1, "before": "owl", "after": "a barn owl in flight",
+             "outcome": "fixed", "kept": True, "error_before": "nothing found", "error_after": None},
+            {"tag": 1, "kind": "code_repair", "attempt": 1, "before": "plt.plot(x)",
+             "after": "x = [1, 2]\nplt.plot(x)\nplt.title('<script>window.PWNED=2</script>')", "outcome": "failed",
+             "kept": False, "error_before": "NameError: name 'x' is not defined", "error_after": XSS_TEXT},
+        ],
+        "polish": {"status": "reverted", "segments": [{"segment": 0, "before": "Owls hunt.", "after": f"Owls, {XSS_TEXT}",
+                                                      "status": "revised"}]},
+        "stages": [{"name": "sample", "summary": "3 candidates, 1 failed", "cost": cost},
+                   {"name": "select", "summary": "a tournament of 1 match", "cost": {"seconds": 0.5, "judge_calls": 2}}],
+        "cost": {**cost, "seconds": 4.0, "judge_calls": 2},
+        "scores": {"selected": 0.62, "before_polish": 0.64, "polished": 0.6, "final": 0.64},
+        "answers": {"selected": "Owls hunt at night.", "enhanced": "Owls hunt at night!", "final": "Owls hunt at night!"},
+        "notes": [f"the polish was reverted: it scored lower {XSS_TEXT}"],
+    }

@@ -30,6 +30,7 @@ from . import pages, urls
 from .documents import DocumentStore, document_page, image_file, scores_of
 from .evals import PAGE_SIZE, CompareQuery, Comparison, ItemQuery, RunStore, compare_runs, filter_pairs, filter_rows, paginate
 from .index import MAX_DEPTH, MAX_FOLDERS, Entry, Index, NotThere, Unreadable
+from .scaling import scaling_view
 
 try:  # this module is the web application: it cannot be imported without its framework
     from fastapi import FastAPI, Query, Request
@@ -157,7 +158,9 @@ def create_app(root: str | Path, *, allowed_hosts: Iterable[str] | None = LOOPBA
     @app.get("/doc/{rel:path}", response_class=HTMLResponse)
     def document(rel: str) -> HTMLResponse:
         loaded = documents.get(_rel(rel))
-        return page("document.html", page=document_page(loaded), scaling=None)
+        record = loaded.doc.meta.get("scaling")
+        return page("document.html", page=document_page(loaded),
+                    scaling=scaling_view(record) if isinstance(record, Mapping) else None)
 
     @app.get("/img/{rel:path}")
     def picture(rel: str, tag: Annotated[int | None, Query(ge=0)] = None,

@@ -317,7 +317,7 @@ def _figure(loaded: Loaded, position: int, seg: ImageSegment, entry: Mapping[str
 def _meta_rows(meta: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], ...], dict[str, Any]]:
     rows, extra = [], {}
     for key, value in meta.items():
-        if key in ("title", "prompt"):
+        if key in ("title", "prompt", "scaling"):  # shown as the page's title, prompt, scaling section
             continue
         if isinstance(value, (str, int, float, bool)) or value is None:
             rows.append((str(key), c.one_line(str(value), 300)))
