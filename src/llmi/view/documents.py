@@ -129,7 +129,7 @@ def read_document_entry(folder: Path, rel: str) -> Entry:
     images = [s for s in segments if s.get("type") != "text"]
     ok = sum(1 for s in images if s.get("status") == "ok")
     facts = [("images", f"{len(images)}: {ok} made, {len(images) - ok} failed" if images else "none")]
-    used = {s.get("tool") for s in images}
+    used = {s.get("tool") for s in images if isinstance(s.get("tool"), str)}
     tools = ", ".join(t for t in STATS_ORDER if t in used)
     if tools:
         facts.append(("tools", tools))
@@ -137,8 +137,8 @@ def read_document_entry(folder: Path, rel: str) -> Entry:
     if isinstance(writer, str) and writer:
         facts.append(("writer", c.one_line(writer, 60)))
     scaling = meta.get("scaling")
-    if isinstance(scaling, Mapping):
-        facts.append(("candidates", str(len(scaling.get("candidates") or ()))))
+    if isinstance(scaling, Mapping) and isinstance(scaling.get("candidates"), list):
+        facts.append(("candidates", str(len(scaling["candidates"]))))
     return Entry("scaling" if isinstance(scaling, Mapping) else "document", rel, c.title_of(head),
                  c.prompt_of(head) or "", os.stat(folder / DOCUMENT_FILE).st_mtime, tuple(facts))
 
@@ -291,10 +291,10 @@ def _credit(seg: ImageSegment) -> CreditView | None:
 
 
 def _params(seg: ImageSegment) -> tuple[Param, ...]:
-    if seg.request is None:
+    if seg.request is None or not isinstance(seg.request.params, Mapping):
         return ()
     out = []
-    for name, value in dict(seg.request.params).items():
+    for name, value in seg.request.params.items():
         text = value if isinstance(value, str) else repr(value)
         out.append(Param(str(name), text, pages.highlight(text) if name == "code" else None))
     return tuple(out)
@@ -328,7 +328,18 @@ def _meta_rows(meta: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], ...], di
 
 def document_page(loaded: Loaded, scores: Sequence[Score] = (), prefix: str = "") -> DocumentPage:
     """Everything the document template shows, with the prose rendered and sanitised;
-    ``prefix`` starts every address in it (for pages that show several documents)."""
+    ``prefix`` starts every address in it (for pages that show several documents).
+
+    ``Unreadable`` when a field holds a value of a type the format does not allow (the file
+    was written by something else than llmi, or changed by hand).
+    """
+    try:
+        return _page(loaded, scores, prefix)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise Unreadable(f"{DOCUMENT_FILE} holds a value of the wrong type ({type(exc).__name__}: {exc})") from None
+
+
+def _page(loaded: Loaded, scores: Sequence[Score], prefix: str) -> DocumentPage:
     doc = loaded.doc
     entries = loaded.image_entries
     segments = doc.image_segments

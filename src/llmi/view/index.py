@@ -83,6 +83,8 @@ def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Unreadable(f"{path.name} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Unreadable(f"{path.name} nests its values too deeply to read") from None
 
 
 def resolve_inside(root: Path, rel: str) -> Path | None:
@@ -208,6 +210,8 @@ class Index:
             entry = reader(folder, found.id) if reader is not None else _unreadable(found, "no reader")
         except (Unreadable, OSError) as exc:
             entry = _unreadable(found, str(exc))
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a file llmi did not write: listed, not fatal
+            entry = _unreadable(found, f"a value of the wrong type ({type(exc).__name__}: {exc})")
         with self._lock:
             self._entries[found.id] = (found.stamps, entry)
         return entry
