@@ -21,9 +21,6 @@ from . import pages
 
 __all__ = ["CandidateView", "ChangeView", "ScalingView", "scaling_view"]
 
-COST_FIELDS = ("seconds", "writer_calls", "writer_tokens", "prompt_tokens", "tool_calls", "judge_calls")
-
-
 def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -100,12 +97,26 @@ class ScalingView:
     config: Mapping[str, Any]
 
 
+def _numbers(values: Mapping[str, Any]) -> list[str]:
+    return [f"{k} {pages.number(v)}" for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 def _judgings(scores: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """One line per judging: the reward and its parts, each judge's criterion scores
+    (``llm_judge: {...}``), and the status and error when it did not go through.
+
+    >>> _judgings({"judgings": [{"score": 0.5, "status": "ok", "llm_judge": {"fluency": 4}},
+    ...                         {"score": None, "status": "judge_error", "error": "timed out"}]})
+    (('judging 1', 'score 0.500; llm_judge: fluency 4'), ('judging 2', 'judge_error: timed out'))
+    """
     out = []
     for i, judging in enumerate(_rows(scores.get("judgings"))):
-        parts = [f"{k} {pages.number(v)}" for k, v in judging.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        out.append((f"judging {i + 1}", ", ".join(parts)))
+        parts = [", ".join(_numbers(judging))] if _numbers(judging) else []
+        parts += [f"{k}: {', '.join(_numbers(v))}" for k, v in judging.items() if isinstance(v, Mapping) and _numbers(v)]
+        status = _text(judging.get("status"))
+        if status and status != "ok":
+            parts.append(status + (f": {_text(judging.get('error'))}" if judging.get("error") else ""))
+        out.append((f"judging {i + 1}", "; ".join(parts) or "—"))
     return tuple(out)
 
 
