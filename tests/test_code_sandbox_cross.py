@@ -20,6 +20,7 @@ from hostile.cross_cases import CROSS_CASES, MARK, CrossCase
 
 from llmi.engine import Engine, ToolLimits
 from llmi.tags import ImageRequest, serialise
+from llmi.tools.sandbox.inside.worker import _live_processes
 from llmi.tools.sandbox.tool import CodeSandboxTool, Limits
 
 
@@ -79,18 +80,7 @@ def test_every_job_has_a_uid_of_its_own(engine):
 
 
 def _processes_of(uid: int) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status") as fh:
-                fields = dict(line.split(":", 1) for line in fh if ":" in line)
-        except OSError:
-            continue
-        if int(fields["Uid"].split()[0]) == uid and fields["State"].split()[0] not in ("Z", "X"):
-            found.append(int(name))
-    return found
+    return [pid for pid, owner in _live_processes() if owner == uid]
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from llmi.tools.base import ToolCall
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _call(code: str, timeout: float = 30.0) -> ToolCall:
+def _call(code: str, timeout: float = 120.0) -> ToolCall:
     return ToolCall(ImageRequest("code", "hostile", {"code": code}), timeout=timeout)
 
 
@@ -60,7 +60,13 @@ def test_corpus_is_big_enough():
 
 
 @pytest.mark.parametrize("case", _params(CASES))
-def test_hostile_code_is_contained(case: Case, sandbox_tool, listener, outside):  # noqa: F811
+def test_hostile_code_is_contained(
+    case: Case,
+    sandbox_tool,  # noqa: F811
+    listener,  # noqa: F811
+    outside,
+    monkeypatch,
+):
     if case.host_risk and sandbox_tool.sandbox_level == "rlimits" and os.geteuid() != 0:
         pytest.skip("needs a PID namespace or a dedicated uid, which this host lacks")
     if case.machine and platform.machine() != case.machine:
@@ -72,6 +78,10 @@ def test_hostile_code_is_contained(case: Case, sandbox_tool, listener, outside):
         .replace("@REPO@", str(REPO))
         .replace("@FORGE@", FORGE)
     )
+    # Only the cases meant to run into the time limit meet it: on a loaded host the others
+    # (a memory creep touching 512 MB page by page) may need far longer than usual to fail
+    # the way they should.
+    monkeypatch.setattr(sandbox_tool, "timeout", sandbox_tool.timeout if case.slow else 90.0)
     hits_before = len(listener.hits)
     unhealthy = sandbox_tool.stats["unhealthy"]
     out, error = _render(sandbox_tool, code)

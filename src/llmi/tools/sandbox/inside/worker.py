@@ -36,6 +36,7 @@ import frames  # noqa: E402 - the sibling frames.py
 _KINDS = frozenset({"syntax", "exit", "exception", "memory", "empty", "too_large"})
 _MAX_MESSAGE = 2000
 _READY_TIMEOUT = 30.0  # a job process's clean start takes milliseconds; this is a hang
+_CLEAR_TIMEOUT = 15.0  # killed processes take milliseconds to go, seconds on a loaded host
 
 
 class Spare:
@@ -282,8 +283,15 @@ class Supervisor:
             return
         self._kill(spare)
         if spare.uid is not None:
-            _as_uid(spare.uid, _kill_all_mine)
-        elif self.pidns and not _kill_all_but(self.zygote):
+            _as_uid(spare.uid, _kill_all_mine)  # one sweep no process of the uid can fork past
+            left_over = _of_uid(spare.uid)
+        elif self.pidns:
+            left_over = _all_but({1, os.getpid(), self.zygote})
+        else:
+            left_over = None  # no uid of its own, no namespace: nothing tells its processes apart
+        # A killed process still holds its sockets and memory until it has finished exiting,
+        # which on a loaded host can take a while: the next job starts only once all are gone.
+        if left_over is not None and not _killed_and_gone(left_over):
             self.problem = "processes of the last job could not be killed"
         if self.pid1:
             _reap_orphans()
@@ -387,15 +395,24 @@ def _kill_all_mine() -> None:
         pass
 
 
-def _kill_all_but(zygote: int, deadline_s: float = 2.0) -> bool:
-    """Without a uid of the job's own: kill every process in our PID namespace but ours."""
-    ours = {1, os.getpid(), zygote}
+def _of_uid(uid: int):
+    return lambda pid, owner: owner == uid
+
+
+def _all_but(ours: set[int]):
+    return lambda pid, owner: pid not in ours
+
+
+def _killed_and_gone(match, deadline_s: float = _CLEAR_TIMEOUT) -> bool:
+    """Kill every live process ``match(pid, uid)`` picks until none is left (zombies hold
+    nothing: their files and memory are freed before they become zombies)."""
     deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        left = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in ours]
-        alive = [p for p in left if _state(p) not in ("Z", "X", "")]
+    while True:
+        alive = [pid for pid, owner in _live_processes() if match(pid, owner)]
         if not alive:
             return True
+        if time.monotonic() > deadline:
+            return False
         for pid in alive:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -403,15 +420,23 @@ def _kill_all_but(zygote: int, deadline_s: float = 2.0) -> bool:
                 pass
         _reap_orphans()
         time.sleep(0.002)
-    return False
 
 
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
+def _live_processes() -> list[tuple[int, int]]:
+    """(pid, real uid) of every process in /proc that is neither a zombie nor gone."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            state, uid = fields["State"].split()[0], int(fields["Uid"].split()[0])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # it exited while we looked
+        if state not in ("Z", "X"):
+            found.append((int(name), uid))
+    return found
 
 
 def _remove_tree(path: str) -> None:
