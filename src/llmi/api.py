@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
     from .fetch import SafeFetcher
     from .profiles import ProfileLike
+    from .scaling import ScaleConfig
+    from .scaling.judges import Judges
 
 __all__ = ["generate", "agenerate", "render", "arender", "load_inputs"]
 
@@ -49,6 +51,9 @@ async def agenerate(
     on_text: Callable[[str], None] | None = None,
     meta: Mapping[str, Any] | None = None,
     profile: "ProfileLike" = None,
+    scale: "int | ScaleConfig | None" = None,
+    judges: "Judges | None" = None,
+    on_stage: Callable[[str, str], None] | None = None,
 ) -> "Document":
     """Write an answer for ``prompt`` and run its tags; returns the ``Document``.
 
@@ -60,7 +65,18 @@ async def agenerate(
     ``on_text`` receives each piece of text as the writer streams it. Tags start running as
     soon as the writer has finished them, so the tools work while it writes the rest.
     ``profile`` says how the answer is read (the engine's by default; see ``arender``).
+
+    ``scale=N`` (N > 1, or a ``llmi.scaling.ScaleConfig``) runs test-time scaling instead: N
+    candidates, validated, one chosen by ``judges`` (``llmi.scaling.judges.Judges``; default:
+    LLM-I's judge variables), its tool calls improved and its prose polished; ``on_stage``
+    hears each stage's progress and ``doc.meta["scaling"]`` records it all (docs/scaling.md).
     """
+    if scale is not None and scale != 1:
+        from .scaling import ScaleConfig, ascale
+
+        config = scale if isinstance(scale, ScaleConfig) else ScaleConfig(n=scale)
+        return await ascale(prompt, images=images, writer=writer, engine=engine, judges=judges, sampling=sampling,
+                            config=config, system_prompt=system_prompt, meta=meta, on_stage=on_stage)
     from .engine import Engine
     from .llm import writer_from_env
     from .prompts import system_prompt as default_system_prompt

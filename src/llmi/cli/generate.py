@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ._scaling import scale_options
 from .render import default_out_dir, parse_formats
 
 
@@ -56,11 +57,12 @@ def _fail(message: str) -> None:
 @click.option("--allow-repeats", is_flag=True,
               help="Let one picture appear twice (by default a repeated search takes the next distinct match).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the output paths.")
+@scale_options
 def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ...], model: str | None,
              base_url: str | None, api_key: str | None, model_name: str | None, temperature: float,
              top_p: float, max_tokens: int, seed: int | None, system_prompt: Path | None, no_grammar: bool, n_ctx: int, threads: int | None,
              timeout: float, retries: int, out_dir: Path | None, formats: tuple[str, ...], deadline: float,
-             allow_repeats: bool, quiet: bool) -> None:
+             allow_repeats: bool, quiet: bool, **scaling) -> None:
     """Write an illustrated document for PROMPT.
 
     The writer model answers with prose and <imgen> tags; the tools make the pictures and the
@@ -72,6 +74,7 @@ def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ..
       llmi generate "Explain the water cycle"
       llmi generate "Describe this photo" --image photo.jpg --base-url http://127.0.0.1:8000/v1
       llmi generate --prompt-file question.txt --model ./my-model.gguf --seed 1 --out out/q1
+      llmi generate "Compare owls and hawks" --scale 4 --judge-base-url http://127.0.0.1:8001/v1
     """
     from rich.console import Console
 
@@ -84,7 +87,7 @@ def generate(prompt: str | None, prompt_file: Path | None, images: tuple[str, ..
                      api_key=api_key or os.environ.get("LLMI_API_KEY") or os.environ.get("OPENAI_API_KEY"),
                      model_name=model_name, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                      seed=seed, system_prompt=system_prompt, grammar=not no_grammar, n_ctx=n_ctx, threads=threads, timeout=timeout, retries=retries,
-                     out_dir=out_dir, formats=formats, deadline=deadline, distinct=not allow_repeats)
+                     out_dir=out_dir, formats=formats, deadline=deadline, distinct=not allow_repeats, scaling=scaling)
     except LlmiError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -111,7 +114,7 @@ def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
 
 def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, temperature, top_p,
          max_tokens, seed, system_prompt, grammar, n_ctx, threads, timeout, retries, out_dir, formats, deadline,
-         distinct):
+         distinct, scaling):
     import asyncio
 
     from ..api import agenerate
@@ -119,6 +122,7 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
     from ..llm import Sampling, make_writer
     from ..prompts import system_prompt as load_system_prompt
     from ._progress import print_summary
+    from ._scaling import print_scaling, scale_config, scale_judges
 
     # 1. settings: every mistake here is reported before a model loads
     sampling = Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
@@ -126,14 +130,21 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
     writer = make_writer(base_url=base_url, model=model, model_name=model_name, api_key=api_key,
                          sampling=sampling, timeout=timeout, retries=retries, grammar=grammar, n_ctx=n_ctx, n_threads=threads)
     out_dir = out_dir or default_out_dir(prompt.strip()[:40])
+    config = scale_config(scaling)
 
     # 2. write, streaming to the terminal; each tag starts when written, its progress below the text
     console.print(f"[dim]writer: {writer.name}[/]")
     view = _StreamView(console)
 
     async def main():
-        engine = Engine.from_env(on_event=view.progress, deadline=deadline, **({} if distinct else {"distinct": False}))
+        engine = Engine.from_env(on_event=None if config else view.progress, deadline=deadline,
+                                 **({} if distinct else {"distinct": False}))
         try:
+            if config is not None:  # N candidates at once: stage lines instead of streamed text
+                return await agenerate(prompt, images=images, writer=writer, engine=engine, system_prompt=system,
+                                       sampling=sampling, scale=config, judges=scale_judges(scaling),
+                                       on_stage=lambda stage, message: console.print(f"[dim]{stage}:[/] {message}",
+                                                                                     highlight=False))
             with view:
                 return await agenerate(
                     prompt, images=images, writer=writer, engine=engine, system_prompt=system,
@@ -146,6 +157,8 @@ def _run(console, prompt: str, *, images, model, base_url, api_key, model_name, 
 
     doc = asyncio.run(main())
     paths = doc.save(out_dir, formats)
+    if "scaling" in doc.meta:
+        print_scaling(console, doc.meta["scaling"])
     print_summary(console, doc, paths)
     return paths
 
