@@ -9,7 +9,10 @@ Two parts, in one run:
    llama.cpp's OpenAI-compatible server (the LLM judge of ``llmi.rewards``, seed 0). Both
    documents are then scored by a **held-out** judging: the same reward (image count + LLM judge,
    LLM-I's weights, no MLLM judge offline) with three other judge seeds, averaged, so the
-   selection cannot simply have picked the judge's lucky draw. Reported: mean held-out reward,
+   selection cannot simply have picked the judge's lucky draw; with failed tags penalised as the
+   selection's reward does (offline no MLLM judge sees a failed picture), and with LLM-I's
+   options. The chosen candidate before enhancement and polish is scored too, so each stage's
+   share of the gain shows. Reported: mean held-out reward,
    mean selection reward, share of tags that made an image, wins/ties/losses, and each stage's
    cost (wall time, writer tokens, tool calls, judge calls) as a multiple of one sample.
 2. **Concurrency**: the same pipeline against a writer endpoint that serves requests in
@@ -103,6 +106,12 @@ def made_share(doc) -> float:
     return sum(s.ok for s in segs) / len(segs) if segs else 1.0
 
 
+def penalised(value: float | None, doc) -> float | None:
+    """The reward with llmi's ``failed_tools="penalise"``: 0.2 x the share of tags that made no
+    image (what the selection optimises; offline no MLLM judge sees a failed picture)."""
+    return None if value is None else value - 0.2 * (1.0 - made_share(doc))
+
+
 async def quality(args: argparse.Namespace) -> dict:
     from llmi.llm.local import LocalWriter
 
@@ -143,13 +152,15 @@ async def quality(args: argparse.Namespace) -> dict:
                 "selection_single": next((c["score"] for c in record["candidates"] if c["index"] == 0), None),
                 "selection_final": record["scores"].get("final"),
                 "made_single": made_share(one), "made_scaled": made_share(best),
-                "held_out_single": await held_out(one, prompt, judges, base_engine),
-                "held_out_selected": await held_out(selected, prompt, judges, base_engine),
-                "held_out_scaled": await held_out(best, prompt, judges, base_engine),
+                "made_selected": made_share(selected),
             }
+            for name, doc in (("single", one), ("selected", selected), ("scaled", best)):
+                row[f"held_out_{name}"] = value = await held_out(doc, prompt, judges, base_engine)
+                row[f"penalised_{name}"] = penalised(value, doc)
             rows.append(row)
             print(f"item {i + 1}/{len(prompts)}: held-out {row['held_out_single']:.3f} -> selected "
-                  f"{row['held_out_selected']:.3f} -> final {row['held_out_scaled']:.3f}, "
+                  f"{row['held_out_selected']:.3f} -> final {row['held_out_scaled']:.3f} (penalised "
+                  f"{row['penalised_single']:.3f} -> {row['penalised_selected']:.3f} -> {row['penalised_scaled']:.3f}), "
                   f"{single:.1f} s -> {scaled:.1f} s, chose {row['chosen']} ({row['method']}), "
                   f"changes {row['kept_changes']}/{row['changes']}, polish {row['polish']}", flush=True)
         await judges.aclose()
@@ -166,8 +177,8 @@ def summarise(rows: list[dict], n: int) -> dict:
         values = [r[key] for r in rows if r[key] is not None]
         return statistics.mean(values) if values else None
 
-    pairs = [(r["held_out_single"], r["held_out_scaled"]) for r in rows
-             if r["held_out_single"] is not None and r["held_out_scaled"] is not None]
+    pairs = [(r["penalised_single"], r["penalised_scaled"]) for r in rows
+             if r["penalised_single"] is not None and r["penalised_scaled"] is not None]
     single_wall = statistics.mean(r["single_seconds"] for r in rows)
     single_tokens = statistics.mean(r["single_cost"]["writer_tokens"] for r in rows) or 1
     stages = {}
@@ -183,7 +194,9 @@ def summarise(rows: list[dict], n: int) -> dict:
     return {
         "items": len(rows), "n": n,
         "held_out_single": mean("held_out_single"), "held_out_selected": mean("held_out_selected"),
-        "held_out_scaled": mean("held_out_scaled"),
+        "held_out_scaled": mean("held_out_scaled"), "penalised_single": mean("penalised_single"),
+        "penalised_selected": mean("penalised_selected"), "penalised_scaled": mean("penalised_scaled"),
+        "made_selected": mean("made_selected"),
         "selection_single": mean("selection_single"), "selection_final": mean("selection_final"),
         "made_single": mean("made_single"), "made_scaled": mean("made_scaled"),
         "wins": sum(b > a for a, b in pairs), "ties": sum(b == a for a, b in pairs), "losses": sum(b < a for a, b in pairs),
@@ -269,13 +282,16 @@ def main() -> None:
         q = asyncio.run(quality(args))
         result["quality"] = q
         print(f"\nquality over {q['items']} OpenING text-only items, --scale {q['n']} vs one sample (SmolLM2 writer and judge):")
-        print(f"  held-out reward   {q['held_out_single']:.3f} one sample -> {q['held_out_selected']:.3f} selected "
-              f"-> {q['held_out_scaled']:.3f} final (final vs one sample: wins {q['wins']}, ties {q['ties']}, "
-              f"losses {q['losses']})")
+        print(f"  held-out reward, failed tags penalised  {q['penalised_single']:.3f} one sample -> "
+              f"{q['penalised_selected']:.3f} selected -> {q['penalised_scaled']:.3f} final "
+              f"(final vs one sample: wins {q['wins']}, ties {q['ties']}, losses {q['losses']})")
+        print(f"  held-out reward, LLM-I's options        {q['held_out_single']:.3f} one sample -> "
+              f"{q['held_out_selected']:.3f} selected -> {q['held_out_scaled']:.3f} final")
         sel_single, sel_final = q["selection_single"], q["selection_final"]
         if sel_single is not None and sel_final is not None:
             print(f"  selection reward  {sel_single:.3f} -> {sel_final:.3f}")
-        print(f"  tags that made an image {q['made_single']:.1%} -> {q['made_scaled']:.1%}")
+        print(f"  tags that made an image {q['made_single']:.1%} one sample -> {q['made_selected']:.1%} selected "
+              f"-> {q['made_scaled']:.1%} final")
         print(f"  wall time {q['single_seconds']:.1f} s -> {q['scaled_seconds']:.1f} s = {q['wall_x']:.2f}x one sample")
         print("  stage      wall (x one sample)  writer tokens (x)  tool calls  judge calls")
         for name, s in q["stages"].items():

@@ -13,7 +13,7 @@ from eval_fixtures import chat_server  # noqa: F401 - loopback OpenAI-compatible
 
 from llmi.document import Document
 from llmi.engine import Engine
-from llmi.errors import ConfigError, WriterError
+from llmi.errors import ConfigError, SandboxError, WriterError
 from llmi.llm import Sampling
 from llmi.llm.openai_compat import OpenAIWriter
 from llmi.scaling import ScaleConfig, Scaler
@@ -188,9 +188,6 @@ def test_code_with_tag_markup_inside_stays_one_tag(chat_server):
 
     code = "plt.title('</imgen><imgen>')\nplt.plot([1, 2])"
     answer = "Numbers.\n" + tag("code", "chart", code="plt.plot(nope)") + "\n"
-    code_tool = LatencyTool("code", latency=0.0, fail_if="nope")
-    from llmi.errors import SandboxError
-    code_tool.fail_with = None
 
     class Failing(LatencyTool):
         async def run(self, call):

@@ -59,7 +59,6 @@ def test_the_small_model_repairs_a_typo_where_it_manages(llama_server):
     """SmolLM2-135M asked to repair ``plt.plott``: the attempt is recorded either way, and kept
     only if the chart then renders."""
     from llmi.llm.local import LocalWriter
-    from llmi.scaling.record import answer_of  # noqa: F401 - documents the record's answers
 
     answer_text = ("Squares.\n<imgen>{'source': 'code', 'description': 'squares of 1 to 5', "
                    "'params': {'code': 'plt.plott([1, 2, 3, 4, 5], [1, 4, 9, 16, 25])'}}</imgen>\n")

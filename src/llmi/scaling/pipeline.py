@@ -13,8 +13,7 @@ and each stage's cost.
 from __future__ import annotations
 
 import random
-import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .config import ScaleConfig
@@ -77,108 +76,92 @@ class Scaler:
         engine = self.engine = self.engine or Engine.from_env()
         sampling = sampling or getattr(writer, "sampling", None) or Sampling()
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31 - cfg.n)
-        scorers = selection_scorers(engine, self.judges, range(cfg.judge_samples))
-        stages: list[StageReport] = []
-        notes: list[str] = []
-
-        # 1. sample
-        self._say("sample", f"writing {cfg.n} candidate{'s' if cfg.n > 1 else ''} (seeds {seed}..{seed + cfg.n - 1})")
-        started = time.monotonic()
-        candidates = await sample_candidates(
-            prompt, inputs, n=cfg.n, seed=seed, writer=writer, engine=engine, sampling=sampling,
-            system_prompt=self.system_prompt, meta=meta,
-            on_candidate=lambda c: self._say("sample", _candidate_line(c)))
-        spent = sum((replace(c.cost, seconds=0.0) for c in candidates), Cost())
-        written = sum(c.ok for c in candidates)
-        stages.append(StageReport("sample", replace(spent, seconds=time.monotonic() - started),
-                                  f"{written} of {cfg.n} candidates written"))
-
-        # 2. validate
-        if cfg.validate:
+        run = _Run(prompt, inputs, writer, engine, sampling, seed, selection_scorers(engine, self.judges,
+                                                                                 range(cfg.judge_samples)))
+        candidates = await self._sample(run, meta)  # 1.
+        if cfg.validate:  # 2.
             meter = Meter()
             candidates, summary = validate(candidates, cfg.image_num)
-            stages.append(StageReport("validate", meter.cost(), summary))
-            self._say("validate", summary)
-        choices = pool(candidates)
-
-        # 3. select
-        selection, candidates = await self._select(candidates, choices, prompt, scorers, seed, stages)
+            run.stage("validate", meter, summary, self._say)
+        selection, candidates = await self._select(run, candidates, pool(candidates))  # 3.
         chosen = next(c for c in candidates if c.index == selection.chosen)
-        doc = chosen.doc
-        assert doc is not None
-        scores: dict[str, float | None] = {"selected": chosen.score}
-        answers = {"selected": answer_of(doc)}
-        current = chosen.score  # the judged score of the document as it stands (None: not judged)
-
-        # 4. enhance
-        changes: list = []
-        if cfg.enhance:
-            self._say("enhance", "improving the chosen answer's tool calls")
-            meter = Meter()
-            doc, changes = await enhance(doc, writer=MeteredWriter(writer, meter), engine=engine, question=prompt,
-                                         config=cfg, sampling=sampling, seed=seed, meter=meter)
-            kept = sum(c.kept for c in changes)
-            answers["enhanced"] = answer_of(doc)
-            if kept:
-                current = None
-            stages.append(StageReport("enhance", meter.cost(), f"{kept} of {len(changes)} changes kept"))
-            self._say("enhance", stages[-1].summary)
-
-        # 5. polish
-        edits: list = []
-        status = "off"
-        if cfg.polish:
-            self._say("polish", "revising the prose around the images")
-            meter = Meter()
-            polished, edits, status = await polish(doc, writer=MeteredWriter(writer, meter), engine=engine,
-                                                   question=prompt, sampling=sampling, seed=seed, meter=meter)
-            if polished is not None and cfg.polish_guard and scorers:
-                before = current if current is not None else await self._score(doc, prompt, scorers, meter)
-                after = await self._score(polished, prompt, scorers, meter)
-                scores.update(before_polish=before, polished=after)
-                current = after
-                # prose is a matter of taste: the judges must like the new text better, not as well
-                if before is not None and (after is None or after <= before):
-                    status, polished, current = "reverted", None, before
-                    notes.append(f"the polished text scored {_fmt(after)} against {_fmt(before)}: kept the text as it was")
-            elif polished is not None and cfg.polish_guard:
-                notes.append("no judge to guard the polish: the polished text was kept unjudged")
-            elif polished is not None:
-                current = None
-            doc = polished or doc
-            revised = sum(e.status == "revised" for e in edits)
-            stages.append(StageReport("polish", meter.cost(), f"{status}: {revised} of {len(edits)} paragraphs revised"))
-            self._say("polish", stages[-1].summary)
-
-        scores["final"] = current
-        answers["final"] = answer_of(doc)
+        assert chosen.doc is not None
+        run.scores["selected"] = run.current = chosen.score
+        run.answers["selected"] = answer_of(chosen.doc)
+        doc, changes = await self._enhance(run, chosen.doc) if cfg.enhance else (chosen.doc, [])  # 4.
+        doc, edits, status = await self._polish(run, doc) if cfg.polish else (doc, [], "off")  # 5.
+        run.scores["final"] = run.current
+        run.answers["final"] = answer_of(doc)
         report = ScalingReport(cfg.to_dict() | {"seed": seed}, tuple(candidates), selection, tuple(changes),
-                               tuple(edits), status, tuple(stages), scores, answers, tuple(notes))
+                               tuple(edits), status, tuple(run.stages), run.scores, run.answers, tuple(run.notes))
         return replace(doc, meta={**doc.meta, "scaling": report.to_dict()})
 
-    async def _select(self, candidates: list[Candidate], choices: list[Candidate], prompt: str,
-                      scorers: "Sequence[RewardScorer]", seed: int, stages: list[StageReport]
+    async def _sample(self, run: "_Run", meta: Mapping[str, Any] | None) -> list[Candidate]:
+        n = self.config.n
+        self._say("sample", f"writing {n} candidate{'s' if n > 1 else ''} (seeds {run.seed}..{run.seed + n - 1})")
+        meter = Meter()
+        candidates = await sample_candidates(
+            run.prompt, run.inputs, n=n, seed=run.seed, writer=run.writer, engine=run.engine, sampling=run.sampling,
+            system_prompt=self.system_prompt, meta=meta, on_candidate=lambda c: self._say("sample", _candidate_line(c)))
+        spent = sum((replace(c.cost, seconds=0.0) for c in candidates), Cost())
+        run.stages.append(StageReport("sample", replace(spent, seconds=meter.cost().seconds),
+                                      f"{sum(c.ok for c in candidates)} of {n} candidates written"))
+        return candidates
+
+    async def _enhance(self, run: "_Run", doc: "Document") -> tuple["Document", list]:
+        self._say("enhance", "improving the chosen answer's tool calls")
+        meter = Meter()
+        doc, changes = await enhance(doc, writer=MeteredWriter(run.writer, meter), engine=run.engine,
+                                     question=run.prompt, config=self.config, sampling=run.sampling, seed=run.seed,
+                                     meter=meter)
+        kept = sum(c.kept for c in changes)
+        run.answers["enhanced"] = answer_of(doc)
+        if kept:
+            run.current = None  # a changed document has not been judged
+        run.stage("enhance", meter, f"{kept} of {len(changes)} changes kept", self._say)
+        return doc, changes
+
+    async def _polish(self, run: "_Run", doc: "Document") -> tuple["Document", list, str]:
+        self._say("polish", "revising the prose around the images")
+        meter = Meter()
+        polished, edits, status = await polish(doc, writer=MeteredWriter(run.writer, meter), engine=run.engine,
+                                               question=run.prompt, sampling=run.sampling, seed=run.seed, meter=meter)
+        if polished is not None and self.config.polish_guard and run.scorers:
+            before = run.current if run.current is not None else await self._score(run, doc, meter)
+            after = await self._score(run, polished, meter)
+            run.scores.update(before_polish=before, polished=after)
+            run.current = after
+            # prose is a matter of taste: the judges must like the new text better, not as well
+            if before is not None and (after is None or after <= before):
+                status, polished, run.current = "reverted", None, before
+                run.notes.append(f"the polished text scored {_fmt(after)} against {_fmt(before)}: kept the text as it was")
+        elif polished is not None:
+            run.current = None
+            if self.config.polish_guard:
+                run.notes.append("no judge to guard the polish: the polished text was kept unjudged")
+        revised = sum(e.status == "revised" for e in edits)
+        run.stage("polish", meter, f"{status}: {revised} of {len(edits)} paragraphs revised", self._say)
+        return polished or doc, edits, status
+
+    async def _select(self, run: "_Run", candidates: list[Candidate], choices: list[Candidate]
                       ) -> tuple[Selection, list[Candidate]]:
         cfg = self.config
         if "select" not in cfg.stages():
-            return await select(choices, None, question=prompt, judge=None, both_orders=False, meter=Meter(),
-                                seed=seed), candidates
-        method = cfg.select
-        self._say("select", f"choosing among {len(choices)} candidates ({method})")
+            return await select(choices, None, question=run.prompt, judge=None, both_orders=False, meter=Meter(),
+                                seed=run.seed), candidates
+        self._say("select", f"choosing among {len(choices)} candidates ({cfg.select})")
         meter = Meter()
-        if method == "scores" and scorers and len(choices) > 1:
-            scored = {c.index: c for c in await score_candidates(choices, scorers, prompt, cfg.image_num, meter)}
+        if cfg.select == "scores" and run.scorers and len(choices) > 1:
+            scored = {c.index: c for c in await score_candidates(choices, run.scorers, run.prompt, cfg.image_num, meter)}
             candidates = [scored.get(c.index, c) for c in candidates]
             choices = [scored[c.index] for c in choices]
-        selection = await select(choices, method, question=prompt, judge=self.judges.compare,
-                                 both_orders=cfg.both_orders, meter=meter, seed=seed)
-        stages.append(StageReport("select", meter.cost(), f"candidate {selection.chosen} ({selection.method}): "
-                                  f"{selection.reason}"))
-        self._say("select", stages[-1].summary)
+        selection = await select(choices, cfg.select, question=run.prompt, judge=self.judges.compare,
+                                 both_orders=cfg.both_orders, meter=meter, seed=run.seed)
+        run.stage("select", meter, f"candidate {selection.chosen} ({selection.method}): {selection.reason}", self._say)
         return selection, candidates
 
-    async def _score(self, doc: "Document", prompt: str, scorers: "Sequence[RewardScorer]", meter: Meter) -> float | None:
-        scored = await score_candidates([Candidate(0, 0, doc)], scorers, prompt, self.config.image_num, meter)
+    async def _score(self, run: "_Run", doc: "Document", meter: Meter) -> float | None:
+        scored = await score_candidates([Candidate(0, 0, doc)], run.scorers, run.prompt, self.config.image_num, meter)
         return scored[0].score
 
     def _say(self, stage: str, message: str) -> None:
@@ -190,6 +173,28 @@ class Scaler:
         await self.judges.aclose()
         if self._own_engine and self.engine is not None:
             await self.engine.aclose()
+
+
+@dataclass
+class _Run:
+    """One run's settings and what it has found so far."""
+
+    prompt: str
+    inputs: tuple
+    writer: "Writer"
+    engine: "Engine"
+    sampling: "Sampling"
+    seed: int
+    scorers: "list[RewardScorer]"
+    stages: list[StageReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    scores: dict[str, float | None] = field(default_factory=dict)
+    answers: dict[str, str] = field(default_factory=dict)
+    current: float | None = None  # the judged score of the document as it stands (None: not judged)
+
+    def stage(self, name: str, meter: Meter, summary: str, say: Callable[[str, str], None]) -> None:
+        self.stages.append(StageReport(name, meter.cost(), summary))
+        say(name, summary)
 
 
 def _candidate_line(c: Candidate) -> str:
