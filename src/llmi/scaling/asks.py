@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import replace
 from importlib import resources
@@ -76,9 +77,9 @@ def _helper(writer: "Writer", kind: Kind) -> "Writer":
     inner = getattr(writer, "_writer", writer)  # a MeteredWriter counts; the model is the inner one's
     if not isinstance(inner, LocalWriter) or not inner.grammar:
         return writer
-    sibling = LocalWriter(inner.model, sampling=inner.sampling, grammar=_GRAMMARS[kind], n_ctx=inner.n_ctx,
-                          n_threads=inner.n_threads, extra_buffers=inner.extra_buffers,
-                          repeat_penalty=inner.repeat_penalty)
+    # a copy keeps every setting (weights, context, threads, penalties), so it shares the loaded model
+    sibling = copy.copy(inner)
+    sibling.grammar, sibling._grammars = _GRAMMARS[kind], {}
     if writer is inner:
         return sibling
     from .costs import MeteredWriter
