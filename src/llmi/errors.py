@@ -20,7 +20,8 @@
     │   ├── UnsupportedEdit         the offline editor cannot do this instruction honestly
     │   └── DependencyFailed        an edit refers to an image that failed or does not exist
     ├── WriterError                 the writer model could not produce text
-    └── JudgeError                  a judge could not score an answer; has .transient
+    ├── JudgeError                  a judge could not score an answer; has .transient
+    └── DataError                   a training dataset row or file is unusable; has .row and .reason
 
 Every error has ``transient`` (worth retrying: a 503, a reset connection), ``status`` (the
 HTTP status a remote service answered with, if any) and ``retry_after`` (the seconds it asked
@@ -60,6 +61,7 @@ __all__ = [
     "DependencyFailed",
     "WriterError",
     "JudgeError",
+    "DataError",
 ]
 
 
@@ -205,3 +207,18 @@ class JudgeError(LlmiError):
         super().__init__(message)
         if transient is not None:
             self.transient = transient
+
+
+class DataError(LlmiError):
+    """A training dataset file or row cannot be used.
+
+    ``row`` is the 1-based row number in the input (``None`` for the whole file), ``reason``
+    what is wrong with it, ``source`` the file or dataset it came from.
+    """
+
+    def __init__(self, reason: str, *, row: int | None = None, source: str | None = None) -> None:
+        self.reason = reason
+        self.row = row
+        self.source = source
+        where = ", ".join(p for p in (source, f"row {row}" if row is not None else None) if p)
+        super().__init__(f"{where}: {reason}" if where else reason)
