@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "score": "llmi.cli.score:score",
     "eval": "llmi.cli.eval:eval",
     "view": "llmi.cli.view:view",
+    "data": "llmi.cli.data:data",
+    "train": "llmi.cli.train:train",
 }
 
 _SUMMARIES = {
@@ -27,6 +29,8 @@ _SUMMARIES = {
     "score": "Score answers (JSONL) with LLM-I's reward: rules, LLM and MLLM judges.",
     "eval": "Evaluate on benchmarks (rubric, OpenING, in-domain) and judges against humans.",
     "view": "Browse documents, evaluation runs and training runs in a local web page.",
+    "data": "Prepare and inspect training data (verl's parquet layout).",
+    "train": "Train a writer with GRPO: on one machine (TRL) or a Ray cluster (verl).",
 }
 
 
