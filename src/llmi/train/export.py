@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import ConfigError, MissingDependency
 from .model import GGUF_META
 
-__all__ = ["OUTTYPES", "checkpoint_gguf", "export_gguf", "is_checkpoint"]
+__all__ = ["OUTTYPES", "can_export", "checkpoint_gguf", "export_gguf", "is_checkpoint", "write_gguf"]
 
 OUTTYPES = ("f32", "f16", "q8_0")
 _ARCHS = {"llama": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3"}
@@ -48,6 +48,16 @@ def checkpoint_gguf(checkpoint: str | os.PathLike[str], *, outtype: str = "f16")
 
 def export_gguf(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, outtype: str = "f16") -> Path:
     """Write ``checkpoint`` as a GGUF file at ``out`` (see the module docstring)."""
+    folder = Path(checkpoint)
+    meta = _metadata(folder)
+    config, tensors = _weights(folder)
+    return write_gguf(config, tensors, meta, out, outtype=outtype)
+
+
+def write_gguf(config: Mapping[str, Any], tensors: Iterable[tuple[str, Any]], meta: Mapping[str, Any],
+               out: str | os.PathLike[str], *, outtype: str = "f16") -> Path:
+    """Write a model given as its ``config.json`` values and ``(name, float32 array)`` tensors in
+    transformers' naming, with the GGUF metadata ``meta`` (``llmi-gguf.json``), to ``out``."""
     try:
         import gguf
         import numpy as np
@@ -55,15 +65,11 @@ def export_gguf(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         raise MissingDependency("gguf", "train") from None
     if outtype not in OUTTYPES:
         raise ConfigError(f"unknown GGUF type {outtype!r}; choose {', '.join(OUTTYPES)}")
-    folder = Path(checkpoint)
-    meta = _metadata(folder)
-    config, tensors = _weights(folder)
     arch_name = config.get("model_type")
     if arch_name not in _ARCHS:
         raise ConfigError(f"cannot export a {arch_name!r} model to GGUF; llmi exports {', '.join(_ARCHS)} models")
     arch = getattr(gguf.MODEL_ARCH, _ARCHS[arch_name])
-    layers = int(config["num_hidden_layers"])
-    names = gguf.get_tensor_name_map(arch, layers)
+    names = gguf.get_tensor_name_map(arch, int(config["num_hidden_layers"]))
 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,10 +97,18 @@ def export_gguf(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-    finally:
         writer.close()
-    partial.replace(out_path)
+        partial.replace(out_path)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
     return out_path
+
+
+def can_export(config: Mapping[str, Any], folder: Path) -> bool:
+    """Whether a model of this config, started from ``folder``, can be written to GGUF."""
+    return config.get("model_type") in _ARCHS and (folder / GGUF_META).is_file()
 
 
 def _metadata(folder: Path) -> dict[str, Any]:
@@ -146,7 +160,7 @@ def _permute(weights: Any, heads: int) -> Any:
     return weights.reshape(heads, 2, rows // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
-def _shape(writer: Any, config: dict[str, Any], outtype: str) -> None:
+def _shape(writer: Any, config: Mapping[str, Any], outtype: str) -> None:
     heads = int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or config["hidden_size"] // heads)
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
@@ -168,7 +182,7 @@ def _shape(writer: Any, config: dict[str, Any], outtype: str) -> None:
     writer.add_file_type({"f32": 0, "f16": 1, "q8_0": 7}[outtype])
 
 
-def _copy_metadata(writer: Any, meta: dict[str, Any], gguf: Any) -> None:
+def _copy_metadata(writer: Any, meta: Mapping[str, Any], gguf: Any) -> None:
     # The old architecture's shape keys are replaced by the ones just written from config.json.
     arch_prefix = f"{meta.get('architecture')}."
     for entry in meta["entries"]:

@@ -28,6 +28,8 @@ __all__ = ["GGUF_META", "cache_root", "convert_gguf", "gguf_metadata", "trainabl
 
 #: the GGUF metadata kept beside converted weights (and copied into every checkpoint)
 GGUF_META = "llmi-gguf.json"
+#: bumped when the converted folder's content changes, so old caches are not reused
+_LAYOUT = 2
 # Keys that describe the file, not the model: the writer sets them again.
 _FILE_KEYS = ("GGUF.", "general.file_type", "general.quantization_version", "general.architecture")
 
@@ -66,7 +68,7 @@ def convert_gguf(gguf: Path, *, cache_dir: Path | None = None) -> Path:
     """The float32 Hugging Face folder for a GGUF file, converted once and cached."""
     gguf = Path(gguf).resolve()
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{_LAYOUT}|{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     target = (cache_dir or cache_root() / "models") / f"{gguf.stem}-{key}"
     if (target / GGUF_META).is_file():
         return target
@@ -92,18 +94,34 @@ def _convert(gguf: Path, out: Path) -> None:
         raise MissingDependency("transformers", "train") from None
     # 1. read: transformers de-quantises the weights and builds the tokenizer from the GGUF
     folder, name = str(gguf.parent), gguf.name
+    meta = gguf_metadata(gguf)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    _special_tokens(tokenizer, loaded.config, meta)
     # 2. a plain model with the same config and weights: the Trainer refuses quantised ones
     config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(loaded.state_dict())
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     # 3. save, with the GGUF's metadata for the way back
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / GGUF_META).write_text(json.dumps(gguf_metadata(gguf)), encoding="utf-8")
+    (out / GGUF_META).write_text(json.dumps(meta), encoding="utf-8")
+    out.chmod(0o755)  # made by mkdtemp: owner-only
+
+
+def _special_tokens(tokenizer: Any, config: Any, meta: dict[str, Any]) -> None:
+    """The GGUF's own BOS, EOS and padding tokens. transformers' GGUF tokenizer reader gives
+    SmolLM2 ``<|im_start|>`` as its end token, so generation would never stop at ``<|im_end|>``."""
+    values = {e["key"]: e["value"] for e in meta["entries"]}
+    tokens = values.get("tokenizer.ggml.tokens") or []
+    for role, key in (("bos", "tokenizer.ggml.bos_token_id"), ("eos", "tokenizer.ggml.eos_token_id"),
+                      ("pad", "tokenizer.ggml.padding_token_id")):
+        index = values.get(key)
+        if isinstance(index, int) and 0 <= index < len(tokens):
+            setattr(tokenizer, f"{role}_token", tokens[index])
+            setattr(config, f"{role}_token_id", index)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def gguf_metadata(gguf: Path) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class RecipeData(_Strict):
 class Cluster(_Strict):
     nnodes: int = 1
     gpus_per_node: int = 8
+    python: str = "python3"  # the interpreter a Ray job starts verl with, on the head node
 
 
 class Tools(_Strict):
@@ -126,7 +127,8 @@ class Plan:
         """The shell command a Ray job runs."""
         import shlex
 
-        return " ".join(["python3 -m verl.trainer.main_ppo", *(shlex.quote(o) for o in self.overrides)])
+        python = shlex.quote(self.recipe.cluster.python)
+        return " ".join([python, "-m verl.trainer.main_ppo", *(shlex.quote(o) for o in self.overrides)])
 
 
 def recipe_text(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:

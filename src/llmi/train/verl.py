@@ -7,11 +7,12 @@
 2. **model**: a local model folder has its ``config.json`` (a hub id is left to the cluster);
 3. **environment**: the variables the backbones, search and judges need are set;
 4. **servers**: the judges answer ``GET /models`` and every Qwen image server is ready;
-5. **configuration**: verl's own trainer config (``ppo_trainer.yaml``) composed with Hydra
+5. **reward settings**: the recipe's ``reward`` section, read as the reward manager reads it;
+6. **configuration**: verl's own trainer config (``ppo_trainer.yaml``) composed with Hydra
    and the recipe's overrides — an unknown key fails; legacy keys ``main_ppo`` ignores, keys
    added with ``+`` that verl never reads, and deprecated keys fail too — then verl's own
    ``validate_config`` and its dataclass configs;
-6. **reward manager**: llmi's manager loads the way verl's reward workers load it.
+7. **reward manager**: llmi's manager loads the way verl's reward workers load it.
 
 ``submit`` checks first, then hands ``python3 -m verl.trainer.main_ppo <overrides>`` to the Ray
 cluster at ``RAY_ADDRESS`` with the workers' environment.
@@ -73,6 +74,7 @@ def check(plan: Plan, env: Mapping[str, str] | None = None, *, timeout: float = 
     checks += _check_env(plan, env)
     if servers:
         checks += asyncio.run(_check_servers(plan, env, timeout))
+    checks.append(_check_reward(plan))
     config = None
     try:
         config = compose(plan)
@@ -162,6 +164,19 @@ def _check_env(plan: Plan, env: Mapping[str, str]) -> list[Check]:
         except ConfigError as exc:
             out.append(Check(f"{tool} backend", "failed", str(exc)))
     return out
+
+
+def _check_reward(plan: Plan) -> Check:
+    """The recipe's reward section, read as the reward manager will read it."""
+    from ..rewards.settings import RewardSettings
+
+    try:
+        settings = RewardSettings.parse(plan.recipe.reward)
+    except ConfigError as exc:
+        return Check("reward settings", "failed", str(exc))
+    f = settings.factors()
+    return Check("reward settings", "ok", f"{settings.profile}, {settings.recipe} factors: llm {f.llm_factor}, "
+                 f"mllm {f.mllm_factor}, img_num {f.img_num_factor}, text/image {f.llm_text_factor}/{f.llm_image_factor}")
 
 
 # -- 4: servers ---------------------------------------------------------------------------------
