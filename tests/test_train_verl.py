@@ -178,3 +178,52 @@ def test_cli_export_then_check(tmp_path, datasets, env, monkeypatch) -> None:
     monkeypatch.delenv("LLM_JUDGE_BASE_URL")
     result = runner.invoke(main, ["train", "verl", str(mine), "--check"])
     assert result.exit_code == 1 and "nothing was submitted" in result.output
+
+
+def test_the_recipe_reward_manager_scores_a_dataproto_batch(datasets, llama_server, monkeypatch) -> None:
+    """verl's own reward-loop worker, with the configuration composed from LLM-I's recipe, runs
+    llmi's manager over a CPU DataProto: tools for real (a chart), judges at a real server."""
+    import numpy as np
+    import torch
+    from verl import DataProto
+    from verl.experimental.reward_loop import RewardLoopWorker
+
+    from llmi.train.model import trainable_model
+
+    for var in ("LLM_JUDGE_BASE_URL", "MLLM_JUDGE_BASE_URL"):
+        monkeypatch.setenv(var, llama_server)
+    monkeypatch.setenv("LLMI_SEARCH_BACKEND", "none")
+    model = trainable_model()
+    recipe = load_recipe("grpo-qwen3-4b").model_copy(update={"model": model})
+    config = compose(plan(recipe, {}, base_dir=datasets / "text"))
+    worker = RewardLoopWorker(config)
+    tokenizer = worker.input_tokenizer
+    answers = [
+        "Rain by month.\n<imgen>{'source': 'code', 'description': 'Rain', 'params': {'code': 'plt.bar([1, 2, 3], [3, 5, 2])'}}</imgen>",
+        "No picture at all.",
+        "<imgen>{'source': 'painting', 'description': 'x', 'params': {}}</imgen>",
+    ]
+    prompt = tokenizer("Question?", return_tensors="pt")["input_ids"][0]
+    responses = [tokenizer(a + tokenizer.eos_token, return_tensors="pt")["input_ids"][0] for a in answers]
+    width = max(len(r) for r in responses)
+    resp = torch.full((len(answers), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(answers), len(prompt) + width), dtype=torch.long)
+    for i, r in enumerate(responses):
+        resp[i, : len(r)] = r
+        mask[i, : len(prompt) + len(r)] = 1
+    info = {"image_num": 1, "tools": ["code"], "question": "Show the rain by month.", "split": "train"}
+    data = DataProto.from_dict(
+        tensors={"prompts": prompt.repeat(len(answers), 1), "responses": resp, "attention_mask": mask,
+                 "input_ids": torch.cat([prompt.repeat(len(answers), 1), resp], dim=1)},
+        non_tensors={"data_source": np.array(["interleaved"] * len(answers), dtype=object),
+                     "extra_info": np.array([dict(info) for _ in answers], dtype=object),
+                     "reward_model": np.array([{"ground_truth": "", "style": "rule"}] * len(answers), dtype=object),
+                     "uid": np.array(["a", "a", "a"], dtype=object)},
+    )
+    results = worker.loop.run_until_complete(worker.compute_score_batch(data))
+    keys = [sorted(r["reward_extra_info"]) for r in results]
+    assert keys[0] == keys[1] == keys[2]  # verl takes the keys from the first sample
+    chart, prose, broken = (r["reward_extra_info"] for r in results)
+    assert chart["img_num_score"] == 1.0 and chart["stats/code_success"] == 1
+    assert prose["img_num_score"] == 0.0 and broken["img_num_score"] == 0.0
+    assert all(0.0 <= r["reward_score"] <= 1.0 for r in results)

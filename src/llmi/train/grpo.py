@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -164,11 +165,14 @@ def train(settings: GRPOSettings, *, rewards: Any = None, callbacks: Sequence[An
     (out / "llmi-train.json").write_text(json.dumps(settings.to_dict(), indent=2), encoding="utf-8")
     rollout = _rollout(settings, Path(model_path)) if backend == "llama-cpp" else None
     trainer_cls = _timed_trainer(GRPOTrainer, clock)
-    trainer = trainer_cls(
-        model=model_path, reward_funcs=funcs, args=grpo_config(settings, weights, use_vllm=backend == "vllm"),
-        train_dataset=train_set, eval_dataset=eval_set, peft_config=_lora(settings), rollout_func=rollout,
-        callbacks=[clock, metrics, samples, CopyMeta(Path(model_path) / GGUF_META), *callbacks],
-    )
+    with warnings.catch_warnings():
+        # TRL calls rollout functions experimental; llmi's is tested against its version (trl==1.16.0)
+        warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+        trainer = trainer_cls(
+            model=model_path, reward_funcs=funcs, args=grpo_config(settings, weights, use_vllm=backend == "vllm"),
+            train_dataset=train_set, eval_dataset=eval_set, peft_config=_lora(settings), rollout_func=rollout,
+            callbacks=[clock, metrics, samples, CopyMeta(Path(model_path) / GGUF_META), *callbacks],
+        )
     try:
         trainer.train(resume_from_checkpoint=True if settings.resume else None)
     finally:
