@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="Measured steps per run (after one warm-up step).")
     parser.add_argument("--judge-latency", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: half the cores).")
-    parser.add_argument("--out", type=Path, default=HERE / "out" / "train_steps")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "train_steps")
     args = parser.parse_args()
 
     from bench_train_learn import write_data

@@ -15,7 +15,7 @@ the share of answers whose tags are all well formed, the image-count score.
     python bench/bench_train_learn.py                      # ~15 minutes on a quiet 2-core machine
     python bench/bench_train_learn.py --steps 4 --eval-every 2 --eval-samples 1   # a smoke run
 
-Writes ``bench/out/train_learn/`` (data, run, results.json) and the plot ``--plot``.
+Writes ``bench/results/train_learn/`` (data, run, results.json) and the plot ``--plot``.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=56)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: half the cores).")
-    parser.add_argument("--out", type=Path, default=HERE / "out" / "train_learn")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "train_learn")
     parser.add_argument("--plot", type=Path, default=HERE / "figures" / "train_learn.png")
     args = parser.parse_args()
 
