@@ -268,3 +268,13 @@ def test_cli_prepare_and_inspect(tmp_path) -> None:
     assert "1 of 2 rows are invalid; nothing was written" in result.output and not (tmp_path / "nothing").exists()
     result = runner.invoke(main, ["data", "inspect", str(bad)])
     assert result.exit_code == 1 and "row 2" in result.output
+
+
+def test_rows_from_the_hub_may_not_name_local_files(tmp_path) -> None:
+    png(tmp_path / "secret.png")
+    hub_rules = RowRules(base_dir=None)
+    for ref in (str(tmp_path / "secret.png"), "secret.png", f"file://{tmp_path / 'secret.png'}"):
+        with pytest.raises(DataError, match="a local path, which a dataset from the hub may not name"):
+            read_item_sync({"prompt": "x", "images": [ref]}, 3, hub_rules)
+    encoded = (tmp_path / "secret.png").read_bytes()
+    assert len(read_item_sync({"prompt": "x", "images": [{"bytes": encoded}]}, 3, hub_rules).images) == 1

@@ -146,7 +146,7 @@ def test_scoring_runs_each_tool_once_and_the_sample_log_reuses_those_documents(t
     seen = []
     rewards = LlmiRewards(scorer, on_batch=lambda *batch: seen.append(batch))
     completions = [[{"role": "assistant", "content": f"Owls.\n{SEARCH_TAG}\nBars.\n{CODE_TAG}"}],
-                   [{"role": "assistant", "content": "No picture."}],
+                   [{"role": "assistant", "content": "No picture. <script>alert(1)</script>"}],
                    [{"role": "assistant", "content": "Broken <imgen>{'source': 'painting'}</imgen>"}],
                    [{"role": "assistant", "content": f"One.\n{SEARCH_TAG.replace('owl', 'tide')}"}]]
     prompts = [[{"role": "user", "content": q}] for q in ("Owls?", "Owls?", "Rain?", "Rain?")]
@@ -169,6 +169,7 @@ def test_scoring_runs_each_tool_once_and_the_sample_log_reuses_those_documents(t
     assert (search.calls, code.calls) == (2, 1)  # the page shows the scored documents, no tool ran again
     page = (folder / "index.html").read_text()
     assert page.count("<tr>") == 5 and "best" in page and "worst" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # model text is escaped
     assert (folder / "sample-0" / "index.html").read_text().count("<img") == 2
     scorer.close()
 

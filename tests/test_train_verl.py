@@ -227,3 +227,16 @@ def test_the_recipe_reward_manager_scores_a_dataproto_batch(datasets, llama_serv
     assert chart["img_num_score"] == 1.0 and chart["stats/code_success"] == 1
     assert prose["img_num_score"] == 0.0 and broken["img_num_score"] == 0.0
     assert all(0.0 <= r["reward_score"] <= 1.0 for r in results)
+
+
+def test_the_ray_entrypoint_quotes_every_value_for_the_shell(tmp_path) -> None:
+    import shlex
+
+    hostile = str(tmp_path / "$(touch pwned); `id` 'x'.parquet")
+    recipe = load_recipe("grpo-qwen3-4b")
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"train": [hostile]})})
+    the_plan = plan(recipe, {}, base_dir=tmp_path)
+    words = shlex.split(the_plan.entrypoint)
+    assert words[:3] == ["python3", "-m", "verl.trainer.main_ppo"] and words[3:] == list(the_plan.overrides)
+    cfg = compose(the_plan)
+    assert list(cfg.data.train_files) == [hostile]

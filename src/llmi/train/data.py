@@ -214,7 +214,7 @@ async def read_items(
     results: list[tuple[int, TrainingItem | DataError]] = []
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(order: int, source: str, base: Path, number: int, raw: Any, implied: str | None) -> None:
+    async def one(order: int, source: str, base: Path | None, number: int, raw: Any, implied: str | None) -> None:
         async with gate:
             try:
                 if isinstance(raw, DataError):
@@ -230,7 +230,8 @@ async def read_items(
     tasks = []
     for source in sources:
         text = os.fspath(source)
-        base = Path(text).expanduser().parent
+        local = Path(text).expanduser()
+        base = local.parent if local.exists() else None  # a hub dataset names no local files
         for number, raw, implied in read_rows(text, split=split):
             tasks.append(one(len(tasks), text, base, number, raw, implied))
     await asyncio.gather(*tasks)

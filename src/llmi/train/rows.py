@@ -74,14 +74,15 @@ class RowRules:
     replaced); ``None`` keeps the turns as they are. ``image_num`` is used for rows that do not
     give one. ``dummy_image`` adds LLM-I's 28 x 28 white input image to text rows, as its
     vision recipe does so that text and image rows share one schema (their generated images
-    then start at index 1). ``base_dir`` anchors relative image paths. ``max_pixels`` is how
-    large verl shows each input image to the model.
+    then start at index 1). ``base_dir`` anchors relative image paths; ``None`` refuses local
+    paths altogether (rows from the hub must not make llmi read this machine's files).
+    ``max_pixels`` is how large verl shows each input image to the model.
     """
 
     system_prompt: str | None = None
     image_num: int = DEFAULT_IMAGE_NUM
     dummy_image: bool = False
-    base_dir: Path = Path(".")
+    base_dir: Path | None = Path(".")
     max_pixels: int = DEFAULT_MAX_PIXELS
 
 
@@ -345,7 +346,7 @@ def _is_dummy(image: ImageData) -> bool:
 # -- images ------------------------------------------------------------------------------------
 
 
-async def _images(value: Any, base_dir: Path) -> tuple[ImageData, ...]:
+async def _images(value: Any, base_dir: Path | None) -> tuple[ImageData, ...]:
     if not _present(value):
         return ()
     if isinstance(value, str):
@@ -365,7 +366,7 @@ def _image_list_text(text: str) -> list[Any]:
     return [p for p in (s.strip() for s in stripped.split(";")) if p]
 
 
-async def _image(ref: Any, i: int, base_dir: Path) -> ImageData:
+async def _image(ref: Any, i: int, base_dir: Path | None) -> ImageData:
     from ..api import load_inputs
 
     what = f"image {i}"
@@ -392,6 +393,8 @@ async def _image(ref: Any, i: int, base_dir: Path) -> ImageData:
             return (await load_inputs([text]))[0]
         except (WriterError, FetchError) as exc:
             raise _Bad(f"{what} {text!r}: {exc}") from None
+    if base_dir is None:
+        raise _Bad(f"{what} {text!r} is a local path, which a dataset from the hub may not name; give bytes or URLs")
     path = (base_dir / text).expanduser()
     if not path.is_file():
         raise _Bad(f"{what} {text!r} does not exist (relative paths are read from {str(base_dir)!r})")
