@@ -180,9 +180,9 @@ def test_cli_export_then_check(tmp_path, datasets, env, monkeypatch) -> None:
     assert result.exit_code == 1 and "nothing was submitted" in result.output
 
 
-def test_the_recipe_reward_manager_scores_a_dataproto_batch(datasets, llama_server, monkeypatch) -> None:
-    """verl's own reward-loop worker, with the configuration composed from LLM-I's recipe, runs
-    llmi's manager over a CPU DataProto: tools for real (a chart), judges at a real server."""
+def score_dataproto(datasets: Path, reward: dict | None = None) -> list[dict]:
+    """verl's own reward-loop worker, with the configuration composed from LLM-I's recipe (its
+    ``reward`` section replaced by ``reward`` if given), runs llmi's manager over a CPU DataProto."""
     import numpy as np
     import torch
     from verl import DataProto
@@ -190,11 +190,9 @@ def test_the_recipe_reward_manager_scores_a_dataproto_batch(datasets, llama_serv
 
     from llmi.train.model import trainable_model
 
-    for var in ("LLM_JUDGE_BASE_URL", "MLLM_JUDGE_BASE_URL"):
-        monkeypatch.setenv(var, llama_server)
-    monkeypatch.setenv("LLMI_SEARCH_BACKEND", "none")
-    model = trainable_model()
-    recipe = load_recipe("grpo-qwen3-4b").model_copy(update={"model": model})
+    recipe = load_recipe("grpo-qwen3-4b").model_copy(update={"model": trainable_model()})
+    if reward is not None:
+        recipe = recipe.model_copy(update={"reward": reward})
     config = compose(plan(recipe, {}, base_dir=datasets / "text"))
     worker = RewardLoopWorker(config)
     tokenizer = worker.input_tokenizer
@@ -220,7 +218,10 @@ def test_the_recipe_reward_manager_scores_a_dataproto_batch(datasets, llama_serv
                      "reward_model": np.array([{"ground_truth": "", "style": "rule"}] * len(answers), dtype=object),
                      "uid": np.array(["a", "a", "a"], dtype=object)},
     )
-    results = worker.loop.run_until_complete(worker.compute_score_batch(data))
+    return worker.loop.run_until_complete(worker.compute_score_batch(data))
+
+
+def check_scores(results: list[dict]) -> None:
     keys = [sorted(r["reward_extra_info"]) for r in results]
     assert keys[0] == keys[1] == keys[2]  # verl takes the keys from the first sample
     chart, prose, broken = (r["reward_extra_info"] for r in results)
@@ -240,3 +241,20 @@ def test_the_ray_entrypoint_quotes_every_value_for_the_shell(tmp_path) -> None:
     assert words[:3] == ["python3", "-m", "verl.trainer.main_ppo"] and words[3:] == list(the_plan.overrides)
     cfg = compose(the_plan)
     assert list(cfg.data.train_files) == [hostile]
+
+
+def test_the_recipe_reward_manager_scores_a_dataproto_batch(datasets, monkeypatch) -> None:
+    """Tools for real (a chart in the sandbox); the judges' factors set to 0 to keep it quick."""
+    monkeypatch.setenv("LLMI_SEARCH_BACKEND", "none")
+    results = score_dataproto(datasets, {"profile": "llmi-compat", "llm_factor": 0.0, "mllm_factor": 0.0,
+                                         "require_judges": False})
+    check_scores(results)
+    assert [round(r["reward_score"], 6) for r in results] == [0.2, 0.0, 0.0]  # R = 0.2 n
+
+
+@pytest.mark.slow
+def test_the_recipe_reward_manager_with_real_judges(datasets, llama_server, monkeypatch) -> None:
+    for var in ("LLM_JUDGE_BASE_URL", "MLLM_JUDGE_BASE_URL"):
+        monkeypatch.setenv(var, llama_server)
+    monkeypatch.setenv("LLMI_SEARCH_BACKEND", "none")
+    check_scores(score_dataproto(datasets))
