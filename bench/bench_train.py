@@ -80,7 +80,7 @@ def one_run(name: str, out: Path, train_file: Path, steps: int, threads: int | N
     result = train(settings)
     rows = [json.loads(line) for line in result.metrics.read_text().splitlines()]
     timed = [r for r in rows if "reward" in r and "time/step" in r][1:]  # the first step warms up
-    mean = {k: sum(r[f"time/{k}"] for r in timed) / len(timed) for k in ("step", *STAGES)}
+    mean = {k: sum(r[f"time/{k}"] for r in timed) / len(timed) for k in ("step", "step_cpu", *STAGES)}
     mean["steps"] = len(timed)
     return mean
 
@@ -114,13 +114,13 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"\nSmolLM2-135M, 2 prompts x 4 completions, <= 56 tokens, CPU ({os.cpu_count()} cores, load {load:.1f}), "
           f"mean of {args.steps} steps after one warm-up")
-    print("| run | s/step | generation | tool calls | judges | optimisation |\n|---|---|---|---|---|---|")
+    print("| run | s/step (CPU s) | generation | tool calls | judges | optimisation |\n|---|---|---|---|---|---|")
     for name, label in (("transformers", "rules only, transformers generation"),
                         ("llama-cpp", "rules only, llama.cpp generation"),
                         ("judges", f"LLM-I's R, judges at {args.judge_latency:g} s, llama.cpp generation")):
         r = results[name]
         shares = " | ".join(f"{r[k]:.1f} s ({r[k] / r['step']:.0%})" for k in STAGES)
-        print(f"| {label} | {r['step']:.1f} | {shares} |")
+        print(f"| {label} | {r['step']:.1f} ({r['step_cpu']:.1f}) | {shares} |")
 
 
 if __name__ == "__main__":

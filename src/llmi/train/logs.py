@@ -64,10 +64,11 @@ class StepClock(TrainerCallback):
         self.current: dict[str, float] = defaultdict(float)
         self.last: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
-        self._started = 0.0
+        self._started = self._cpu = 0.0
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.in_step, self.current, self._started = True, defaultdict(float), time.perf_counter()
+        self.in_step, self.current = True, defaultdict(float)
+        self._started, self._cpu = time.perf_counter(), time.process_time()
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -94,7 +95,10 @@ class StepClock(TrainerCallback):
         # proportion to the tool and judge time the samples reported.
         tools_share = tools_sum / (tools_sum + judges_sum) if tools_sum + judges_sum > 0 else 1.0
         self.last = {
-            "time/step": total, "time/generation": generation, "time/rewards": rewards,
+            # CPU seconds of this process (torch and llama.cpp run in it): steadier than wall time
+            # on a shared machine
+            "time/step": total, "time/step_cpu": time.process_time() - self._cpu,
+            "time/generation": generation, "time/rewards": rewards,
             "time/tools": rewards * tools_share, "time/judges": rewards * (1 - tools_share),
             "time/optimisation": max(0.0, total - generation - rewards),
         }
