@@ -7,7 +7,9 @@ Four figures, each against a baseline measured in the same run:
   and seaborn, run the code, save the PNG). Alternated, ``--cold-rounds`` times. Target <= 1.0x.
 * **cold, many charts** — ``llmi render`` of a ``--charts``-chart answer (default 48) from a
   cold process, against the throughput of fresh interpreters, two at a time (one per core,
-  the parallelism the pool gets). Target >= 15x.
+  the parallelism the pool gets). Target >= 15x. Also in CPU time (a second cold run, every
+  process of llmi's sampled from /proc, against each fresh interpreter's own): the ratio an
+  idle machine allows at most, which a busy one does not show.
 * **warm** — the same answer through an already-started ``Engine`` (throughput, the figure the
   earlier benchmark reported: target >= 15x), and one-chart documents one at a time against
   the same chart in this already-warm interpreter (the floor for latency), alternated.
@@ -75,17 +77,23 @@ def answer(codes: list[str]) -> str:
 # --- baselines ----------------------------------------------------------------------------------
 
 
-def fresh(code: str) -> float:
-    """LLM-I's way: one fresh interpreter renders one chart. Its wall time."""
+def fresh(code: str, cpu: list[float] | None = None) -> float:
+    """LLM-I's way: one fresh interpreter renders one chart. Its wall time (its CPU time is
+    appended to ``cpu``)."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PRELUDE + code + SAVE], env={**os.environ, "MPLBACKEND": "Agg"}, check=True)
+    proc = subprocess.Popen([sys.executable, "-c", PRELUDE + code + SAVE], env={**os.environ, "MPLBACKEND": "Agg"})
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.returncode
+    if cpu is not None:
+        cpu.append(usage.ru_utime + usage.ru_stime)
     return time.perf_counter() - t
 
 
-def fresh_batch(codes: list[str], parallel: int) -> float:
+def fresh_batch(codes: list[str], parallel: int, cpu: list[float]) -> float:
     t = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(fresh, codes))
+        list(pool.map(lambda code: fresh(code, cpu), codes))
     return time.perf_counter() - t
 
 
@@ -116,21 +124,52 @@ def warm_renderer():
 # --- llmi ---------------------------------------------------------------------------------------
 
 
-def llmi_render(text: str, folder: Path) -> float:
-    """``llmi render`` of ``text`` from a cold process; its wall time (the document must be whole)."""
+def llmi_render(text: str, folder: Path, sample_cpu: bool = False) -> float:
+    """``llmi render`` of ``text`` from a cold process; its wall time (the document must be whole),
+    or with ``sample_cpu`` the CPU seconds of its whole process tree (sandboxes and jobs too)."""
     import json
 
     source = folder / "answer.txt"
     source.write_text(text, encoding="utf-8")
     out = folder / f"out-{time.monotonic_ns()}"
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "llmi", "render", str(source), "--out", str(out), "--format", "json", "-q"],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "llmi", "render", str(source), "--out", str(out), "--format", "json", "-q"],
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+    cpu = _tree_cpu(proc) if sample_cpu else 0.0
+    assert proc.wait() == 0, proc.returncode
     wall = time.perf_counter() - t
     doc = json.loads((out / "document.json").read_text(encoding="utf-8"))
     failed = [s for s in doc["segments"] if s.get("type") == "image" and s.get("status") != "ok"]
     assert not failed, failed[:2]
-    return wall
+    return cpu if sample_cpu else wall
+
+
+def _tree_cpu(proc: subprocess.Popen, every: float = 0.005) -> float:
+    """CPU seconds used by ``proc`` and every descendant, sampled from /proc until it exits.
+
+    Each process counts with the last figure seen, so this is a lower bound (short of at most
+    ``every`` seconds per process); job processes of a sandbox are children of its zygote."""
+    tick = os.sysconf("SC_CLK_TCK")
+    tree, last = {proc.pid}, {}
+    while proc.poll() is None:
+        stats = {}
+        for name in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                stats[int(name)] = (int(fields[1]), fields[19], (int(fields[11]) + int(fields[12])) / tick)
+            except (OSError, ValueError, IndexError):
+                continue  # not a process, or it just exited
+        grew = True
+        while grew:  # parents are not always listed before their children
+            new = {pid for pid, (ppid, _, _) in stats.items() if ppid in tree} - tree
+            tree |= new
+            grew = bool(new)
+        for pid in tree & stats.keys():
+            _, started, used = stats[pid]
+            last[(pid, started)] = used
+        time.sleep(every)
+    return sum(last.values())
 
 
 def warm_engine(codes: list[str], workers: int, rounds: int) -> dict:
@@ -187,8 +226,11 @@ def main() -> None:
             fresh_one.append(fresh(codes[0]))
         # 2. cold, many charts, against fresh interpreters two at a time
         cold_many = llmi_render(answer(codes), folder)
+        # 2b. the same in CPU time, a run of its own (sampling would slow the timed one)
+        cold_many_cpu = llmi_render(answer(codes), folder, sample_cpu=True)
     fresh_codes = codes[: max(1, min(args.fresh, len(codes)))]
-    fresh_rate = len(fresh_codes) / fresh_batch(fresh_codes, parallel=args.workers)
+    fresh_cpu: list[float] = []
+    fresh_rate = len(fresh_codes) / fresh_batch(fresh_codes, parallel=args.workers, cpu=fresh_cpu)
     # 3. warm engine, 4. clean-start costs
     warm = warm_engine(codes, args.workers, args.rounds)
 
@@ -203,6 +245,10 @@ def main() -> None:
     ratio_many = many_rate / fresh_rate
     print(f"llmi render, {n} charts, cold process: {cold_many:.2f} s = {many_rate:.2f} charts/s = "
           f"{ratio_many:.1f}x the fresh interpreters (target >= 15x) {'OK' if ratio_many >= 15 else 'MISSED'}")  # fmt: skip
+    cpu_ratio = med(fresh_cpu) / (cold_many_cpu / n)
+    print(f"  in CPU time: {cold_many_cpu:.1f} s for all {n} (every process of llmi's, sampled) = "
+          f"{cold_many_cpu / n:.2f} s a chart vs {med(fresh_cpu):.2f} s a fresh interpreter = {cpu_ratio:.1f}x "
+          f"(what an idle machine allows at most)")  # fmt: skip
     warm_rate = n / warm["wall"]
     ratio_warm = warm_rate / fresh_rate
     print(f"warm engine: {warm_rate:.2f} charts/s ({n} in {warm['wall']:.2f} s) = {ratio_warm:.1f}x "

@@ -284,14 +284,13 @@ class Supervisor:
         self._kill(spare)
         if spare.uid is not None:
             _as_uid(spare.uid, _kill_all_mine)  # one sweep no process of the uid can fork past
-            left_over = _of_uid(spare.uid)
-        elif self.pidns:
-            left_over = _all_but({1, os.getpid(), self.zygote})
-        else:
-            left_over = None  # no uid of its own, no namespace: nothing tells its processes apart
         # A killed process still holds its sockets and memory until it has finished exiting,
         # which on a loaded host can take a while: the next job starts only once all are gone.
-        if left_over is not None and not _killed_and_gone(left_over):
+        # Without a uid of its own, every process in our PID namespace but ours is the job's;
+        # without either, nothing tells its processes apart.
+        if (spare.uid is not None or self.pidns) and not _killed_and_gone(
+            {1, os.getpid(), self.zygote}, spare.uid
+        ):
             self.problem = "processes of the last job could not be killed"
         if self.pid1:
             _reap_orphans()
@@ -395,20 +394,12 @@ def _kill_all_mine() -> None:
         pass
 
 
-def _of_uid(uid: int):
-    return lambda pid, owner: owner == uid
-
-
-def _all_but(ours: set[int]):
-    return lambda pid, owner: pid not in ours
-
-
-def _killed_and_gone(match, deadline_s: float = _CLEAR_TIMEOUT) -> bool:
-    """Kill every live process ``match(pid, uid)`` picks until none is left (zombies hold
-    nothing: their files and memory are freed before they become zombies)."""
+def _killed_and_gone(ours: set[int], uid: int | None, deadline_s: float = _CLEAR_TIMEOUT) -> bool:
+    """Kill every live process but ``ours`` (of ``uid``, if given) until none is left (zombies
+    hold nothing: their files and memory are freed before they become zombies)."""
     deadline = time.monotonic() + deadline_s
     while True:
-        alive = [pid for pid, owner in _live_processes() if match(pid, owner)]
+        alive = [pid for pid, owner in _live_processes(ours) if uid is None or owner == uid]
         if not alive:
             return True
         if time.monotonic() > deadline:
@@ -422,11 +413,11 @@ def _killed_and_gone(match, deadline_s: float = _CLEAR_TIMEOUT) -> bool:
         time.sleep(0.002)
 
 
-def _live_processes() -> list[tuple[int, int]]:
-    """(pid, real uid) of every process in /proc that is neither a zombie nor gone."""
+def _live_processes(skip: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, int]]:
+    """(pid, real uid) of every process in /proc but ``skip`` that is neither a zombie nor gone."""
     found = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or int(name) in skip:
             continue
         try:
             with open(f"/proc/{name}/status") as fh:
