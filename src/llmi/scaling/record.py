@@ -140,7 +140,8 @@ class Change:
 @dataclass(frozen=True)
 class PolishEdit:
     """The writer's revision of one prose segment (``segment`` counts the document's segments).
-    ``status``: ``revised``, or why the revision was refused (``empty``, ``length``, ``tags``)."""
+    ``status``: ``revised``, or why the revision was refused (``empty``, ``markers``, ``length``;
+    ``tags`` when the revised answer's tags did not read back the same)."""
 
     segment: int
     before: str
