@@ -1,7 +1,7 @@
 """GRPO rollouts with llama.cpp on CPU, where transformers' ``generate`` is the slow stage.
 
-On a CPU, generating a GRPO batch with transformers costs most of a step (SmolLM2-135M: about
-four fifths). ``LlamaCppRollout`` is a TRL ``rollout_func`` that samples with llama.cpp instead:
+On a CPU, generating a GRPO batch with transformers' ``generate`` is slow (a Python loop over
+tokens, the whole model in float32). ``LlamaCppRollout`` is a TRL ``rollout_func`` that samples with llama.cpp instead:
 after every optimiser step the policy's weights are written to a GGUF file (``write_gguf``, f16
 by default; a couple of seconds for 135M parameters) and loaded, then each prompt is sampled
 with the trainer's temperature and top-p. The prompt and completion token ids it returns are
