@@ -2,7 +2,8 @@
 browser), against ``llmi view`` serving what ``llmi generate``, ``llmi render`` and ``llmi eval``
 wrote.
 
-A user opens a document and an image's panel, filters an evaluation table, compares two runs;
+A user opens a document and an image's panel, filters an evaluation table, compares two runs,
+opens a training run's curves and a step's sample documents;
 screenshots are not blank; and nothing a model, a judge or a search query wrote runs: every
 hostile script would set ``window.PWNED`` or open a dialog, and the tests watch both, the
 console and the DOM.
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from view_fixtures import XSS_TEXT, hostile_document, save, write_run
+from view_fixtures import XSS_TEXT, hostile_document, save, write_run, write_training
 
 from llmi.testing import LatencyChatServer
 
@@ -78,6 +79,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     first = [json.loads(line) for line in (root / "runs" / "first" / "results.jsonl").read_text().splitlines()]
     write_run(root / "runs" / "second", [{"key": r["key"], "prompt": r["prompt"], "scores": [2, 2, 1]} for r in first])
     save(hostile_document(), root / "hostile")
+    write_training(root / "train" / "grpo", model=XSS_TEXT)  # laid out as llmi train grpo leaves a run
     return root
 
 
@@ -95,7 +97,7 @@ def served(made: Path) -> Iterator[str]:
                 break
         match = re.search(r"http://127\.0\.0\.1:\d+/", printed)
         assert match, printed + (proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
-        assert "3 documents, 2 evaluations" in printed
+        assert "3 documents, 2 evaluations, 1 training run" in printed
         yield match.group(0).rstrip("/")
     finally:
         proc.send_signal(signal.SIGINT)
@@ -220,7 +222,7 @@ def test_a_chart_s_panel_shows_its_highlighted_code_and_the_page_is_not_blank(se
 def test_no_script_from_a_model_a_judge_or_a_query_runs(served: str, watched: Watched) -> None:
     page = watched.page
     for path in ("/doc/rendered", "/doc/hostile", "/eval/runs/first", "/item/runs/first?key=water-cycle",
-                 "/item/runs/first?key=rainfall-chart"):
+                 "/item/runs/first?key=rainfall-chart", "/train/train/grpo"):
         page.goto(served + path)
         assert watched.pwned() is None, path
         assert watched.dom_problems() == [], path
@@ -303,3 +305,23 @@ def test_two_runs_compared_item_by_item(served: str, watched: Watched) -> None:
     table.first.locator("a:text-is('side by side')").click()
     assert page.locator("section.side").count() == 2
     assert not_blank(page.screenshot())
+
+
+def test_a_training_run_shows_its_curves_and_each_step_s_sample_documents(served: str, watched: Watched) -> None:
+    page = watched.page
+    page.goto(served + "/")
+    page.locator("tr.training a").first.click()
+    page.wait_for_url(re.compile(r"/train/train/grpo$"))
+    curves = page.locator("section.plots svg")
+    assert curves.count() == 4 and curves.first.is_visible()
+    assert curves.first.bounding_box()["height"] > 150 and page.locator("section.plots polyline").count() >= 10
+    assert not_blank(page.screenshot())
+    samples = page.locator("table.samples tbody tr")
+    assert samples.count() == 2 and "best at step 5" in samples.first.inner_text()
+    page.locator("nav.steps a:text-is('1')").click()
+    page.wait_for_url(re.compile(r"\?step=1#samples$"))
+    assert "best at step 1" in samples.first.inner_text()
+    samples.nth(1).locator("a").click()
+    page.wait_for_url(re.compile(r"/doc/train/grpo/samples/step-000001/sample-3$"))
+    assert "worst at step 1" in page.locator("h1").first.inner_text()
+    assert page.locator("figure.image.failed").count() == 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -248,3 +249,36 @@ def scaling_record() -> dict[str, Any]:
         "answers": {"selected": "Owls hunt at night.", "enhanced": "Owls hunt at night!", "final": "Owls hunt at night!"},
         "notes": [f"the polish was reverted: it scored lower {XSS_TEXT}"],
     }
+
+
+def write_training(path: Path, steps: int = 6, *, samples_at: Sequence[int] = (1, 5), model: str = "SmolLM2-135M",
+                   extra_lines: Sequence[str] = ()) -> Path:
+    """A training run laid out as ``llmi train grpo`` leaves it (docs/training.md):
+    ``llmi-train.json``, ``metrics.jsonl`` (a line per step, an evaluation, the closing summary)
+    and ``samples/step-NNNNNN/sample-I/`` (a best and a worst document; one sample with only its page)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "llmi-train.json").write_text(json.dumps({
+        "train_files": ["data/train.parquet"], "output_dir": str(path), "model": model, "loss": "dapo",
+        "rewards": [["combined", 1.0]], "num_generations": 4, "prompts_per_step": 2, "max_steps": steps,
+        "learning_rate": 1e-5, "lora": True, "generation": "llama-cpp", "samples_every": 4, "seed": 0}))
+    lines = []
+    for step in range(1, steps + 1):
+        lines.append({"step": step, "loss": 0.05 / step, "grad_norm": 0.3, "learning_rate": 1e-5 * (1 - step / (steps + 1)),
+                      "reward": 0.2 + 0.1 * step, "reward_std": 0.1, "rewards/combined/mean": 0.2 + 0.1 * step,
+                      "completions/mean_length": 120.0, "tags/well_formed": min(1.0, 0.4 + 0.1 * step),
+                      "tags/answers_with_tags": 0.75, "tags/answers_well_formed": 0.5, "tags/images_ok": 0.6,
+                      "time/step": 12.5, "time/generation": 8.0, "time/rewards": 3.0, "time/tools": 2.0,
+                      "time/judges": 1.0, "time/optimisation": 1.5})
+        if step == steps // 2:
+            lines.append({"step": step, "eval_reward": 0.4, "eval_loss": 0.04, "eval_tags/well_formed": 0.7})
+    lines.append({"step": steps, "train_runtime": 75.0, "train_samples_per_second": 0.6, "train_loss": 0.02})
+    text = "".join(json.dumps(line) + "\n" for line in lines) + "".join(f"{line}\n" for line in extra_lines)
+    (path / "metrics.jsonl").write_text(text)
+    for step in samples_at:
+        folder = path / "samples" / f"step-{step:06d}"
+        save(simple_document(f"Explain photosynthesis (best at step {step})", images=1), folder / "sample-0")
+        save(simple_document(f"Explain photosynthesis (worst at step {step})", images=0, failed=1), folder / "sample-3")
+        (folder / "sample-5").mkdir(parents=True)
+        (folder / "sample-5" / "index.html").write_text("<!doctype html><p>a page only</p>")
+        (folder / "index.html").write_text("<!doctype html><table></table>")
+    return path

@@ -62,9 +62,9 @@ def view(folder: Path | None, host: str, port: int | None, allow_hosts: tuple[st
         address += "/"
 
     def ready() -> None:
-        counts = {k: sum(1 for f in found if f.kind == k) for k in ("document", "eval", "training")}
-        what = ", ".join(f"{n} {k if k != 'eval' else 'evaluation'}{'s' if n != 1 else ''}"
-                         for k, n in counts.items() if n) or "nothing yet"
+        names = {"document": "document", "eval": "evaluation", "training": "training run"}
+        counts = {name: sum(1 for f in found if f.kind == k) for k, name in names.items()}
+        what = ", ".join(f"{n} {name}{'s' if n != 1 else ''}" for name, n in counts.items() if n) or "nothing yet"
         click.echo(f"llmi view: {server.root.resolve()} ({what})")
         if not is_loopback(host):
             click.echo(f"warning: listening on {host}: anyone who can reach this machine can read every file shown "

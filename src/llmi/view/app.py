@@ -31,6 +31,7 @@ from .documents import DocumentStore, document_page, image_file, scores_of
 from .evals import PAGE_SIZE, CompareQuery, Comparison, ItemQuery, RunStore, compare_runs, filter_pairs, filter_rows, paginate
 from .index import MAX_DEPTH, MAX_FOLDERS, Entry, Index, NotThere, Unreadable
 from .scaling import scaling_view
+from .training import TrainingStore, headline, sample_entries, step_samples, steps_with_samples
 
 try:  # this module is the web application: it cannot be imported without its framework
     from fastapi import FastAPI, Query, Request
@@ -105,7 +106,7 @@ def create_app(root: str | Path, *, allowed_hosts: Iterable[str] | None = LOOPBA
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder; give llmi view the folder to show")
-    index, documents, runs = Index(root), DocumentStore(root), RunStore(root)
+    index, documents, runs, trainings = Index(root), DocumentStore(root), RunStore(root), TrainingStore(root)
     app = FastAPI(title="llmi view", docs_url=None, redoc_url=None, openapi_url=None)
     common = {"root": str(root), "root_name": root.name or str(root)}
 
@@ -238,6 +239,16 @@ def create_app(root: str | Path, *, allowed_hosts: Iterable[str] | None = LOOPBA
                     side["problem"] = str(exc)
             sides.append(side)
         return page("compare_item.html", sides=sides, key=key, a=a, b=b)
+
+    @app.get("/train/{rel:path}", response_class=HTMLResponse)
+    def training(rel: str, step: Annotated[int | None, Query(ge=0)] = None) -> HTMLResponse:
+        run = trainings.get(_rel(rel))
+        steps = steps_with_samples(run)
+        if step is not None and step not in steps:
+            raise NotThere(f"the run kept no samples at step {step}")
+        samples = step_samples(run, steps[-1] if step is None else step) if steps else None
+        return page("train.html", run=run, headline=headline(run), steps=steps, samples=samples,
+                    docs=sample_entries(root, samples) if samples is not None else [])
 
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))

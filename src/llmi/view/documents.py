@@ -19,8 +19,6 @@ fallback, error, source and licence, and the judge scores when the document was 
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -30,7 +28,7 @@ from ..errors import LlmiError
 from ..renderers import _common as c
 from ..sources import STATS_ORDER
 from . import pages, urls
-from .index import DOCUMENT_FILE, Entry, NotThere, Stamp, Unreadable, read_json, resolve_inside, stamp
+from .index import DOCUMENT_FILE, Entry, NotThere, StampCache, Unreadable, read_json, resolve_inside
 
 __all__ = [
     "DocumentPage", "DocumentStore", "Figure", "Loaded", "Score", "document_page", "image_file",
@@ -85,9 +83,7 @@ class DocumentStore:
 
     def __init__(self, root: str | Path, size: int = 256) -> None:
         self.root = Path(root).resolve()
-        self.size = size
-        self._cache: OrderedDict[str, tuple[Stamp | None, Loaded]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: StampCache[Loaded] = StampCache(size)
 
     def get(self, rel: str) -> Loaded:
         """The document in folder ``rel``: ``NotThere`` when there is none, ``Unreadable``
@@ -95,18 +91,8 @@ class DocumentStore:
         folder = resolve_inside(self.root, rel)
         if folder is None or not (folder / DOCUMENT_FILE).is_file():
             raise NotThere(f"there is no document at {rel or '.'}")
-        current = stamp(folder / DOCUMENT_FILE)
-        with self._lock:
-            cached = self._cache.get(rel)
-            if cached is not None and cached[0] == current:
-                self._cache.move_to_end(rel)
-                return cached[1]
-        loaded = parse_document(read_json(folder / DOCUMENT_FILE), folder, rel)
-        with self._lock:
-            self._cache[rel] = (current, loaded)
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return loaded
+        return self._cache.get(rel, (folder / DOCUMENT_FILE,),
+                               lambda: parse_document(read_json(folder / DOCUMENT_FILE), folder, rel))
 
 
 def read_document_entry(folder: Path, rel: str) -> Entry:

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 import statistics
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import LlmiError
 from ..evaluate.runs import CONFIG_FILE, RESULTS_FILE, RunDir, read_records
 from ..renderers._common import one_line
-from .index import Entry, NotThere, Stamp, Unreadable, resolve_inside, stamp
+from .index import Entry, NotThere, StampCache, Unreadable, resolve_inside
 
 __all__ = [
     "CompareQuery", "Comparison", "ItemQuery", "ItemRow", "PAGE_SIZE", "Pages", "Pair", "RunStore", "RunView",
@@ -208,9 +207,7 @@ class RunStore:
 
     def __init__(self, root: str | Path, size: int = 16) -> None:
         self.root = Path(root).resolve()
-        self.size = size
-        self._cache: OrderedDict[str, tuple[tuple[Stamp | None, Stamp | None], RunView]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: StampCache[RunView] = StampCache(size)
 
     def get(self, rel: str) -> RunView:
         """The run in folder ``rel``: ``NotThere`` when there is none, ``Unreadable`` when it
@@ -218,18 +215,7 @@ class RunStore:
         path = resolve_inside(self.root, rel)
         if path is None or not (path / CONFIG_FILE).is_file() or not (path / RESULTS_FILE).is_file():
             raise NotThere(f"there is no evaluation run at {rel or '.'}")
-        stamps = (stamp(path / CONFIG_FILE), stamp(path / RESULTS_FILE))
-        with self._lock:
-            cached = self._cache.get(rel)
-            if cached is not None and cached[0] == stamps:
-                self._cache.move_to_end(rel)
-                return cached[1]
-        run = load_run(path, rel)
-        with self._lock:
-            self._cache[rel] = (stamps, run)
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return run
+        return self._cache.get(rel, (path / CONFIG_FILE, path / RESULTS_FILE), lambda: load_run(path, rel))
 
 
 def read_eval_entry(folder: Path, rel: str) -> Entry:

@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Generic, Iterable, Literal, Mapping, Sequence, TypeVar
 
 __all__ = [
     "DOCUMENT_FILE", "Entry", "Found", "Index", "MAX_DEPTH", "MAX_FOLDERS", "NotThere", "Stamp", "Unreadable", "read_json",
-    "resolve_inside", "stamp",
+    "resolve_inside", "StampCache", "stamp",
 ]
 
 DOCUMENT_FILE = "document.json"
@@ -68,6 +69,43 @@ def stamp(path: str | Path) -> Stamp | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+T = TypeVar("T")
+
+
+class StampCache(Generic[T]):
+    """Values read from files, each kept while its files' stamps stay the same (the ``size``
+    most recently used). Safe to use from several threads; two threads may read one value at
+    once, and the later keeps it.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "x"; _ = f.write_text("1")
+    >>> cache, reads = StampCache(4), []
+    >>> [cache.get("x", (f,), lambda: reads.append(1) or f.read_text()) for _ in range(2)], len(reads)
+    (['1', '1'], 1)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[str, tuple[tuple[Stamp | None, ...], T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, files: Sequence[str | Path], read: Callable[[], T]) -> T:
+        """The value of ``key``, from ``read()`` unless ``files`` are unchanged since it last ran."""
+        stamps = tuple(stamp(f) for f in files)
+        with self._lock:
+            cached = self._values.get(key)
+            if cached is not None and cached[0] == stamps:
+                self._values.move_to_end(key)
+                return cached[1]
+        value = read()
+        with self._lock:
+            self._values[key] = (stamps, value)
+            self._values.move_to_end(key)
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
 
 
 def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
@@ -331,5 +369,6 @@ def _unreadable(found: Found, problem: str) -> Entry:
 def default_readers() -> dict[str, Reader]:
     from .documents import read_document_entry
     from .evals import read_eval_entry
+    from .training import read_training_entry
 
-    return {"document": read_document_entry, "eval": read_eval_entry}
+    return {"document": read_document_entry, "eval": read_eval_entry, "training": read_training_entry}
