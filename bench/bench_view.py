@@ -8,18 +8,22 @@ evaluation run, through ``llmi view`` itself (a separate process, on loopback) a
 2. an evaluation run of ``--items`` items (ten criteria each, documents saved as ``llmi eval``
    saves them): the run's page cold and warm, the item table filtered by criterion score, by a
    tool's failures, by a failure reason and by text, sorted by score, an item's page, and two
-   such runs compared item by item.
+   such runs compared item by item;
+3. a training run of ``--steps`` logged steps (``metrics.jsonl`` as ``llmi train grpo`` writes it,
+   samples every 50 steps): its page cold (the curves drawn) and warm, another step's samples,
+   and the page after the run logged one more step.
 
 The baselines, measured in the same run, are what a viewer without the lazy, cached index
-would pay: every ``document.json`` read (``Index(root).entries()`` in this process), and the
-run read again on every request (``load_run``).
+would pay: every ``document.json`` read (``Index(root).entries()`` in this process), and a
+run read again on every request (``load_run``, ``load_training``).
 
-Run: python bench/bench_view.py [--docs 2000] [--items 2160] [--repeat 5]
+Run: python bench/bench_view.py [--docs 2000] [--items 2160] [--steps 5000] [--repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -38,6 +42,7 @@ from llmi.image import ImageData
 from llmi.tags import ImageRequest
 from llmi.view.evals import load_run
 from llmi.view.index import Index
+from llmi.view.training import load_training
 
 TOPICS = ("kangaroos", "the water cycle", "volcanoes", "the Colosseum", "rainfall in London", "owls", "tides",
           "the Parthenon", "photosynthesis", "comets")
@@ -96,6 +101,28 @@ def make_run(path: Path, n: int, criteria: int, *, shift: int = 0) -> Path:
     return path
 
 
+def make_training(path: Path, steps: int) -> Path:
+    """A GRPO run's logs: a ``metrics.jsonl`` line per step (TRL's figures, ``tags/*``,
+    ``time/*``), an evaluation every 500 steps, two sample documents every 50."""
+    picture = ImageData.blank(64, 48, color="#3b6fb6")
+    path.mkdir(parents=True)
+    (path / "llmi-train.json").write_text(json.dumps({"model": "bench-model", "loss": "dapo", "num_generations": 8}))
+    with open(path / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        for step in range(1, steps + 1):
+            row = {"step": step, "loss": 1 / step, "reward": 0.2 + 0.6 * step / steps + 0.05 * (step % 7) / 7,
+                   "reward_std": 0.1, "rewards/combined/mean": 0.2 + 0.6 * step / steps, "learning_rate": 1e-6,
+                   "completions/mean_length": 300.0, "grad_norm": 0.4, **{f"tags/{k}": 0.5 + 0.4 * step / steps
+                   for k in ("well_formed", "answers_with_tags", "answers_well_formed", "images_ok")},
+                   **{f"time/{k}": 10.0 + step % 5 for k in ("step", "generation", "tools", "judges", "optimisation")}}
+            fh.write(json.dumps(row) + "\n")
+            if step % 500 == 0:
+                fh.write(json.dumps({"step": step, "eval_reward": 0.5, "eval_loss": 0.3}) + "\n")
+            if step % 50 == 0:
+                for i in (0, 7):
+                    document(step + i, picture).save(path / "samples" / f"step-{step:06d}" / f"sample-{i}", ("json",))
+    return path
+
+
 class Served:
     """``llmi view ROOT`` in its own process."""
 
@@ -141,6 +168,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=2160)
     ap.add_argument("--criteria", type=int, default=10)
     ap.add_argument("--touch", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
@@ -150,7 +178,9 @@ def main() -> None:
         make_folder(root, args.docs)
         make_run(root / "runs" / "a", args.items, args.criteria)
         make_run(root / "runs" / "b", args.items, args.criteria, shift=1)
-        print(f"made {args.docs} documents and two runs of {args.items} items in {time.perf_counter() - t:.1f} s")
+        make_training(root / "train" / "grpo", args.steps)
+        print(f"made {args.docs} documents, two runs of {args.items} items and a training run of {args.steps} steps "
+              f"in {time.perf_counter() - t:.1f} s")
 
         started = time.perf_counter()
         served = Served(root)  # as it starts it walks the folder (names and stat only) to say what it found
@@ -193,6 +223,16 @@ def main() -> None:
             print(f"  two runs compared, warm: {ms(median_of(args.repeat, lambda: served.time('/compare?a=runs/a&b=runs/b')))}"
                   f"; only changed items, by difference: "
                   f"{ms(median_of(args.repeat, lambda: served.time('/compare?a=runs/a&b=runs/b&show=changed&sort=delta')))}")
+
+            print(f"\n3. a training run of {args.steps} logged steps")
+            print(f"  open, cold (metrics read, four curves drawn, the latest step's samples): {ms(served.time('/train/train/grpo'))}")
+            print(f"  open, warm: {ms(median_of(args.repeat, lambda: served.time('/train/train/grpo')))}")
+            print(f"  another step's samples: {ms(median_of(args.repeat, lambda: served.time('/train/train/grpo?step=50')))}")
+            baseline = median_of(args.repeat, lambda: _timed(lambda: load_training(root / "train" / "grpo", "train/grpo")))
+            print(f"  baseline, the run read again on every request (in process): {ms(baseline)}")
+            with open(root / "train" / "grpo" / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": args.steps + 1, "reward": 0.9}) + "\n")
+            print(f"  after one more step was logged: {ms(served.time('/train/train/grpo'))}")
         finally:
             served.close()
 
@@ -205,10 +245,14 @@ def _fresh_index(root: Path, shown: int | None = None) -> float:
     return time.perf_counter() - started
 
 
-def _reload(path: Path) -> float:
+def _timed(fn) -> float:
     started = time.perf_counter()
-    load_run(path, "runs/a")
+    fn()
     return time.perf_counter() - started
+
+
+def _reload(path: Path) -> float:
+    return _timed(lambda: load_run(path, "runs/a"))
 
 
 if __name__ == "__main__":

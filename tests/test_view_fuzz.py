@@ -1,6 +1,6 @@
 """Files the viewer did not write itself: any value in any field of a ``document.json``, a
-``results.jsonl`` record or a scaling record gives a page or a clear refusal, never a crash,
-and never a page that could run a script."""
+``results.jsonl`` record, a scaling record or a training run's settings and metrics gives a page
+or a clear refusal, never a crash, and never a page that could run a script."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from view_fixtures import dangerous, hostile_document, save, scaling_record, simple_document, standard_items, write_run
+from view_fixtures import dangerous, hostile_document, save, scaling_record, simple_document, standard_items, write_run, write_training
 
 from llmi.view.app import create_app
 
@@ -56,10 +56,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
     save(hostile_document(), root / "doc")
     save(simple_document("scaled", meta={"scaling": scaling_record()}), root / "scaled")
     write_run(root / "run", standard_items(3))
+    write_training(root / "train", steps=3, samples_at=(1,))
     originals = {
         "doc": json.loads((root / "doc" / "document.json").read_text()),
         "scaled": json.loads((root / "scaled" / "document.json").read_text()),
         "run": (root / "run" / "results.jsonl").read_text().splitlines(),
+        "settings": json.loads((root / "train" / "llmi-train.json").read_text()),
+        "metrics": (root / "train" / "metrics.jsonl").read_text().splitlines(),
     }
     client = TestClient(create_app(root), base_url="http://127.0.0.1", raise_server_exceptions=True)
     return root, originals, client
@@ -103,6 +106,22 @@ def test_any_value_in_a_result_record_gives_a_page(site: Any, data: Any) -> None
     for path in ("/eval/run", "/eval/run?sort=score&desc=true", "/eval/run?criterion=r1&cscore=1",
                  "/eval/run?tool=search:failed", f"/item/run?key={key}", "/compare?a=run&b=run",
                  f"/compare/item?a=run&b=run&key={key}", "/"):
+        _check(client, path)
+
+
+@FUZZ
+@given(data=st.data())
+def test_any_value_in_a_training_run_gives_a_page_or_a_reason(site: Any, data: Any) -> None:
+    root, originals, client = site
+    settings = originals["settings"]
+    where = data.draw(st.sampled_from(list(paths(settings))))
+    (root / "train" / "llmi-train.json").write_text(json.dumps(replaced(settings, where, data.draw(JSON))))
+    lines = list(originals["metrics"])
+    i = data.draw(st.integers(0, len(lines) - 1))
+    record = json.loads(lines[i])
+    lines[i] = json.dumps(replaced(record, data.draw(st.sampled_from(list(paths(record)))), data.draw(JSON)))
+    (root / "train" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    for path in ("/train/train", "/train/train?step=1", "/?kind=training", "/?q=train"):
         _check(client, path)
 
 

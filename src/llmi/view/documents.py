@@ -169,10 +169,15 @@ class Score:
     error_type: str | None = None
 
 
-def scores_of(criteria: Sequence[Any]) -> tuple[Score, ...]:
-    """``Score`` values from an evaluation record's ``criteria`` list (malformed rows skipped)."""
+def scores_of(criteria: Any) -> tuple[Score, ...]:
+    """``Score`` values from an evaluation record's ``criteria`` list (malformed rows skipped;
+    anything but a list gives none).
+
+    >>> [s.name for s in scores_of([{"name": "r1", "score": 2}, "junk"])], scores_of(True)
+    (['r1'], ())
+    """
     out = []
-    for row in criteria or ():
+    for row in criteria if isinstance(criteria, (list, tuple)) else ():
         if isinstance(row, Mapping):
             out.append(Score(str(row.get("name", "")), row.get("score"), row.get("max"), str(row.get("text") or ""),
                              str(row.get("justification") or ""), _text(row.get("error")), _text(row.get("error_type"))))
