@@ -22,6 +22,9 @@ def test_a_run_is_read_into_curves_a_step_table_and_its_sample_steps(tmp_path: P
     assert run.plots.count("<svg") == 4 and "rewards/combined/mean" in run.plots and "eval_reward" in run.plots
     assert run.table[0][0] == "1" and run.table[-1][run.columns.index("learning_rate") + 1] == "1.429e-06"
     assert steps_with_samples(run) == [1, 5]
+    long = load_training(write_training(tmp_path / "long", steps=1203, samples_at=()), "long")
+    assert len(long.rows) == 1203 and [r[0] for r in long.table[:2]] == ["1", "4"] and long.table[-1][0] == "1203"
+    assert len(long.table) <= 500
     samples = step_samples(run, 5)
     assert samples.documents == ("run/samples/step-000005/sample-0", "run/samples/step-000005/sample-3")
     assert samples.pages_only == 1

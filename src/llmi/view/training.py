@@ -45,6 +45,8 @@ CHARTS: tuple[tuple[str, tuple[str, ...], tuple[float, float] | None], ...] = (
 #: the columns of the step table, when the run logged them
 TABLE_COLUMNS = ("reward", "reward_std", "loss", "grad_norm", "learning_rate", "completions/mean_length",
                  "tags/well_formed", "tags/images_ok", "time/step")
+#: the most rows the step table shows
+MAX_TABLE_ROWS = 500
 _COLOURS = ("#3b6fb6", "#c05621", "#2f855a", "#805ad5", "#b83280", "#2c7a7b", "#718096")
 
 
@@ -156,7 +158,7 @@ class TrainingView:
     skipped: int  # lines that were not JSON objects
     plots: str  # inline SVG (safe HTML)
     columns: tuple[str, ...]  # the step table's figures
-    table: tuple[tuple[str, ...], ...]  # one row per step: the step, then each column's figure
+    table: tuple[tuple[str, ...], ...]  # a row per step shown (at most MAX_TABLE_ROWS): the step, each column's figure
 
     @property
     def title(self) -> str:
@@ -217,7 +219,10 @@ def load_training(path: Path, rel: str) -> TrainingView:
     plots = "".join(line_chart(curves, title=title, span=span) for title, wanted, span in CHARTS
                     if (curves := series(sorted([*steps, *evals], key=_step_of), wanted)))
     columns = tuple(_names(steps, TABLE_COLUMNS))
-    table = tuple(tuple(figure(row.get(c)) for c in ("step", *columns)) for row in steps)
+    # a long run's table shows every k-th step and the last (the curves show them all)
+    stride = math.ceil(len(steps) / MAX_TABLE_ROWS) if steps else 1
+    shown = steps[::stride] + (steps[-1:] if (len(steps) - 1) % stride else [])
+    table = tuple(tuple(figure(row.get(c)) for c in ("step", *columns)) for row in shown)
     return TrainingView(rel, path, settings, tuple(steps), tuple(evals), closing, skipped, plots, columns, table)
 
 
