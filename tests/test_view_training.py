@@ -4,6 +4,7 @@ other figures from ``metrics.jsonl``, and each step's sample documents open as d
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,37 @@ def test_a_run_that_has_only_started_or_holds_hostile_files_still_has_a_page(tmp
     kinds = {e.id: (e.kind, e.problem) for e in Index(tmp_path).entries()}
     assert kinds["fresh"] == ("training", None) and kinds["odd"][0] == "training"
     assert "does not hold a JSON object" in kinds["broken"][1]
+
+
+def test_what_llmi_train_grpo_leaves_is_shown(tmp_path: Path, viewer, monkeypatch) -> None:
+    """A real two-step run (TRL, a tiny model with SmolLM2's tokenizer, llama.cpp rollouts), then its page."""
+    pytest.importorskip("trl")
+    from click.testing import CliRunner
+    from train_fixtures import build_tiny
+
+    from llmi.cli import main
+    from llmi.train.data import prepare_sync
+    from llmi.train.model import trainable_model
+    from llmi.train.rows import RowRules
+
+    pytest.importorskip("llama_cpp")
+    monkeypatch.setenv("LLMI_SEARCH_BACKEND", "none")
+    rows = [{"prompt": q, "image_num": 1} for q in ("Tell me about owls.", "Explain tides.", "Describe a lighthouse.")]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prepare_sync([tmp_path / "p.jsonl"], tmp_path / "data", RowRules(system_prompt="Write with pictures."), test_size=0)
+    model = build_tiny(Path(trainable_model()), tmp_path / "tiny")
+    out = tmp_path / "views" / "grpo"
+    result = CliRunner().invoke(main, [
+        "train", "grpo", str(tmp_path / "data" / "train.parquet"), "--out", str(out), "--model", str(model),
+        "--without-judges", "--reward", "tag_validity", "--num-generations", "2", "--prompts-per-step", "2",
+        "--max-completion-length", "8", "--samples-every", "1", "--max-steps", "2", "--warmup-steps", "0"])
+    assert result.exit_code == 0, result.output
+    v = viewer(tmp_path / "views")
+    listed = v.get("/").text
+    assert 'href="/train/grpo"' in listed and "steps: 2" in listed
+    page = v.get("/train/grpo").text
+    assert dangerous(page) == [] and page.count("<svg") >= 3 and "rewards/llmi_tag_validity/mean" in page
+    assert '<strong class="current">2</strong>' in page and 'href="/train/grpo?step=1#samples"' in page
+    shown = page.count('href="/doc/grpo/samples/')
+    unshown = re.search(r"(\d+) sample folders? of this step", page)
+    assert shown + (int(unshown.group(1)) if unshown else 0) >= 1  # each sample is shown, or counted as a page only
