@@ -198,11 +198,11 @@ def main() -> None:
                   f"reading every document.json, as a viewer without the lazy index would: {ms(everything)} "
                   f"-> {everything / cold:.1f}x")
             for i in range(args.touch):
-                path = root / "docs" / f"doc-{i * 7:05d}" / "document.json"
+                path = root / "docs" / f"doc-{i * 7 % args.docs:05d}" / "document.json"
                 path.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
             print(f"  list page after {args.touch} documents changed: {ms(served.time('/'))}")
             print(f"  search by prompt ('volcanoes number 1'): {ms(median_of(args.repeat, lambda: served.time('/?q=volcanoes+number+1')))}")
-            print(f"  a document with its panels: {ms(median_of(args.repeat, lambda: served.time('/doc/docs/doc-00042')))}")
+            print(f"  a document with its panels: {ms(median_of(args.repeat, lambda: served.time(f'/doc/docs/doc-{min(42, args.docs - 1):05d}')))}")
 
             print(f"\n2. an evaluation run of {args.items} items, {args.criteria} criteria each")
             cold = served.time("/eval/runs/a")
@@ -218,7 +218,7 @@ def main() -> None:
                 print(f"  filter: {label}: {ms(median_of(args.repeat, lambda: served.time('/eval/runs/a?' + query)))}")
             baseline = median_of(args.repeat, lambda: _reload(root / "runs" / "a"))
             print(f"  baseline, the run read again on every request (in process): {ms(baseline)}")
-            print(f"  an item's page: {ms(median_of(args.repeat, lambda: served.time('/item/runs/a?key=01234')))}")
+            print(f"  an item's page: {ms(median_of(args.repeat, lambda: served.time(f'/item/runs/a?key={min(1234, args.items - 1):05d}')))}")
             served.time("/eval/runs/b")
             print(f"  two runs compared, warm: {ms(median_of(args.repeat, lambda: served.time('/compare?a=runs/a&b=runs/b')))}"
                   f"; only changed items, by difference: "
