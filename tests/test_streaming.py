@@ -249,7 +249,7 @@ def test_a_failing_writer_cancels_the_tags_it_started():
     assert search.calls == 1
 
 
-def test_tools_warm_up_when_a_stream_starts():
+def test_tools_warm_up_with_the_first_piece_of_a_stream():
     class Warm(LatencyTool):
         warmed = 0
 
@@ -271,7 +271,10 @@ def test_tools_warm_up_when_a_stream_starts():
     async def main(eng):
         for _ in range(2):  # once per tool, however many documents
             run = eng.stream()
-            run.feed("plain text")
+            await asyncio.sleep(0.05)
+            assert (Warm.warmed, Blocking.warmed) in ((0, 0), (1, 1))  # not before the first piece
+            run.feed("plain ")
+            run.feed("text")
             await asyncio.sleep(0.05)
             doc = await run.finish()
         return doc

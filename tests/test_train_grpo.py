@@ -171,6 +171,7 @@ def test_scoring_runs_each_tool_once_and_the_sample_log_reuses_those_documents(t
     assert page.count("<tr>") == 5 and "best" in page and "worst" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # model text is escaped
     assert (folder / "sample-0" / "index.html").read_text().count("<img") == 2
+    assert (folder / "sample-0" / "document.json").is_file()  # so that llmi view opens the sample
     scorer.close()
 
 

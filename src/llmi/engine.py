@@ -197,8 +197,8 @@ class Engine:
         complete tag starts at once), then ``await run.finish()`` for the ``Document``.
 
         Call it inside the event loop that will run the tools; the tools' optional
-        ``warm_up`` starts now, in the background. ``deadline`` (default: the engine's) counts
-        from ``finish``, when the text is complete.
+        ``warm_up`` starts in the background with the first piece. ``deadline`` (default: the
+        engine's) counts from ``finish``, when the text is complete.
 
         >>> async def main(engine):
         ...     run = engine.stream()

@@ -61,7 +61,6 @@ class StreamRun:
         self._tasks: dict[int, asyncio.Task[ImageSegment]] = {}
         self._signatures: dict[int, tuple[Any, ...]] = {}
         self._done = False
-        engine.warm_up()
 
     @property
     def text(self) -> str:
@@ -77,6 +76,11 @@ class StreamRun:
         """Add the next piece of the answer; tags it completes start now."""
         if self._done:
             raise RuntimeError("this answer is finished; start another with Engine.stream()")
+        if not self._pieces:
+            # Warm the tools up from the first piece, not before: until then a local writer is
+            # reading its prompt on every core, and a sandbox starting beside it stalled that
+            # (1.45x the writer's time for a document, against 1.13x warming up from here)
+            self.engine.warm_up()
         self._pieces.append(piece)
         if ">" in piece:  # every tag (and every think block) ends with one
             self._start_settled(self.text)

@@ -181,7 +181,7 @@ class SampleLog(TrainerCallback):
         question = _question(prompt)
         link = ""
         if getattr(breakdown, "document", None) is not None:
-            breakdown.document.save(folder / f"sample-{i}", ("html",))
+            breakdown.document.save(folder / f"sample-{i}", ("html", "json"))  # json: llmi view opens it
             link = f'<a href="sample-{i}/index.html">document</a>'
         metrics = getattr(breakdown, "metrics", lambda: {})()
         shown = {k: metrics[k] for k in ("score", "img_num_score", "llm_score", "mllm_score", "r_tool") if k in metrics}
