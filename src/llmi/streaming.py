@@ -79,7 +79,7 @@ class StreamRun:
         if not self._pieces:
             # Warm the tools up from the first piece, not before: until then a local writer is
             # reading its prompt on every core, and a sandbox starting beside it stalled that
-            # (1.45x the writer's time for a document, against 1.13x warming up from here)
+            # (1.40x the writer's time for a document, against 1.13x warming up from here)
             self.engine.warm_up()
         self._pieces.append(piece)
         if ">" in piece:  # every tag (and every think block) ends with one
