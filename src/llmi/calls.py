@@ -3,8 +3,9 @@
 ``Caller.call`` goes through the content-addressed cache (``llmi.cache``), joins an identical
 call already in flight instead of making it twice, waits for the tool's concurrency limit,
 bounds each attempt by the tool's timeout and the document's deadline, and retries transient
-errors with jittered exponential backoff (or the ``Retry-After`` a service asked for). ``Caller.tries`` adds what a search needs: when the
-query finds nothing, the other queries of ``llmi.queries`` are tried in turn, each recorded.
+errors with jittered exponential backoff (or the ``Retry-After`` a service asked for).
+``Caller.tries`` adds what a search needs: when the query finds nothing, the other queries of
+``llmi.queries`` are tried in turn, each recorded.
 
 Every outcome is a value (``Outcome``): a backend's failure, or a bug in it, is recorded, never
 raised.

@@ -217,7 +217,6 @@ class MLLMJudge(_Judge):
         return url
 
 
-
 def judges_from_env(
     env: Mapping[str, str] | None = None, *, profile: str = "llmi-compat", **client_kwargs: Any
 ) -> tuple[LLMJudge | None, MLLMJudge | None]:
