@@ -52,8 +52,18 @@ CROSS_CASES: tuple[CrossCase, ...] = (
         "files in the working directory and /tmp",
         f"import os\nopen('leak.txt', 'w').write({MARK!r})\nos.makedirs('/tmp/.hidden/deeper')\n"
         f"open('/tmp/.hidden/deeper/leak', 'w').write({MARK!r})" + _DRAW,
-        "import os\nfiles = [os.path.join(d, f) for d, _, fs in os.walk('/tmp') for f in fs]\n"
-        "extra = set(os.listdir('/tmp')) - {'.llmi-mpl', '.llmi-cache'}\n"
+        # the interpreter, the virtualenv and the sandbox's scripts are bound read-only at their
+        # own paths, the same for every job: under /tmp when llmi itself is installed there
+        "import os, sys\n"
+        "own = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *sys.path) if p}\n"
+        "def bound(p):\n    return any(p == o or p.startswith(o + os.sep) for o in own)\n"
+        "def above(p):\n    return any(o.startswith(p + os.sep) for o in own)\n"
+        "files = []\n"
+        "for d, ds, fs in os.walk('/tmp'):\n"
+        "    ds[:] = [x for x in ds if not bound(os.path.realpath(os.path.join(d, x)))]\n"
+        "    files += [os.path.join(d, f) for f in fs]\n"
+        "extra = {n for n in os.listdir('/tmp') if not above('/tmp/' + n) and not bound('/tmp/' + n)}\n"
+        "extra -= {'.llmi-mpl', '.llmi-cache'}\n"
         "print(f'found {files} {extra}' if files or extra else 'clean')" + _DRAW,
     ),
     CrossCase(
