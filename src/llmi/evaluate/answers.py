@@ -16,6 +16,7 @@ the answer under ``answer`` (LLM-I's ``evaluation_results.json``), ``response``,
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -56,24 +57,24 @@ def engine_facts(engine: "Engine") -> dict[str, Any]:
     }
 
 
-class AnswerSource:
+class AnswerSource(ABC):
     """The answers of one run. ``answer`` never raises for tool failures (they become failed
     images); a writer that cannot answer raises ``WriterError``, which fails that item only."""
 
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
 
+    @abstractmethod
     async def answer(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> Answered:
         """The item's answer as a document (its tools run)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def text(self, item: Item, prompt: str, images: Sequence[ImageData], seed: int) -> tuple[str, float]:
         """The item's answer as written (no tool runs), and the seconds writing took."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> dict[str, Any]:
         """What goes into the run's configuration."""
-        raise NotImplementedError
 
 
 class WriterAnswers(AnswerSource):

@@ -4,6 +4,7 @@ the first usable candidate in rank order wins, and holding nothing between calls
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -14,7 +15,7 @@ from ..base import ToolCall, ToolOutput
 __all__ = ["SearchTool"]
 
 
-class SearchTool:
+class SearchTool(ABC):
     """A search backend: ``run`` reads the query and bounds the call; subclasses implement
     ``search(query)``. ``_label`` names the service in messages (``"SerpAPI"``)."""
 
@@ -31,8 +32,9 @@ class SearchTool:
         except TimeoutError:
             raise ToolTimeout(f"{self._label} search for {query!r} took longer than {call.timeout:g} s") from None
 
+    @abstractmethod
     async def search(self, query: str) -> ToolOutput:
-        raise NotImplementedError
+        """The backend's answer for a non-empty ``query``."""
 
     async def first_usable(self, urls: Iterable[str], found: str) -> tuple[ImageData, str]:
         """The first URL, in rank order, that downloads as a usable image (LLM-I's rule), through
