@@ -5,14 +5,18 @@ Two parts, in one run:
 1. **Quality** on a fixed prompt set (the first ``--items`` text-only OpenING items, in file
    order): for each item, one sample (``llmi.agenerate``, seed s) and the scaled document
    (``Scaler``, N candidates with seeds s..s+N-1, so candidate 0 *is* that sample), both with the
-   embedded SmolLM2 writer and the offline tools. The selection judge is SmolLM2 behind
-   llama.cpp's OpenAI-compatible server (the LLM judge of ``llmi.rewards``, seed 0). Both
-   documents are then scored by a **held-out** judging: the same reward (image count + LLM judge,
-   LLM-I's weights, no MLLM judge offline) with three other judge seeds, averaged, so the
-   selection cannot simply have picked the judge's lucky draw; with failed tags penalised as the
-   selection's reward does (offline no MLLM judge sees a failed picture), and with LLM-I's
-   options. The chosen candidate before enhancement and polish is scored too, so each stage's
-   share of the gain shows. Reported: mean held-out reward,
+   embedded SmolLM2 writer and the offline tools. Every one of these prompts asks for a
+   picture, so the image count asked for is LLM-I's 99 ("at least one"; ``--image-num none``:
+   any number), given to the scaled run and to every reward. The selection judge is SmolLM2
+   behind llama.cpp's OpenAI-compatible server (the LLM judge of ``llmi.rewards``, seeds 0 and 1,
+   read as expected scores from its token probabilities). Both documents are then scored by a
+   **held-out** judging: LLM-I's reward as it is (image count + LLM judge, LLM-I's weights and
+   options, the judge's written scores; no MLLM judge offline) with three other judge seeds,
+   averaged, so the selection cannot simply have picked the judge's lucky draw; and the same with
+   failed tags penalised as the selection's reward does (offline no MLLM judge sees a failed
+   picture). The chosen candidate before enhancement and polish is scored too, so each stage's
+   share of the gain shows. ``--rows FILE`` appends each finished item and resumes from it.
+   Reported: mean held-out reward,
    mean selection reward, share of tags that made an image, wins/ties/losses, and each stage's
    cost (wall time, writer tokens, tool calls, judge calls) as a multiple of one sample.
 2. **Concurrency**: the same pipeline against a writer endpoint that serves requests in
@@ -21,7 +25,7 @@ Two parts, in one run:
    against one sample. The embedded writer decodes one answer at a time, so on this machine part
    1's ratio is bounded by its token rate; part 2 is what candidates writing at once cost.
 
-Run: python bench/bench_scaling.py [--items 20] [--n 4] [--max-tokens 200] [--skip-quality] [--json out.json]
+Run: python bench/bench_scaling.py [--items 20] [--n 4] [--max-tokens 200] [--skip-quality] [--json out.json] [--rows rows.jsonl]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -94,10 +99,20 @@ def opening_prompts(limit: int) -> list[str]:
     raise SystemExit("OpenING's test_data.jsonl not found (shared/data/opening)")
 
 
-async def held_out(doc, prompt: str, judges: Judges, engine: Engine) -> float | None:
-    """The mean reward over the held-out judge seeds (LLM-I's options: no penalty for failed tags)."""
+_ASKS_FOR_A_PICTURE = re.compile(r"\b(image|picture|photo|diagram|illustrat\w*|draw|chart|map|figure|sketch|visual\w*)s?\b", re.I)
+
+
+def asked_images(prompt: str) -> int | None:
+    """The image count a prompt asks for, in LLM-I's convention: 99 (at least one) when it asks
+    for a picture at all, else ``None`` (any number)."""
+    return 99 if _ASKS_FOR_A_PICTURE.search(prompt) else None
+
+
+async def held_out(doc, prompt: str, judges: Judges, engine: Engine, image_num: int | None) -> float | None:
+    """The mean reward over the held-out judge seeds: LLM-I's reward as it is (its options: no
+    penalty for failed tags; the judges' written scores, sampled at temperature 0.5)."""
     scorers = selection_scorers(engine, judges, HELD_OUT_SEEDS, options=RewardOptions.preset("llmi"))
-    scored = await score_candidates([Candidate(0, 0, doc)], scorers, prompt, None, Meter())
+    scored = await score_candidates([Candidate(0, 0, doc)], scorers, prompt, image_num, Meter())
     return scored[0].score
 
 
@@ -116,9 +131,11 @@ async def quality(args: argparse.Namespace) -> dict:
     from llmi.llm.local import LocalWriter
 
     proc, judge_url = start_judge(args.judge_port)
-    rows = []
+    rows = _done_rows(args.rows)
     try:
         prompts = opening_prompts(args.items)
+        if rows:
+            print(f"resuming: {len(rows)} of {len(prompts)} items already in {args.rows}", flush=True)
         writer = LocalWriter()
         sampling = Sampling(max_tokens=args.max_tokens, seed=None)
         judges = Judges.from_urls(judge_url)
@@ -127,15 +144,20 @@ async def quality(args: argparse.Namespace) -> dict:
             await agenerate("Warm up.", writer=writer, engine=base_engine, sampling=replace(sampling, seed=0, max_tokens=60))
         except WriterError:
             pass
+        done = {r["item"] for r in rows}
         for i, prompt in enumerate(prompts):
+            if i in done:
+                continue
             seed = 1000 + 17 * i
+            image_num = asked_images(prompt) if args.image_num == "auto" else None
             meter = Meter()
             started = time.perf_counter()
             one = await agenerate(prompt, writer=MeteredWriter(writer, meter), engine=base_engine,
                                   sampling=replace(sampling, seed=seed))
             single = time.perf_counter() - started
             meter.tools(one)
-            scaler = Scaler(writer, scaled_engine, config=ScaleConfig(n=args.n), judges=judges)
+            config = ScaleConfig(n=args.n, image_num=image_num, expected_scores=not args.sampled_scores)
+            scaler = Scaler(writer, scaled_engine, config=config, judges=judges)
             started = time.perf_counter()
             best = await scaler.arun(prompt, sampling=replace(sampling, seed=seed))
             scaled = time.perf_counter() - started
@@ -143,7 +165,7 @@ async def quality(args: argparse.Namespace) -> dict:
             # the chosen candidate as it was before enhancement and polish (its tools: the cache)
             selected = await scaled_engine.arun(record["answers"]["selected"], meta=best.meta)
             row = {
-                "prompt": prompt[:80], "seed": seed, "single_seconds": single, "scaled_seconds": scaled,
+                "item": i, "prompt": prompt[:80], "seed": seed, "image_num": image_num, "single_seconds": single, "scaled_seconds": scaled,
                 "single_cost": meter.cost().to_dict() | {"seconds": single},
                 "stages": {s["name"]: s["cost"] for s in record["stages"]},
                 "chosen": record["selection"]["chosen"], "method": record["selection"]["method"],
@@ -155,9 +177,12 @@ async def quality(args: argparse.Namespace) -> dict:
                 "made_selected": made_share(selected),
             }
             for name, doc in (("single", one), ("selected", selected), ("scaled", best)):
-                row[f"held_out_{name}"] = value = await held_out(doc, prompt, judges, base_engine)
+                row[f"held_out_{name}"] = value = await held_out(doc, prompt, judges, base_engine, image_num)
                 row[f"penalised_{name}"] = penalised(value, doc)
             rows.append(row)
+            if args.rows:  # one line per finished item: an interrupted run resumes where it stopped
+                with args.rows.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row, default=str) + "\n")
             print(f"item {i + 1}/{len(prompts)}: held-out {row['held_out_single']:.3f} -> selected "
                   f"{row['held_out_selected']:.3f} -> final {row['held_out_scaled']:.3f} (penalised "
                   f"{row['penalised_single']:.3f} -> {row['penalised_selected']:.3f} -> {row['penalised_scaled']:.3f}), "
@@ -172,13 +197,29 @@ async def quality(args: argparse.Namespace) -> dict:
     return summarise(rows, args.n)
 
 
+def _done_rows(path: Path | None) -> list[dict]:
+    """The items an earlier, interrupted run of the same settings finished (``--rows``)."""
+    if path is None or not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short when the run was stopped: that item runs again
+    return rows
+
+
 def summarise(rows: list[dict], n: int) -> dict:
     def mean(key: str) -> float | None:
         values = [r[key] for r in rows if r[key] is not None]
         return statistics.mean(values) if values else None
 
-    pairs = [(r["penalised_single"], r["penalised_scaled"]) for r in rows
-             if r["penalised_single"] is not None and r["penalised_scaled"] is not None]
+    def pairs_of(kind: str) -> list[tuple[float, float]]:
+        return [(r[f"{kind}_single"], r[f"{kind}_scaled"]) for r in rows
+                if r[f"{kind}_single"] is not None and r[f"{kind}_scaled"] is not None]
+
+    pairs, llmi_pairs = pairs_of("penalised"), pairs_of("held_out")
     single_wall = statistics.mean(r["single_seconds"] for r in rows)
     single_tokens = statistics.mean(r["single_cost"]["writer_tokens"] for r in rows) or 1
     stages = {}
@@ -200,6 +241,8 @@ def summarise(rows: list[dict], n: int) -> dict:
         "selection_single": mean("selection_single"), "selection_final": mean("selection_final"),
         "made_single": mean("made_single"), "made_scaled": mean("made_scaled"),
         "wins": sum(b > a for a, b in pairs), "ties": sum(b == a for a, b in pairs), "losses": sum(b < a for a, b in pairs),
+        "llmi_wins": sum(b > a for a, b in llmi_pairs), "llmi_ties": sum(b == a for a, b in llmi_pairs),
+        "llmi_losses": sum(b < a for a, b in llmi_pairs),
         "single_seconds": single_wall, "scaled_seconds": statistics.mean(r["scaled_seconds"] for r in rows),
         "wall_x": statistics.mean(r["scaled_seconds"] for r in rows) / single_wall,
         "stages": stages, "rows": rows,
@@ -269,6 +312,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--json", type=Path, help="also write every figure and row here")
+    parser.add_argument("--rows", type=Path, help="append each finished item here, and resume from it")
+    parser.add_argument("--image-num", choices=("auto", "none"), default="auto",
+                        help="auto: 99 (at least one image, LLM-I's convention) for prompts that ask for a picture")
+    parser.add_argument("--sampled-scores", action="store_true", help="select by written judge scores, not expected values")
     args = parser.parse_args()
     os.environ.setdefault("MPLBACKEND", "Agg")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the judge server is stopped too
@@ -286,7 +333,8 @@ def main() -> None:
               f"{q['penalised_selected']:.3f} selected -> {q['penalised_scaled']:.3f} final "
               f"(final vs one sample: wins {q['wins']}, ties {q['ties']}, losses {q['losses']})")
         print(f"  held-out reward, LLM-I's options        {q['held_out_single']:.3f} one sample -> "
-              f"{q['held_out_selected']:.3f} selected -> {q['held_out_scaled']:.3f} final")
+              f"{q['held_out_selected']:.3f} selected -> {q['held_out_scaled']:.3f} final "
+              f"(wins {q['llmi_wins']}, ties {q['llmi_ties']}, losses {q['llmi_losses']})")
         sel_single, sel_final = q["selection_single"], q["selection_final"]
         if sel_single is not None and sel_final is not None:
             print(f"  selection reward  {sel_single:.3f} -> {sel_final:.3f}")

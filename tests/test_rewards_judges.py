@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import threading
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -390,3 +391,71 @@ def test_real_llama_cpp_grammar_keeps_llmis_reply_lines(llama_server):
     lines = reply.text.strip().splitlines()
     assert len(lines) == 2 and lines[0][:6] == "Text: " and lines[1][:7] == "Image: ", reply.text
     assert all(1 <= v <= 5 for v in LLM_REPLY.parse(reply.text, compat=True).values.values())
+
+
+# -- expected scores from the judge's token probabilities ---------------------------------------------
+
+
+def _with_logprobs(tokens: list[tuple[str, dict[str, float]]]) -> dict:
+    body = completion("".join(t for t, _ in tokens))
+    body["choices"][0]["logprobs"] = {"content": [
+        {"token": t, "logprob": alts.get(t, -0.1), "top_logprobs": [{"token": a, "logprob": lp} for a, lp in alts.items()]}
+        for t, alts in tokens]}
+    return body
+
+
+def test_expected_scores_weigh_each_digit_by_its_probability(judge_server):
+    import math
+
+    tokens = [('{"text": ', {}), ("4", {"4": math.log(0.5), "5": math.log(0.25), "3": math.log(0.125), " ": -2.0}),
+              (', "image": ', {}), ("2", {"2": math.log(0.9), "9": math.log(0.05)}), ("}", {})]
+    url = judge_server.script("expected", Reply(body=_with_logprobs(tokens)))
+    judge = LLMJudge(JudgeClient(url, limits=FAST), style=replace(JudgeStyle.preset("llmi", "llm"), expected=True))
+    verdict = run(judge.judge("Owls?", view_of(Document((TextSegment("Owls hunt at night."),)))))
+    body = judge_server.bodies("expected")[0]
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
+    # text: (4*.5 + 5*.25 + 3*.125) / .875; image: only "2" is in range (9 is not a 1-5 score)
+    assert verdict.scores["text"] == pytest.approx((2 + 1.25 + 0.375) / 0.875)
+    assert verdict.scores["image"] == pytest.approx(2.0)
+    assert verdict.parsed == {"text": 4, "image": 2} and set(verdict.expected) == {"text", "image"}
+    assert verdict.to_dict()["expected"] == ["text", "image"]
+
+
+def test_expected_scores_fall_back_to_the_written_value(judge_server):
+    # no logprobs in the answer; then a value that shares its token with other text
+    plain = judge_server.script("expected-none", Reply('{"text": 3, "image": 4}'))
+    judge = LLMJudge(JudgeClient(plain, limits=FAST), style=replace(JudgeStyle.preset("llmi", "llm"), expected=True))
+    verdict = run(judge.judge("Owls?", view_of(Document((TextSegment("Owls."),)))))
+    assert dict(verdict.scores) == {"text": 3, "image": 4} and verdict.expected == ()
+    merged = judge_server.script("expected-merged", Reply(body=_with_logprobs([('{"text": 3,', {}), (' "image": 4}', {})])))
+    judge = LLMJudge(JudgeClient(merged, limits=FAST), style=replace(JudgeStyle.preset("llmi", "llm"), expected=True))
+    verdict = run(judge.judge("Owls?", view_of(Document((TextSegment("Owls."),)))))
+    assert dict(verdict.scores) == {"text": 3, "image": 4} and verdict.expected == ()
+
+
+def test_a_server_that_refuses_logprobs_is_asked_without_them(judge_server):
+    url = judge_server.script("no-logprobs", Reply(status=400, body={"error": {"message": "logprobs is not supported"}}),
+                              Reply('{"text": 2, "image": 5}'))
+    client = JudgeClient(url, limits=FAST)
+    judge = LLMJudge(client, style=replace(JudgeStyle.preset("llmi", "llm"), expected=True))
+    verdict = run(judge.judge("Owls?", view_of(Document((TextSegment("Owls."),)))))
+    assert dict(verdict.scores) == {"text": 2, "image": 5}
+    bodies = judge_server.bodies("no-logprobs")
+    assert "logprobs" in bodies[0] and "logprobs" not in bodies[1] and "top_logprobs" not in bodies[1]
+
+
+def test_the_default_styles_never_ask_for_logprobs(judge_server):
+    url = judge_server.script("no-ask", Reply('{"text": 2, "image": 5}'))
+    run(LLMJudge(JudgeClient(url, limits=FAST), profile="llmi").judge("Owls?", view_of(Document((TextSegment("Owls."),)))))
+    assert "logprobs" not in judge_server.bodies("no-ask")[0]
+
+
+def test_real_llama_cpp_judge_gives_expected_scores(llama_server):
+    client = JudgeClient(llama_server, label="LLM judge", limits=JudgeLimits(timeout=120))
+    style = replace(JudgeStyle.preset("llmi", "llm"), expected=True, temperature=0.0)
+    judge = LLMJudge(client, style=style, rubric="Score the answer's Text and its Image tags from 1 to 5.")
+    doc = Document((TextSegment("Kangaroos are marsupials that live in Australia and move by hopping."),))
+    verdict = run(judge.judge("Tell me about kangaroos.", view_of(doc)), limit=240)
+    assert verdict.status == "ok", verdict.error
+    assert set(verdict.expected) == {"text", "image"}, verdict.reply
+    assert all(1.0 <= v <= 5.0 for v in verdict.scores.values())

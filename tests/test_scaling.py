@@ -246,6 +246,25 @@ def test_selection_by_scores_takes_the_judges_favourite(chat_server):
     assert [j["status"] for j in record["candidates"][2]["scores"]["judgings"]] == ["ok", "ok"]
 
 
+@pytest.mark.parametrize("expected", [True, False])
+def test_selection_asks_the_judge_for_its_token_probabilities(chat_server, expected):
+    bodies = []
+
+    def text(user):
+        return 5 if "One picture" in user else 2
+
+    judge = judge_server(chat_server, text=text)
+    respond = judge.respond
+    judge.respond = lambda body: (bodies.append(body), respond(body))[1]
+    writer = writer_server(chat_server, by_seed)
+    doc = run(Scaler(OpenAIWriter(writer.base_url), engine(search=LatencyTool("search", latency=0.0)),
+                     config=ScaleConfig(n=4, enhance=False, polish=False, expected_scores=expected),
+                     judges=Judges.from_urls(judge.base_url)))
+    assert doc.meta["scaling"]["selection"]["chosen"] == 2  # no probabilities in these replies: the written values
+    assert bodies and all(("logprobs" in b) is expected for b in bodies)
+    assert all(b.get("top_logprobs") == 20 for b in bodies if expected)
+
+
 def test_tournament_and_a_judge_that_contradicts_itself(chat_server):
     writer = writer_server(chat_server, lambda seed: f"Kangaroo fact {seed}.\n" + tag("search", "k", query="red kangaroo") + "\n")
 

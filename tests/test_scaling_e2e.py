@@ -38,6 +38,9 @@ def test_scale_with_the_embedded_writer_and_a_real_judge(llama_server, tmp_path)
     assert record["selection"]["method"] in ("scores", "rules", "only")
     if record["selection"]["method"] == "scores":
         assert all(c["score"] is not None for c in record["candidates"] if c["index"] in record["selection"]["pool"])
+        # llama.cpp returns token probabilities: the LLM judge's scores are expected values
+        judgings = [j for c in record["candidates"] for j in c["scores"].get("judgings", ())]
+        assert any(j.get("llm_expected") for j in judgings), judgings
     names = [s["name"] for s in record["stages"]]
     assert names[:2] == ["sample", "validate"] and names[-1] == "polish"
     sample = record["stages"][0]["cost"]

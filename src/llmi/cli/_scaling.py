@@ -24,6 +24,9 @@ def scale_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-validate", is_flag=True, help="--scale: keep candidates whose tags cannot work."),
         click.option("--no-enhance", is_flag=True, help="--scale: leave failed searches, broken charts and vague prompts as they are."),
         click.option("--no-polish", is_flag=True, help="--scale: leave the prose as the writer wrote it."),
+        click.option("--sampled-scores", is_flag=True,
+                     help="--scale: judge candidates by the scores the judge writes, not their expected values "
+                          "under its token probabilities."),
         click.option("--max-repairs", type=click.IntRange(0, 10), default=2, show_default=True,
                      help="--scale: writer attempts at one failed search or chart."),
         click.option("--judge-base-url", envvar="LLM_JUDGE_BASE_URL", metavar="URL",
@@ -44,7 +47,8 @@ def scale_config(settings: Mapping[str, Any]) -> Any:
         return None
     return ScaleConfig(n=settings["scale"], select=settings["select_method"], image_num=settings["image_num"],
                        validate=not settings["no_validate"], enhance=not settings["no_enhance"],
-                       polish=not settings["no_polish"], max_repairs=settings["max_repairs"])
+                       polish=not settings["no_polish"], max_repairs=settings["max_repairs"],
+                       expected_scores=not settings.get("sampled_scores", False))
 
 
 def scale_judges(settings: Mapping[str, Any]) -> Any:

@@ -67,6 +67,7 @@ class JudgeVerdict:
     scores: Mapping[str, float] = field(default_factory=dict)
     parsed: Mapping[str, float | None] = field(default_factory=dict)
     clamped: tuple[str, ...] = ()  # fields whose value was outside the range and was clamped
+    expected: tuple[str, ...] = ()  # fields scored by their expected value (``JudgeStyle.expected``)
     reply: str | None = None
     error: str | None = None
     error_type: str | None = None
@@ -83,6 +84,8 @@ class JudgeVerdict:
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if v not in (None, {}, (), 0, 0.0) or k in ("judge", "status")}
         out["scores"], out["parsed"], out["clamped"] = dict(self.scores), dict(self.parsed), list(self.clamped)
+        if self.expected:
+            out["expected"] = list(self.expected)
         return out
 
 

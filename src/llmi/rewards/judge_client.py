@@ -60,6 +60,7 @@ class JudgeSampling:
     max_tokens: int | None = None
     seed: int | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
+    top_logprobs: int | None = None  # ask for each reply token's most likely alternatives
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class JudgeReply:
     attempts: int
     usage: Mapping[str, int] = field(default_factory=dict)
     finish_reason: str | None = None
+    #: with ``JudgeSampling.top_logprobs``, where the server gives them: each reply token and
+    #: its alternatives' log-probabilities (the token itself among them)
+    logprobs: tuple[tuple[str, Mapping[str, float]], ...] = ()
 
 
 @dataclass
@@ -189,7 +193,7 @@ class JudgeClient:
         if self._tpm is not None and usage.get("total_tokens"):
             self._tpm.adjust(usage["total_tokens"] - estimate)
         return JudgeReply(text, str(data.get("model") or model), mode, time.monotonic() - started, attempts[0],
-                          usage, finish)
+                          usage, finish, _token_logprobs(data) if sampling.top_logprobs else ())
 
     # -- one attempt ----------------------------------------------------------------------
     async def _attempt(
@@ -238,6 +242,8 @@ class JudgeClient:
         for key, value in sampling.extra_body.items():
             if key not in self._refused:
                 body[key] = value
+        if sampling.top_logprobs and "logprobs" not in self._refused and "top_logprobs" not in self._refused:
+            body["logprobs"], body["top_logprobs"] = True, sampling.top_logprobs
         if reply is not None:
             if mode == "json_schema":
                 body["response_format"] = {"type": "json_schema",
@@ -349,3 +355,18 @@ def _reply_text(data: Mapping[str, Any], label: str) -> tuple[str, str | None, d
     usage = data.get("usage")
     usage = {k: int(v) for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else {}
     return text, choice.get("finish_reason") if isinstance(choice, dict) else None, usage
+
+
+def _token_logprobs(data: Mapping[str, Any]) -> tuple[tuple[str, dict[str, float]], ...]:
+    """The reply's tokens with their alternatives (OpenAI's ``choices[0].logprobs.content``);
+    empty when the server sent none or sent them malformed."""
+    try:
+        content = data["choices"][0]["logprobs"]["content"]
+        out = []
+        for item in content:
+            alternatives = {str(a["token"]): float(a["logprob"]) for a in item.get("top_logprobs") or ()}
+            alternatives.setdefault(str(item["token"]), float(item["logprob"]))
+            out.append((str(item["token"]), alternatives))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return ()
+    return tuple(out)

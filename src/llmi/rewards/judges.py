@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 from ..errors import ConfigError, JudgeError
 from .breakdown import JudgeVerdict
 from .judge_client import JudgeClient, JudgeReply, JudgeSampling
-from .replies import ReplyFormat, ScoreField
+from .replies import ReplyFormat, ScoreField, expected_scores
 from ..profiles import remove_thinking
 from .view import IMAGE_TOKEN, RewardView
 
@@ -52,6 +52,7 @@ MLLM_REPLY = ReplyFormat(
      ScoreField("text_image", "Text-Image Relevance", 1, 5)),
 )
 PROFILES = ("llmi-compat", "llmi")
+_TOP_LOGPROBS = 20  # alternatives per token: enough for every digit of a 1-5 score
 _NO_THINKING = {"top-level": {"enable_thinking": False}, "template": {"chat_template_kwargs": {"enable_thinking": False}},
                 "none": {}}
 
@@ -64,7 +65,10 @@ class JudgeStyle:
     ``thinking``: how "do not think" is said: ``top-level`` (``enable_thinking: false``, as
     LLM-I sends it), ``template`` (``chat_template_kwargs``, what vLLM and SGLang honour) or
     ``none``. ``resize``: shrink pictures to ``max_pixels`` before sending (otherwise only the
-    hint is sent, as LLM-I does).
+    hint is sent, as LLM-I does). ``expected``: ask for the reply's token probabilities and
+    score each field by its expected value under them (``replies.expected_scores``) where the
+    server gives them, not by the one value written: for choosing among candidates, never in
+    LLM-I's reward.
     """
 
     compat: bool = True
@@ -76,6 +80,7 @@ class JudgeStyle:
     max_pixels: int = 784_000
     resize: bool = False
     show_inputs: bool = False
+    expected: bool = False
 
     def __post_init__(self) -> None:
         if self.thinking not in _NO_THINKING:
@@ -97,7 +102,7 @@ class JudgeStyle:
     def sampling(self) -> JudgeSampling:
         seed = random.randint(0, 1_000_000) if self.seed == "random" else self.seed
         return JudgeSampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=seed,  # type: ignore[arg-type]
-                             extra_body=_NO_THINKING[self.thinking])
+                             extra_body=_NO_THINKING[self.thinking], top_logprobs=_TOP_LOGPROBS if self.expected else None)
 
 
 class _Judge:
@@ -142,7 +147,12 @@ class _Judge:
                                 error_type="JudgeError", **common)
         # LLM-I's rule: a value the reply does not give counts as 1
         scores = {k: (1 if v is None else v) for k, v in parsed.values.items()}
-        return JudgeVerdict(self.kind, "ok", scores=scores, **common)
+        expected: dict[str, float] = {}
+        if self.style.expected and reply.logprobs:
+            found = expected_scores(self.reply_format, reply.logprobs, compat=self.style.compat)
+            expected = {k: v for k, v in found.items() if parsed.values.get(k) is not None}
+            scores.update(expected)
+        return JudgeVerdict(self.kind, "ok", scores=scores, expected=tuple(expected), **common)
 
 
 class LLMJudge(_Judge):

@@ -23,11 +23,12 @@ Two ways of reading a reply:
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["ScoreField", "ReplyFormat", "ParsedReply", "strip_reasoning"]
+__all__ = ["ScoreField", "ReplyFormat", "ParsedReply", "expected_scores", "strip_reasoning"]
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE)
@@ -168,6 +169,54 @@ class ReplyFormat:
                 v = min(max(v, f.low), f.high)
             values[f.key] = int(v) if v is not None and float(v).is_integer() else v
         return ParsedReply(values, notes, tuple(clamped), form)
+
+
+def expected_scores(
+    fmt: ReplyFormat, tokens: "tuple[tuple[str, Mapping[str, float]], ...] | list", *, compat: bool = False
+) -> dict[str, float]:
+    """Each score's expected value under the judge's own token probabilities.
+
+    ``tokens`` are the reply's tokens, each with its alternatives' log-probabilities (what an
+    OpenAI-compatible server returns with ``logprobs`` and ``top_logprobs``). For each score
+    field the token that wrote its value is found (``"key": N`` in a JSON reply, ``Label: N`` in
+    lines); its in-range digit alternatives, renormalised, give the expectation. A field whose
+    value is not one token of its own (or has no in-range alternative) is left out, so the
+    caller keeps the value as written. One reply thereby says what many samples would average
+    to, the way G-Eval reads a judge.
+
+    >>> fmt = ReplyFormat("j", (ScoreField("text", "Text", 1, 5),))
+    >>> toks = [('{"text": ', {'{"text": ': 0.0}), ("4", {"4": math.log(0.6), "2": math.log(0.2), "x": -1.0}),
+    ...         ("}", {"}": 0.0})]
+    >>> round(expected_scores(fmt, toks)["text"], 3)
+    3.5
+    """
+    text = "".join(tok for tok, _ in tokens)
+    starts, at = [], 0
+    for tok, _ in tokens:
+        starts.append(at)
+        at += len(tok)
+    out: dict[str, float] = {}
+    for f in fmt.scores:
+        if compat:
+            pattern = re.escape(f.label) + r":\s*(-?\d+)"
+        else:
+            pattern = r'(?:"' + re.escape(f.key) + r'"|(?<![\w-])\**' + re.escape(f.label) + r'\**)\s*:\s*\**\s*(\d+)'
+        m = re.search(pattern, text, 0 if compat else re.IGNORECASE)
+        if m is None:
+            continue
+        i = max(k for k, start in enumerate(starts) if start <= m.start(1))
+        token, alternatives = tokens[i]
+        if starts[i] + len(token) < m.end(1) or token.strip() != m.group(1):
+            continue  # the value shares its token with other text, or spans several tokens
+        weights: dict[int, float] = {}
+        for alt, logprob in alternatives.items():
+            digits = alt.strip()
+            if digits.isdigit() and f.low <= int(digits) <= f.high and math.isfinite(logprob):
+                weights[int(digits)] = weights.get(int(digits), 0.0) + math.exp(logprob)
+        total = sum(weights.values())
+        if total > 0:
+            out[f.key] = sum(value * w for value, w in weights.items()) / total
+    return out
 
 
 def _json_object(text: str) -> Mapping[str, Any] | None:

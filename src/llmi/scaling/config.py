@@ -40,7 +40,10 @@ class ScaleConfig:
     ``polish_guard`` keeps the polished prose only when the judges score it higher.
     ``judge_samples`` is how many times (with seeds 0, 1, ...) each document is judged for the
     selection and the guard; its score is the mean, so a sampling judge's lucky draw does not
-    decide alone.
+    decide alone. ``expected_scores``: each judgement scores a field by its expected value under
+    the judge's token probabilities (where the server returns them; G-Eval's reading), which
+    separates close candidates far better than one sampled integer; otherwise by the value
+    written.
     """
 
     n: int = 4
@@ -54,6 +57,7 @@ class ScaleConfig:
     polish_guard: bool = True
     specific_words: int = 6
     judge_samples: int = 2
+    expected_scores: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:

@@ -80,11 +80,12 @@ class Judges:
 
 
 def selection_scorers(engine: "Engine", judges: Judges, seeds: Sequence[int] = (0,), *,
-                      options: "RewardOptions | None" = None) -> "list[RewardScorer]":
+                      options: "RewardOptions | None" = None, expected: bool = False) -> "list[RewardScorer]":
     """The reward scorers for candidates, one per judge seed (a candidate's score is their
     mean, so one lucky draw of a sampling judge does not decide); each configured judge's part
     at LLM-I's weight, a missing judge's part at 0; ``options`` default to llmi's with failed
-    tags penalised. Empty when neither reward judge is configured."""
+    tags penalised; ``expected``: the judges score by expected values (``JudgeStyle.expected``).
+    Empty when neither reward judge is configured."""
     from dataclasses import replace
 
     from ..rewards.config import RewardFactors, RewardOptions
@@ -98,7 +99,7 @@ def selection_scorers(engine: "Engine", judges: Judges, seeds: Sequence[int] = (
     options = options or RewardOptions.preset("llmi").with_values({"failed_tools": "penalise"})
 
     def seeded(judge, seed):
-        return None if judge is None else type(judge)(judge.client, style=replace(judge.style, seed=seed),
+        return None if judge is None else type(judge)(judge.client, style=replace(judge.style, seed=seed, expected=expected),
                                                       rubric=judge.rubric)
 
     return [RewardScorer(engine, llm_judge=seeded(judges.llm, k), mllm_judge=seeded(judges.mllm, k), factors=factors,

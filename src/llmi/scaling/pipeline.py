@@ -76,8 +76,8 @@ class Scaler:
         engine = self.engine = self.engine or Engine.from_env()
         sampling = sampling or getattr(writer, "sampling", None) or Sampling()
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31 - cfg.n)
-        run = _Run(prompt, inputs, writer, engine, sampling, seed, selection_scorers(engine, self.judges,
-                                                                                 range(cfg.judge_samples)))
+        scorers = selection_scorers(engine, self.judges, range(cfg.judge_samples), expected=cfg.expected_scores)
+        run = _Run(prompt, inputs, writer, engine, sampling, seed, scorers)
         candidates = await self._sample(run, meta)  # 1.
         if cfg.validate:  # 2.
             meter = Meter()

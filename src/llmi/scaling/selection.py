@@ -89,6 +89,8 @@ async def score_candidates(
         for verdict in (b.llm, b.mllm):
             if verdict is not None and verdict.scores:
                 parts[f"{verdict.judge}_judge"] = dict(verdict.scores)
+                if verdict.expected:  # these fields are expected values, not the ones written
+                    parts[f"{verdict.judge}_expected"] = list(verdict.expected)
         if b.error:
             parts["error"] = b.error
         return parts
