@@ -232,6 +232,16 @@ def test_validation_drops_unusable_candidates_and_prefers_the_images_asked_for(c
     assert sample["writer_calls"] == 4 and sample["tool_calls"] == 2  # "red kangaroo" ran once for both (the cache)
 
 
+def test_when_every_candidate_has_a_problem_all_are_kept_and_say_so(chat_server):
+    writer = writer_server(chat_server, by_seed)
+    doc = run(Scaler(OpenAIWriter(writer.base_url), engine(search=LatencyTool("search", latency=0.0)),
+                     config=ScaleConfig(n=2, enhance=False, polish=False)))  # seeds 10 and 11: both broken
+    record = doc.meta["scaling"]
+    assert [c["status"] for c in record["candidates"]] == ["kept", "kept"]
+    assert record["selection"]["pool"] == [0, 1] and record["selection"]["method"] == "rules"
+    assert "none was dropped" in next(s["summary"] for s in record["stages"] if s["name"] == "validate")
+
+
 def test_selection_by_scores_takes_the_judges_favourite(chat_server):
     writer = writer_server(chat_server, by_seed)
     judge = judge_server(chat_server, text=lambda user: 5 if "One picture" in user else 2)

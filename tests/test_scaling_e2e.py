@@ -34,7 +34,7 @@ def test_scale_with_the_embedded_writer_and_a_real_judge(llama_server, tmp_path)
     doc = _run(scaler, "Show a chart of the squares of 1 to 5.", seed=3, max_tokens=90)
     record = doc.meta["scaling"]
     assert [c["seed"] for c in record["candidates"]] == [3, 4]
-    assert all(c["status"] in ("valid", "dropped", "failed") for c in record["candidates"])
+    assert all(c["status"] in ("valid", "dropped", "kept", "failed") for c in record["candidates"])
     assert record["selection"]["method"] in ("scores", "rules", "only")
     if record["selection"]["method"] == "scores":
         assert all(c["score"] is not None for c in record["candidates"] if c["index"] in record["selection"]["pool"])

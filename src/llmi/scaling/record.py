@@ -42,8 +42,13 @@ class Candidate:
     """One sampled answer and what the stages found out about it.
 
     ``doc`` is ``None`` when the writer failed (``error`` says why). ``problems`` are the
-    validation's reasons to drop it; ``satisfies`` whether it has the number of images asked
+    validation's reasons to drop it; ``kept`` that it was kept anyway (every candidate had a
+    problem, so none was dropped); ``satisfies`` whether it has the number of images asked
     for; ``score`` the selection judges' reward (``None`` when not scored).
+
+    >>> from llmi.document import Document
+    >>> [Candidate(0, 1, Document(()), problems=("p",), kept=k).status for k in (False, True)]
+    ['dropped', 'kept']
     """
 
     index: int
@@ -53,6 +58,7 @@ class Candidate:
     error: str | None = None
     problems: tuple[str, ...] = ()
     satisfies: bool = True
+    kept: bool = False
     score: float | None = None
     scores: Mapping[str, Any] = field(default_factory=dict)
 
@@ -62,7 +68,9 @@ class Candidate:
 
     @property
     def status(self) -> str:
-        return "failed" if self.doc is None else "dropped" if self.problems else "valid"
+        if self.doc is None:
+            return "failed"
+        return ("kept" if self.kept else "dropped") if self.problems else "valid"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "seed": self.seed, "status": self.status, "error": self.error,

@@ -62,6 +62,7 @@ def validate(candidates: Sequence[Candidate], image_num: int | None) -> tuple[li
     summary = f"{len(valid)} of {len(written)} written candidates valid"
     if dropped and not valid:
         summary += "; every candidate had a problem, so none was dropped"
+        out = [replace(c, kept=True) if c.ok else c for c in out]
     if image_num is not None:
         summary += f"; {sum(c.satisfies for c in valid or written)} with the images asked for ({image_num})"
     return out, summary

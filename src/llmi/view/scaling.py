@@ -52,7 +52,7 @@ def cost_text(cost: Any) -> str:
 class CandidateView:
     index: int
     seed: Any
-    status: str  # valid | dropped | failed
+    status: str  # valid | dropped | kept | failed
     chosen: bool
     score: Any
     judgings: tuple[tuple[str, str], ...]  # (label, reward and parts)
