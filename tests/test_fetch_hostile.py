@@ -7,12 +7,13 @@ find the good candidate behind it, and the next download must work.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import tracemalloc
 
 import pytest
-from hostile.fetch_cases import FETCH_CASES, GOOD_PNG, GZIP_GZIP_BOMB, FetchCase, encoded
+from hostile.fetch_cases import FETCH_CASES, GOOD_PNG, GZIP_GZIP_BOMB, FetchCase, encoded, redirect
 from search_fixtures import LoopbackServer
 
 from llmi.errors import FetchError
@@ -108,3 +109,46 @@ def test_stacked_encodings_of_a_real_image_are_undone(server):
     for path in ("/deflate-gzip.png", "/raw-deflate.png"):
         assert asyncio.run(fetcher.fetch(server.url(path, host="images.test"))).data == GOOD_PNG
 
+
+
+def test_dns_rebinding_cannot_move_a_download(server):
+    """The name answers a permitted address once, then another: the download goes to the one
+    that was checked, and a redirect back to the name is checked against its new answer."""
+    answers: list[str] = []
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        answers.append(host)
+        return ["127.0.0.1"] if len(answers) == 1 else ["127.0.0.2"]
+
+    policy = FetchPolicy(allow_hosts=("127.0.0.1/32",), max_bytes=CAP)
+    before = len(server.requests)
+    fetcher = SafeFetcher(policy, resolver=rebinding)
+    image = asyncio.run(fetcher.fetch(server.url("/ok.png", host="rebind.test")))
+    assert image.data == GOOD_PNG and answers == ["rebind.test"]
+    assert server.requests[before][1]["host"] == f"rebind.test:{server.port}"
+    server.route("/to-rebind", redirect("http://rebind.test:@PORT@/ok.png"))
+    answers.clear()
+    with pytest.raises(FetchError, match=r"resolves to non-public address 127\.0\.0\.2"):
+        asyncio.run(fetcher.fetch(server.url("/to-rebind", host="rebind.test")))
+    assert answers == ["rebind.test", "rebind.test"]
+    assert asyncio.run(_fetcher().fetch(server.url("/ok.png", host="images.test"))).data == GOOD_PNG
+
+
+def test_postscript_never_reaches_ghostscript(server, tmp_path, monkeypatch):
+    """PIL would rasterise EPS by running Ghostscript on the downloaded bytes; the fetcher must
+    not let it try, whether or not Ghostscript is installed."""
+    from PIL import EpsImagePlugin
+
+    marker = tmp_path / "gs-ran"
+    fake = tmp_path / "gs"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None, raising=False)
+    monkeypatch.setattr(EpsImagePlugin, "gs_windows_binary", None, raising=False)
+    with pytest.raises(FetchError, match="unrecognised format"):
+        asyncio.run(_fetcher().fetch(server.url("/eps", host="images.test")))
+    assert not marker.exists()
+    candidates = [server.url(p, host="images.test") for p in ("/eps", "/ok.png")]
+    image, url = asyncio.run(_fetcher().first_valid(candidates))
+    assert url.endswith("/ok.png") and not marker.exists()

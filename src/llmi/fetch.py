@@ -26,7 +26,9 @@ Every backend that downloads (search results, generated-image URLs) goes through
    ``max_pixels`` is refused before its body is downloaded or decoded (decompression bombs).
 7. **Content**: the bytes must decode completely as an image, whatever ``Content-Type`` says
    (HTML served as ``image/jpeg`` and truncated files are refused), and be at least
-   ``min_width`` x ``min_height``.
+   ``min_width`` x ``min_height``. Only the decoders of web image formats are tried (JPEG,
+   PNG, WebP, GIF, BMP, TIFF, ICO): EPS, which PIL would hand to Ghostscript, SVG and the
+   rarer formats are refused unread.
 8. **Output**: JPEG, PNG and WebP are kept byte for byte; anything else (GIF, BMP, TIFF ...) is
    converted to PNG (first frame).
 
@@ -76,6 +78,9 @@ LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 #: formats kept as they are; everything else is converted to PNG
 _KEPT_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "mpo": "jpeg", "png": "png", "webp": "webp"}
+#: the only decoders PIL may try on downloaded bytes: web image formats (JPEG opens MPO too), not
+#: every plugin PIL has (EPS would hand the bytes to Ghostscript; rarer parsers are attack surface)
+_READ_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "ICO")
 
 @dataclass(frozen=True)
 class FetchPolicy:
@@ -392,7 +397,7 @@ class SafeFetcher:
         from PIL import Image
 
         try:
-            with Image.open(io.BytesIO(prefix)) as im:
+            with Image.open(io.BytesIO(prefix), formats=_READ_FORMATS) as im:
                 width, height = im.size
         except Image.DecompressionBombError as exc:
             raise _Refused(f"decompression bomb refused ({exc})") from None
@@ -418,7 +423,7 @@ class SafeFetcher:
         if not data:
             raise _Refused("empty response")
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=_READ_FORMATS) as im:
                 fmt = (im.format or "").lower()
                 width, height = im.size
                 self._check_size(width, height)
