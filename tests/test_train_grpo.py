@@ -172,6 +172,9 @@ def test_scoring_runs_each_tool_once_and_the_sample_log_reuses_those_documents(t
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # model text is escaped
     assert (folder / "sample-0" / "index.html").read_text().count("<img") == 2
     assert (folder / "sample-0" / "document.json").is_file()  # so that llmi view opens the sample
+    meta = json.loads((folder / "sample-0" / "document.json").read_text())["meta"]  # ... with its reward
+    assert meta["training"] == "step 7, sample 0: the best of its group" and meta["reward"] == pytest.approx(0.14)
+    assert meta["reward/img_num_score"] == pytest.approx(0.7)
     scorer.close()
 
 

@@ -20,6 +20,7 @@ import json
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -169,7 +170,8 @@ class SampleLog(TrainerCallback):
             members = list(range(g, min(g + group, len(breakdowns))))
             ranked = sorted(members, key=lambda i: _score(breakdowns[i]))
             for label, i in (("best", ranked[-1]), ("worst", ranked[0])):
-                rows.append(self._sample(folder, i, label, prompts[i], completion_text(completions[i]), breakdowns[i]))
+                rows.append(self._sample(folder, step, i, label, prompts[i], completion_text(completions[i]),
+                                         breakdowns[i]))
                 if len(members) == 1:
                     break
         body = "\n".join(rows)
@@ -177,14 +179,20 @@ class SampleLog(TrainerCallback):
         self._index()
         return folder
 
-    def _sample(self, folder: Path, i: int, label: str, prompt: Any, text: str, breakdown: Any) -> str:
+    def _sample(self, folder: Path, step: int, i: int, label: str, prompt: Any, text: str, breakdown: Any) -> str:
         question = _question(prompt)
-        link = ""
-        if getattr(breakdown, "document", None) is not None:
-            breakdown.document.save(folder / f"sample-{i}", ("html", "json"))  # json: llmi view opens it
-            link = f'<a href="sample-{i}/index.html">document</a>'
         metrics = getattr(breakdown, "metrics", lambda: {})()
         shown = {k: metrics[k] for k in ("score", "img_num_score", "llm_score", "mllm_score", "r_tool") if k in metrics}
+        link = ""
+        document = getattr(breakdown, "document", None)
+        if document is not None:
+            # the reward and the sample's place in its group go with it, for llmi view's page
+            score = getattr(breakdown, "score", None)
+            facts = {"training": f"step {step}, sample {i}: the {label} of its group",
+                     "reward": None if score is None else round(float(score), 4),
+                     **{f"reward/{k}": round(float(v), 4) for k, v in shown.items() if k != "score"}}
+            replace(document, meta={**document.meta, **facts}).save(folder / f"sample-{i}", ("html", "json"))
+            link = f'<a href="sample-{i}/index.html">document</a>'
         tags = tag_metrics([breakdown])
         detail = ", ".join(f"{k} {v:.3g}" for k, v in {**shown, **tags}.items())
         return (f"<tr><td>{i}<br>{label}</td><td>{html.escape(question)}</td><td>{_score(breakdown):.3f}</td>"
