@@ -90,8 +90,14 @@ def _processes_of(uid: int) -> list[int]:
         # a process that keeps changing its pid, to slip through a sweep
         "if os.fork() == 0:\n    os.setsid()\n    while True:\n        if os.fork():\n            os._exit(0)\n",
         "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)\n",
+        # stopped: it cannot run to see a signal (SIGKILL needs no running)
+        "import signal\nif os.fork() == 0:\n    os.setsid()\n    os.kill(os.getpid(), signal.SIGSTOP)\n",
+        # ignores every signal it can, and leaves its own children unreaped
+        "import signal\nif os.fork() == 0:\n    os.setsid()\n    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):\n"
+        "        signal.signal(s, signal.SIG_IGN)\n    for _ in range(5):\n        if os.fork() == 0:\n            os._exit(0)\n"
+        "    time.sleep(600)\n",
     ],
-    ids=["sleeper", "pid hopper", "subprocess"],
+    ids=["sleeper", "pid hopper", "subprocess", "stopped", "ignores signals, keeps zombies"],
 )
 def test_no_process_of_a_job_survives_it(leave, engine):
     """Seen from the host, which sees every process: none of the job's uid is left."""

@@ -42,11 +42,13 @@ def test_seccomp_denies_namespaces_and_keyrings_and_keeps_threads_and_processes(
         print(errno_of(libc.unshare(0x00020000)))           # CLONE_NEWNS: EPERM
         print(errno_of(libc.syscall(435, 0, 0)))            # clone3: ENOSYS (glibc falls back)
         print(errno_of(libc.mount(b'none', b'/', None, 0, None)))
+        print(errno_of(libc.personality(0x0400000)))        # READ_IMPLIES_EXEC: EPERM
+        print(libc.personality(0xffffffff) & 0xff)           # asking is allowed: PER_LINUX
         t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()
         print(subprocess.run(['true']).returncode)
         """
     )
-    assert out.splitlines() == ["1", "1", "38", "1", "thread", "0"]
+    assert out.splitlines() == ["1", "1", "38", "1", "1", "0", "thread", "0"]
 
 
 def test_seccomp_program_shape():
@@ -65,6 +67,7 @@ def test_fresh_namespaces_give_an_empty_capped_tmp_and_hide_proc(tmp_path: Path)
         folder.chmod(0o755)  # the job's uid must be able to reach the kept folder
     out = run(
         f"""
+        import socket, encodings.idna  # before the uid changes: its files may be unreadable after
         keep = {str(tmp_path)!r}
         open(keep + '/kept.txt', 'w').write('still here')
         assert jail.fresh_namespaces('/tmp', 1 << 20, 64, 4242, [keep], ['/dev/shm'], ['/proc', '/sys'])
@@ -79,9 +82,13 @@ def test_fresh_namespaces_give_an_empty_capped_tmp_and_hide_proc(tmp_path: Path)
                 made += 1
         except OSError as exc:
             print(made < 64, exc.errno)
+        try:  # a network namespace of its own, with nothing up in it
+            socket.create_connection(('127.0.0.1', 9), timeout=1)
+        except OSError as exc:
+            print(exc.errno)
         """
     )
-    assert out.splitlines() == ["True", "still here", "[] False", "True 28"]
+    assert out.splitlines() == ["True", "still here", "[] False", "True 28", "101"]
 
 
 @needs_root

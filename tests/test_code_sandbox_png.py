@@ -78,6 +78,17 @@ def test_image_data_that_inflates_past_its_header_is_refused_in_bounded_memory()
     assert peak < 8 << 20, f"peak {peak:,} bytes"
 
 
+def test_plain_text_and_image_data_split_anywhere_pass():
+    """Filters are checked row by row across IDAT chunks cut at any byte; plain iTXt is fine."""
+    rows = b"".join(bytes([i % 5]) + bytes(9) for i in range(3000))  # every filter type PNG has
+    data = zlib.compress(rows)
+    idats = b"".join(chunk(b"IDAT", data[at : at + 7]) for at in range(0, len(data), 7))
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", 9, 3000, 8, 0, 0, 0, 0))
+    text = chunk(b"iTXt", b"Software\0\0\0\0\0matplotlib")
+    image = checked_png(SIGNATURE + ihdr + text + idats + chunk(b"IEND", b""), max_pixels=10**6)
+    assert (image.width, image.height) == (9, 3000)
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -93,9 +104,16 @@ def test_image_data_that_inflates_past_its_header_is_refused_in_bounded_memory()
         (SIGNATURE + chunk(b"IDAT", b""), "header is missing"),
         (b"\xff\xd8\xff\xe0 a jpeg", "not a PNG"),
         (png(2, 2, bytes(6)).replace(zlib.compress(bytes(6), 1), b"\x78\x01corrupt"), "bad CRC|corrupt"),
+        # sound in size, yet no decoder could read them
+        (png(4, 4, b"\x09" * 20), "row filter PNG lacks"),
+        (png(4, 4, bytes(15) + b"\x05" + bytes(4)), "row filter PNG lacks"),  # the last row only
+        (png(4, 4, bytes(20), before_idat=chunk(b"zTXt", b"k\0\0" + zlib.compress(bytes(1 << 21)))), r"compressed metadata \(zTXt\)"),
+        (png(4, 4, bytes(20), before_idat=chunk(b"iCCP", b"p\0\0" + zlib.compress(bytes(1 << 21)))), r"compressed metadata \(iCCP\)"),
+        (png(4, 4, bytes(20), before_idat=chunk(b"iTXt", b"k\0\1\0\0\0" + zlib.compress(b"x"))), r"compressed metadata \(iTXt\)"),
     ],
     ids=["short data", "truncated", "bad crc", "after IEND", "animated", "unknown chunk", "interlaced",
-         "bad depth", "no pixels", "no IHDR", "jpeg", "corrupt zlib"],
+         "bad depth", "no pixels", "no IHDR", "jpeg", "corrupt zlib", "unknown filter", "unknown filter, last row",
+         "zTXt", "iCCP", "compressed iTXt"],
 )  # fmt: skip
 def test_broken_pngs_are_refused_with_a_reason(data, reason):
     with pytest.raises(ValueError, match=reason):

@@ -64,7 +64,7 @@ CASES: tuple[Case, ...] = (
     Case("urllib fetch", "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:@PORT@/steal', timeout=2)\nplt.plot([1])",
          "fail", r"URLError|refused|unreachable"),
     Case("udp exfiltration", "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'leak', ('127.0.0.1', @PORT@))\nplt.plot([1])",
-         "ok"),  # the datagram goes to the sandbox's own loopback; the host's listener sees nothing
+         "any", r"Network is unreachable"),  # the job's own network namespace has no loopback up
     # --- secrets and files --------------------------------------------------------------------
     Case("print the environment", "import os\nprint(dict(os.environ))\nplt.title(str(len(os.environ)))\nplt.plot([1])",
          "ok"),
@@ -236,5 +236,69 @@ CASES: tuple[Case, ...] = (
          "fail", r"animated"),
     Case("forge a truncated chart", "@FORGE@send(RESULT, png(50, 50, bytes(2550))[:-30])",
          "fail", r"truncated|corrupt"),
+    # --- second round: what got through, and more of what did not ---------------------------
+    # charts that pass a size check but no decoder could read
+    Case("forge a chart whose rows use an unknown filter", "@FORGE@send(RESULT, png(4, 4, b'\\x09' * 20))",
+         "fail", r"corrupt \(a row filter PNG lacks\)"),
+    Case("forge a chart with a 50 MB zTXt bomb", "@FORGE@send(RESULT, png(4, 4, bytes(20), extra=chunk(b'zTXt', b'k\\0\\0' + zlib.compress(bytes(50 << 20), 9))))",
+         "fail", r"compressed metadata \(zTXt\)"),
+    Case("forge a chart with a colour-profile bomb", "@FORGE@send(RESULT, png(4, 4, bytes(20), extra=chunk(b'iCCP', b'p\\0\\0' + zlib.compress(bytes(50 << 20), 9))))",
+         "fail", r"compressed metadata \(iCCP\)"),
+    Case("forge a chart with compressed iTXt", "@FORGE@send(RESULT, png(4, 4, bytes(20), extra=chunk(b'iTXt', b'k\\0\\1\\0\\0\\0' + zlib.compress(b'x' * 100))))",
+         "fail", r"compressed metadata \(iTXt\)"),
+    Case("forge an empty drawing", "@FORGE@send({'type': 'result', 'ok': False, 'kind': 'empty', 'message': 'forged: nothing drawn'})",
+         "fail", r"^forged: nothing drawn$"),  # an EmptyFigure: the job's own failure
+    Case("close the result pipe", "import os\nos.close(3)\nplt.plot([1])",
+         "fail", r"exited \(status 0\) before the chart"),
+    # the kernel's wider surface, continued
+    Case("an execution domain (personality)", LIBC + "denied(libc.personality(0x0400000))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),  # READ_IMPLIES_EXEC
+    Case("asking the execution domain is harmless", LIBC + "print(libc.personality(0xffffffff) & 0xff)\nplt.plot([1])",
+         "ok", shows=r"^0$"),
+    Case("modify_ldt", LIBC + "buf = ctypes.create_string_buffer(16)\ndenied(libc.syscall(154, 1, buf, 16))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("a file handle of /usr (name_to_handle_at)", LIBC + "h = ctypes.create_string_buffer(136)\nh[0:4] = (128).to_bytes(4, 'little')\nm = ctypes.c_int()\ndenied(libc.name_to_handle_at(-100, b'/usr', h, ctypes.byref(m), 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),
+    Case("perf_event_open", LIBC + "attr = ctypes.create_string_buffer(128)\ndenied(libc.syscall(298, attr, 0, -1, -1, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("setns into init's namespaces through a pidfd", LIBC + "fd = libc.syscall(434, 1, 0)\ndenied(fd)\ndenied(libc.setns(fd, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("take a descriptor of init's (pidfd_getfd)", LIBC + "fd = libc.syscall(434, 1, 0)\ndenied(fd)\ndenied(libc.syscall(438, fd, 0, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    Case("a new time namespace", LIBC + "denied(libc.unshare(0x80))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),
+    Case("a new cgroup namespace", LIBC + "denied(libc.unshare(0x02000000))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted"),
+    Case("open_by_handle_at", LIBC + "h = ctypes.create_string_buffer(136)\ndenied(libc.syscall(304, -100, h, 0))\nplt.plot([1])",
+         "fail", r"PermissionError: Operation not permitted", machine="x86_64"),
+    # processes, signals and the terminal
+    Case("signal every pid of the sandbox", "import os, signal\nhit = []\nfor pid in range(1, 200):\n    if pid != os.getpid():\n        try:\n            os.kill(pid, signal.SIGKILL)\n            hit.append(pid)\n        except OSError:\n            pass\nprint(hit)\nplt.plot([1])",
+         "ok", shows=r"^\[\]$"),
+    Case("a stopped child holding the pipes", "import os, signal\nif os.fork() == 0:\n    os.kill(os.getpid(), signal.SIGSTOP)\n    os._exit(0)\nplt.plot([1])",
+         "ok"),
+    Case("fifty zombies", "import os\nfor _ in range(50):\n    if os.fork() == 0:\n        os._exit(0)\nplt.plot([1])",
+         "ok", host_risk=True),
+    Case("a controlling terminal for TIOCSTI", "import os\nos.open('/dev/tty', os.O_RDWR)\nplt.plot([1])",
+         "fail", r"No such device or address|FileNotFoundError"),
+    Case("a new pseudo-terminal", "import os, pty\nm, s = pty.openpty()\nos.write(m, b'echo pwned\\n')\nplt.plot([1])",
+         "ok"),
+    Case("write into /dev", "open('/dev/llmi-leak', 'w').write('x')\nplt.plot([1])",
+         "fail", r"PermissionError|Read-only"),
+    Case("a higher priority", "import os\nos.nice(-5)\nplt.plot([1])",
+         "fail", r"PermissionError"),
+    Case("raise the process limit", "import resource\nresource.setrlimit(resource.RLIMIT_NPROC, (10 ** 6, 10 ** 6))\nplt.plot([1])",
+         "fail", r"ValueError|not allowed"),
+    Case("lock all memory", LIBC + "denied(libc.mlockall(3))\nplt.plot([1])",
+         "fail", r"PermissionError: (Cannot allocate memory|Operation not permitted|Resource temporarily unavailable)"),
+    # the network, within the sandbox
+    Case("connect to the sandbox's own loopback", "import socket\ns = socket.create_server(('127.0.0.1', 0))\nsocket.create_connection(s.getsockname(), timeout=2)\nplt.plot([1])",
+         "fail", r"Network is unreachable|OSError"),
+    # figures that hide their size
+    Case("text far outside the axes (a huge tight bounding box)", "fig, ax = plt.subplots()\nax.plot([1, 2])\nax.text(1e6, 1e6, 'far', transform=ax.transAxes)",
+         "fail", r"too large|out of memory"),
+    Case("an infinite dpi", "f = plt.figure()\nf.dpi = float('inf')\nf.gca().plot([1])",
+         "fail", r"OverflowError|too large"),
+    Case("a figure size of NaN", "f = plt.figure()\nf.set_size_inches(float('nan'), 4)\nf.gca().plot([1])",
+         "fail", r"ValueError|too large"),
 )
 # fmt: on

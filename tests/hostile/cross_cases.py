@@ -136,6 +136,35 @@ CROSS_CASES: tuple[CrossCase, ...] = (
         _DAEMON + "    s = socket.create_server(('127.0.0.1', 47123))\n    while True:\n        s.accept()[0].send(b'x')\n" + _DRAW,
         "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 47123), timeout=2)\n    print('found')\n"
         "except OSError:\n    print('clean')" + _DRAW,
+    ),  # each job's network namespace has no loopback up: the daemon cannot even listen
+    CrossCase(
+        "a port left in TIME_WAIT",
+        # the closing side of a connection keeps its port for a minute after every process is gone
+        "import socket\nl = socket.create_server(('127.0.0.1', 47555))\nc = socket.create_connection(('127.0.0.1', 47555))\n"
+        "a, _ = l.accept()\na.close()\nc.close()\nl.close()" + _DRAW,
+        "import errno, socket\ns = socket.socket()\ntry:\n    s.bind(('127.0.0.1', 47555))\n    print('clean')\n"
+        "except OSError as exc:\n    print('found' if exc.errno == errno.EADDRINUSE else 'clean')" + _DRAW,
+    ),
+    CrossCase(
+        "a listening socket kept alive in flight",
+        # sent over a socket pair to itself, the listener outlives every process of the job until
+        # the kernel's collector finds the cycle
+        "import socket\nl = socket.socket(socket.AF_UNIX)\nl.bind('\\0llmi-inflight')\nl.listen()\n"
+        "a, b = socket.socketpair(socket.AF_UNIX)\nsocket.send_fds(a, [b'x'], [b.fileno(), l.fileno()])" + _DRAW,
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0llmi-inflight')\n    print('found')\n"
+        "except OSError:\n    print('clean')" + _DRAW,
+    ),
+    CrossCase(
+        "a FIFO, a socket file and a symlink in /tmp and /dev/shm",
+        "import os, socket\nos.mkfifo('/tmp/fifo')\nsocket.socket(socket.AF_UNIX).bind('/dev/shm/sock')\n"
+        "os.symlink('/usr', '/tmp/link')" + _DRAW,
+        "import os\nleft = [p for p in ('/tmp/fifo', '/dev/shm/sock', '/tmp/link') if os.path.lexists(p)]\n"
+        "print(f'found {left}' if left else 'clean')" + _DRAW,
+    ),
+    CrossCase(
+        "an extended attribute on /tmp itself",
+        f"import os\nos.setxattr('/tmp', 'user.leak', {MARK.encode()!r})" + _DRAW,
+        "import os\ntry:\n    os.getxattr('/tmp', 'user.leak')\n    print('found')\nexcept OSError:\n    print('clean')" + _DRAW,
     ),
     CrossCase(
         "the environment, umask and limits of the last job",

@@ -2,10 +2,13 @@
 
 ``checked_png`` walks the PNG's chunks itself, without an image library: the signature, an
 ``IHDR`` whose dimensions are within the pixel cap *before* anything is decompressed, a valid
-colour type and bit depth, every chunk's CRC, no animation, and ``IEND`` last with nothing
-after it. It then inflates the image data in bounded steps and requires exactly the number of
-bytes those dimensions call for, so a lying header, a truncated image or a decompression bomb
-costs at most one step of memory. The result's size comes from this check, not from the job.
+colour type and bit depth, every chunk's CRC, no animation, no compressed metadata (``zTXt``,
+``iCCP``, compressed ``iTXt``: a chart has none, and an image library would refuse one that
+inflates past its own cap), and ``IEND`` last with nothing after it. It then inflates the image
+data in bounded steps and requires exactly the number of bytes those dimensions call for, each
+row starting with a filter type PNG defines, so a lying header, a truncated or undecodable image
+or a decompression bomb costs at most one step of memory. The result's size comes from this
+check, not from the job.
 
 >>> import zlib
 >>> def chunk(kind, data):
@@ -38,6 +41,8 @@ _COLOUR = {0: (1, {1, 2, 4, 8, 16}), 2: (3, {8, 16}), 3: (1, {1, 2, 4, 8}), 4: (
            6: (4, {8, 16})}  # fmt: skip
 _ANIMATION = {b"acTL", b"fcTL", b"fdAT"}
 _KNOWN_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+_COMPRESSED_METADATA = {b"zTXt", b"iCCP"}
+_MAX_FILTER = 4  # None, Sub, Up, Average, Paeth
 _STEP = 1 << 20  # bytes inflated at a time
 
 
@@ -46,7 +51,8 @@ def checked_png(data: bytes, max_pixels: int) -> ImageData:
     ``ValueError`` saying what is wrong."""
     if not data.startswith(SIGNATURE):
         raise ValueError("the chart is not a PNG")
-    width, height, expected, rest = _header(data, max_pixels)
+    width, height, row, rest = _header(data, max_pixels)
+    expected = height * row
     inflater = zlib.decompressobj()
     produced = 0
     seen_end = False
@@ -58,7 +64,9 @@ def checked_png(data: bytes, max_pixels: int) -> ImageData:
         elif kind in _ANIMATION:
             raise ValueError("the chart is an animated PNG")
         elif kind == b"IDAT":
-            produced += _inflate(inflater, body, expected - produced)
+            produced += _inflate(inflater, body, expected - produced, row, produced)
+        elif kind in _COMPRESSED_METADATA or (kind == b"iTXt" and _compressed_text(body)):
+            raise ValueError(f"the chart has compressed metadata ({kind.decode()})")
         elif kind not in _KNOWN_CRITICAL and kind[:1].isupper():
             raise ValueError(f"the chart has an unknown critical chunk {kind!r}")
     if not seen_end:
@@ -88,8 +96,8 @@ def _header(data: bytes, max_pixels: int):
         raise ValueError(f"the chart's PNG header is invalid (colour type {colour}, depth {depth})")
     if interlace:
         raise ValueError("the chart is an interlaced PNG")
-    expected = height * (1 + (width * channels * depth + 7) // 8)  # a filter byte per row
-    return width, height, expected, chunks
+    row = 1 + (width * channels * depth + 7) // 8  # a filter byte, then the pixels
+    return width, height, row, chunks
 
 
 def _chunks(data: bytes):
@@ -110,13 +118,24 @@ def _chunks(data: bytes):
         at = end
 
 
-def _inflate(inflater, compressed: bytes, room: int) -> int:
-    """Inflate ``compressed`` a step at a time; the bytes produced (at most ``room`` + 1)."""
+def _compressed_text(body: bytes) -> bool:
+    """Whether an ``iTXt`` chunk's text is compressed (the flag after its keyword)."""
+    return body.partition(b"\0")[2][:1] not in (b"", b"\0")
+
+
+def _inflate(inflater, compressed: bytes, room: int, row: int, at: int) -> int:
+    """Inflate ``compressed`` a step at a time; the bytes produced (at most ``room`` + 1).
+
+    ``at`` bytes of image data came before; every ``row``-th byte from the start must be a
+    filter type PNG defines, or no decoder could read the image.
+    """
     produced = 0
     pending = compressed
     try:
         while pending and not inflater.eof:
             out = inflater.decompress(pending, min(_STEP, room - produced + 1))
+            if max(out[-(at + produced) % row :: row], default=0) > _MAX_FILTER:
+                raise ValueError("the chart's image data is corrupt (a row filter PNG lacks)")
             produced += len(out)
             if produced > room:
                 return produced  # more than the header allows: the caller refuses it

@@ -3,18 +3,21 @@
 A job process, freshly forked from the zygote and still privileged, calls ``enter`` once before
 it reads its code. In order:
 
-1. **Fresh namespaces** (``fresh_namespaces``): its own mount and IPC namespaces; a new tmpfs on
+1. **Fresh namespaces** (``fresh_namespaces``): its own mount, IPC and network namespaces (the
+   last with nothing in it, not even a loopback that is up, so no abstract socket, port or
+   ``TIME_WAIT`` connection of an earlier job is in reach); a new tmpfs on
    ``/tmp`` capped in bytes *and* inodes, owned by the job's uid (also bound on ``/dev/shm`` and
    ``/var/tmp``); ``/proc`` and ``/sys`` covered by an empty read-only tmpfs, so no command
    line, mount table or process of the sandbox is visible. Nothing here needs cleaning
    afterwards: when the job's last process dies the kernel frees the namespaces, the tmpfs
-   with every file and inode in it (whatever their modes) and every System V and POSIX IPC
-   object.
+   with every file and inode in it (whatever their modes), every System V and POSIX IPC
+   object and every socket.
 2. **Limits**: address space, processes, file size, descriptors, a finite stack, no core dumps.
 3. **Privileges**: the job's own uid (one no earlier job ran as) and no capabilities.
 4. **A seccomp filter** (``confine``): no new namespaces of any kind (so no nested user
    namespace), no keyrings, no mounts, no ptrace or cross-process memory access, no io_uring,
-   BPF, perf events, userfaultfd or module loading.
+   BPF, perf events, userfaultfd or module loading, no LDT, file handles or quotas, and no
+   execution domain but Linux's own (``personality``).
 
 Where step 1 is impossible (no ``CAP_SYS_ADMIN``: the ``rlimits`` level without root, or a
 container that withholds it) the job gets a new directory instead (``fresh_directory``), which
@@ -32,6 +35,7 @@ import struct
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
 # every CLONE_NEW* flag; clone() keeps its exit signal in the low byte, so CLONE_NEWTIME (0x80)
 # is only checked for unshare()
 _NEW_NAMESPACES = 0x7E020000
@@ -70,7 +74,7 @@ def fresh_namespaces(
     shared: list[str],
     hide: list[str],
 ) -> bool:
-    """Enter new mount and IPC namespaces with a fresh ``tmp``; False when not permitted.
+    """Enter new mount, IPC and network namespaces with a fresh ``tmp``; False when not permitted.
 
     ``keep`` are paths below ``tmp`` the job still needs (an interpreter installed under
     /tmp); they are bound read-only into the new tmpfs at the same place. ``shared`` are
@@ -79,6 +83,9 @@ def fresh_namespaces(
     """
     if _libc.unshare(CLONE_NEWNS | CLONE_NEWIPC) != 0:
         return False  # no CAP_SYS_ADMIN here: the caller falls back to a fresh directory
+    # The worker's network namespace outlives its jobs: a listening socket kept alive in
+    # flight (SCM_RIGHTS to itself) or a port in TIME_WAIT would reach the next job there.
+    _check(_libc.unshare(CLONE_NEWNET), "new network namespace")
     _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make mounts private")
     # reachable through these descriptors once the new tmpfs covers their paths
     kept = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in keep if os.path.isdir(p)]
@@ -191,7 +198,8 @@ _ARCHES = {
         "io_uring_register": 427, "kexec_load": 246, "kexec_file_load": 320,
         "init_module": 175, "finit_module": 313, "delete_module": 176,
         "open_by_handle_at": 304, "acct": 163, "swapon": 167, "swapoff": 168, "syslog": 103,
-        "iopl": 172, "ioperm": 173, "reboot": 169,
+        "iopl": 172, "ioperm": 173, "reboot": 169, "modify_ldt": 154, "uselib": 134,
+        "name_to_handle_at": 303, "lookup_dcookie": 212, "quotactl": 179, "personality": 135,
     }),
     "aarch64": (0xC00000B7, 0, {
         "clone": 220, "unshare": 97, "setns": 268, "clone3": 435,
@@ -204,13 +212,15 @@ _ARCHES = {
         "io_uring_register": 427, "kexec_load": 104, "kexec_file_load": 294,
         "init_module": 105, "finit_module": 273, "delete_module": 106,
         "open_by_handle_at": 265, "acct": 89, "swapon": 224, "swapoff": 225, "syslog": 116,
-        "reboot": 142,
+        "reboot": 142, "name_to_handle_at": 264, "lookup_dcookie": 18, "quotactl": 60,
+        "personality": 92,
     }),
 }  # fmt: skip
 
 _LD_W_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _ERRNO, _KILL = 0x7FFF0000, 0x00050000, 0x80000000
 _EPERM, _ENOSYS = 1, 38
+_PER_LINUX, _PER_QUERY = 0, 0xFFFFFFFF  # personality(): Linux's own, or asking which is set
 
 
 def seccomp_program(machine: str | None = None) -> list[tuple[int, int, int, int]] | None:
@@ -226,7 +236,8 @@ def seccomp_program(machine: str | None = None) -> list[tuple[int, int, int, int
     if arch is None:
         return None
     audit, x32, nr = arch
-    denied = [n for name, n in nr.items() if name not in ("clone", "unshare", "clone3")]
+    checked = ("clone", "unshare", "clone3", "personality")
+    denied = [n for name, n in nr.items() if name not in checked]
     # symbolic program: ("op", k, true-label, false-label); labels resolve to offsets below
     prog: list[tuple] = [("ld", 4), ("jeq", audit, None, "kill"), ("ld", 0)]
     if x32:
@@ -236,6 +247,7 @@ def seccomp_program(machine: str | None = None) -> list[tuple[int, int, int, int
         ("jeq", nr["unshare"], "unshare", None),
         # glibc falls back to clone() (whose flags we can see) when clone3 is missing
         ("jeq", nr["clone3"], "enosys", None),
+        ("jeq", nr["personality"], "personality", None),
     ]
     prog += [("jeq", n, "eperm", None) for n in denied]
     prog += [
@@ -243,6 +255,11 @@ def seccomp_program(machine: str | None = None) -> list[tuple[int, int, int, int
         ("label", "clone"), ("ld", 16), ("jset", _NEW_NAMESPACES, "eperm", None), ("ret", _ALLOW),
         ("label", "unshare"), ("ld", 16), ("jset", _NEW_NAMESPACES_UNSHARE, "eperm", None),
         ("ret", _ALLOW),
+        # other execution domains change how the kernel treats the process (READ_IMPLIES_EXEC,
+        # ADDR_NO_RANDOMIZE ...); only asking, or staying Linux, is allowed
+        ("label", "personality"), ("ld", 16), ("jeq", _PER_QUERY, "allow", None),
+        ("jeq", _PER_LINUX, "allow", "eperm"),
+        ("label", "allow"), ("ret", _ALLOW),
         ("label", "eperm"), ("ret", _ERRNO | _EPERM),
         ("label", "enosys"), ("ret", _ERRNO | _ENOSYS),
         ("label", "kill"), ("ret", _KILL),

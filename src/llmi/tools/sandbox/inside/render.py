@@ -44,6 +44,7 @@ CJK_FAMILIES = (
     "AR PL UKai CN",
 )
 DEFAULT_MAX_PIXELS = 40_000_000
+_GAP = 10  # pixels between stacked figures
 
 Result = tuple[dict, bytes]
 
@@ -226,11 +227,15 @@ class Renderer:
             buf = io.BytesIO()
             self.save(fig, buf, format="png", bbox_inches="tight")
             pngs.append(buf.getvalue())
-        png, width, height = stack(pngs) if len(pngs) > 1 else (pngs[0], *png_size(pngs[0]))
+        # the stacked size, known before the sheet is allocated
+        sizes = [png_size(p) for p in pngs]
+        width = max(w for w, _ in sizes)
+        height = sum(h for _, h in sizes) + _GAP * (len(sizes) - 1)
         if width * height > max_pixels:
             return _fail(
                 "too_large", f"the figures are too large together ({width}x{height} pixels)"
             )
+        png = stack(pngs)[0] if len(pngs) > 1 else pngs[0]
         return {"ok": True, "figures": len(pngs), "width": width, "height": height}, png
 
     def failure(self, exc: BaseException, code: str = "") -> dict:
@@ -321,7 +326,7 @@ def stack(pngs: list[bytes]) -> tuple[bytes, int, int]:
     from PIL import Image
 
     images = [Image.open(io.BytesIO(p)).convert("RGBA") for p in pngs]
-    gap = 10
+    gap = _GAP
     width = max(im.width for im in images)
     height = sum(im.height for im in images) + gap * (len(images) - 1)
     sheet = Image.new("RGBA", (width, height), (255, 255, 255, 255))
