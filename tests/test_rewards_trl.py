@@ -69,6 +69,17 @@ def test_completion_shapes():
     assert completion_text([{"role": "assistant", "content": "chat"}]) == "chat"
 
 
+def test_only_a_missing_question_comes_from_the_prompt():
+    from llmi.rewards.trl import _row
+
+    prompt = [{"role": "system", "content": "rules"}, {"role": "user", "content": "Draw an owl."}]
+    row = {"image_num": 1, "tools": [], "split": "train"}
+    assert _row(0, prompt, {"extra_info": [row]})["question"] == "Draw an owl."
+    assert _row(0, prompt, {"extra_info": [{**row, "question": None}]})["question"] == "Draw an owl."
+    # LLM-I asks its judges "Question: \nAnswer: ..." for an empty question: it is kept
+    assert _row(0, prompt, {"extra_info": [{**row, "question": ""}]})["question"] == ""
+
+
 def test_a_real_grpo_step(judge_server, tiny_tokenizer_dir, tmp_path):
     torch = pytest.importorskip("torch")
     datasets = pytest.importorskip("datasets")

@@ -81,17 +81,30 @@ class ExtraInfo:
         """From a dataset row's ``extra_info`` (extra keys such as ``index`` are ignored).
 
         ``image_num`` and ``question`` are required; without ``strict``, missing ``tools`` mean
-        none and a missing ``split`` means ``train``. ``strict`` (the ``llmi-compat`` profile)
-        requires all four, as LLM-I's reward does (a row without them scores 0 there).
+        none and a missing (or empty) ``split`` means ``train``. ``strict`` (the ``llmi-compat``
+        profile) requires all four, as LLM-I's reward does (a row without them scores 0 there),
+        and keeps the split as written: only ``"train"`` is training, ``""`` and a null are not
+        (a null split or question is kept as ``"None"``, the text LLM-I makes of it).
+
+        >>> ExtraInfo.from_mapping({"image_num": 1, "question": "q", "tools": [], "split": ""}, strict=True).split
+        ''
         """
         if not isinstance(info, Mapping):
             raise ConfigError(f"extra_info must be a mapping, not {type(info).__name__}")
         for key in ("image_num", "question", "tools", "split") if strict else ("image_num", "question"):
-            if key not in info or (strict and info[key] is None):
+            if key not in info or (strict and key in ("image_num", "tools") and info[key] is None):
                 raise ConfigError(f"extra_info has no {key!r}; LLM-I's rows carry image_num, question, tools and split")
         tools = info.get("tools")
         tools = () if tools is None else tuple(tools.tolist() if hasattr(tools, "tolist") else tools)
-        return cls(info["image_num"], info["question"], tools, info.get("split") or "train")
+        if not strict:
+            return cls(info["image_num"], info["question"], tools, info.get("split") or "train")
+        # LLM-I's test is `extra_info["split"] == "train"`: any other value, "" included, picks the
+        # evaluation variant, so the split is kept as written; a value that is not a string (a
+        # parquet null) never equals "train" and is kept as its text, as is such a question, which
+        # LLM-I formats into the judges' message (`Question: None`)
+        split, question = info["split"], info["question"]
+        return cls(info["image_num"], question if isinstance(question, str) else str(question), tools,
+                   split if isinstance(split, str) else str(split))
 
 
 @dataclass(frozen=True)

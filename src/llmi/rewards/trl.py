@@ -179,12 +179,13 @@ def completion_text(completion: Any) -> str:
 
 
 def _row(i: int, prompt: Any, columns: Mapping[str, Any]) -> dict[str, Any]:
-    """The item's fields: its ``extra_info`` column, or its own columns; the question defaults
-    to the prompt's last user turn."""
+    """The item's fields: its ``extra_info`` column, or its own columns; a missing question
+    defaults to the prompt's last user turn (an empty one is kept: LLM-I's judges are then asked
+    ``Question: \nAnswer: ...``)."""
     info = columns.get("extra_info")
     row = dict(info[i]) if info is not None else {k: columns[k][i] for k in ("image_num", "question", "tools", "split")
                                                   if k in columns}
-    if not row.get("question"):
+    if row.get("question") is None:
         row["question"] = _question(prompt)
     return row
 
