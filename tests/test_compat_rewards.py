@@ -270,3 +270,24 @@ def test_the_multimodal_recipe_weights_text_and_image(engine) -> None:
     b, _, _ = score(engine, "Owls. " + S(), factors=RewardFactors.preset("mllmi"))
     llm_mm = ((1.5 * 4 + 0.5 * 3) / 2.0 - 1) / 4
     assert b.score == pytest.approx(0.2 + 0.3 * mllm(5, 4, 2) + 0.5 * llm_mm, abs=1e-12)
+
+
+def test_a_compat_scorer_runs_each_tag_as_llmi_does() -> None:
+    """LLM-I has no fallback from diffusion to search, no search retries and no replacing of a
+    repeated picture: a scorer that makes its own engine under llmi-compat has none either."""
+    from llmi.rewards.scorer import scoring_engine
+
+    env: dict[str, str] = {}
+    compat, own = scoring_engine("llmi-compat", env), scoring_engine("llmi", env)
+    try:
+        assert (compat.fallback, compat.search_retries, compat.distinct) == ({}, False, False)
+        assert (own.fallback, own.search_retries, own.distinct) == ({"diffusion": "search"}, True, True)
+        assert compat.profile.name == "llmi-compat"
+    finally:
+        compat.close()
+        own.close()
+    scorer = RewardScorer.from_env(env)
+    try:
+        assert (scorer.engine.fallback, scorer.engine.search_retries, scorer.engine.distinct) == ({}, False, False)
+    finally:
+        scorer.close()
