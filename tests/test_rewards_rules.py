@@ -41,6 +41,9 @@ from rewards_fixtures import search_tag
         (6, 3, True, 0.1), (7, 3, True, 0.0), (20, 3, True, 0.0),
         (2, 3, False, 0.0), (3, 3, False, 1.0), (4, 3, False, 0.0),
         (1, 1, True, 1.0), (2, 1, True, 0.7),
+        (0, 1, False, 0.0), (0, 99, False, 0.0), (1, -1, False, 0.0), (0, -1, False, 1.0),
+        (50, 100, True, 0.5), (99, 98, True, 0.7), (101, 98, True, 0.1), (102, 98, True, 0.0),
+        (1, 2, True, 0.5), (4, 2, True, 0.4),
     ],
 )
 def test_image_num_score_matches_llmi(k, n, train, expected):
@@ -67,6 +70,28 @@ def test_r_tool_weights_attempts_and_successes():
     assert r_tool(stats, None) == 0.0
     assert r_tool(stats, ["teleport"]) == 0.0  # weightless required tools: 1.0 only if nothing was attempted
     assert r_tool({"invalid": {"total": 3, "success": 0}}, ["teleport"]) == 1.0
+
+
+def _row(total: int, success: int) -> dict[str, float]:
+    return {"total": total, "success": success, "success_rate": round(success / total, 4) if total else 1.0}
+
+
+@pytest.mark.parametrize(
+    "used, required, expected",
+    [
+        ({"code": (1, 0), "edit": (1, 1)}, ["code", "edit"], 0.5 * 0.3 / 0.7 + 0.5 * 0.7 / 0.7),
+        ({"search": (2, 1)}, ["search", "search"], 1.0),  # R_req is a set
+        ({"search": (1, 1)}, ["diffusion"], 0.0),  # a tool used but not required does not count
+        ({"diffusion": (1, 0)}, ["diffusion"], 0.5),  # attempted, never succeeded
+        ({t: (1, 1) for t in ("code", "edit", "search", "diffusion")}, ["code", "edit", "search", "diffusion"], 1.0),
+        ({"code": (3, 3)}, [], 0.0),  # nothing required: 0.0 whatever was used
+        ({}, ["code", "search"], 0.0),
+        ({"search": (1, 1)}, ["search", "code"], 0.5 * 0.2 / 0.6 + 0.5 * 0.2 / 0.6),
+    ],
+)
+def test_r_tool_follows_llmi(used, required, expected):
+    stats = {t: _row(*used.get(t, (0, 0))) for t in ("diffusion", "search", "code", "edit")}
+    assert math.isclose(r_tool(stats, required), expected, abs_tol=1e-12)
 
 
 def _doc(*segments) -> Document:
