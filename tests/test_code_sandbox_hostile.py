@@ -98,6 +98,9 @@ def test_hostile_code_is_contained(
     else:
         assert out is not None or re.search(case.reason, error), error
     assert len(error or "") < 2500
+    # what the code says cannot drive a terminal: control characters arrive as escapes
+    shown = (error or "") + (out.info.get("stdout_tail", "") if out else "")
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", shown), repr(shown)
     # 2. no secret leaked into anything the caller sees
     seen = (error or "") + repr(out.info if out else {})
     for secret in [*FAKE_SECRETS.values(), "llmi-test-secret-file-contents"]:

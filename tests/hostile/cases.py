@@ -293,6 +293,13 @@ CASES: tuple[Case, ...] = (
     # the network, within the sandbox
     Case("connect to the sandbox's own loopback", "import socket\ns = socket.create_server(('127.0.0.1', 0))\nsocket.create_connection(s.getsockname(), timeout=2)\nplt.plot([1])",
          "fail", r"Network is unreachable|OSError"),
+    # words that would drive the terminal or the page they are shown on
+    Case("terminal escapes in an exception", "raise ValueError('\\x1bc\\x1b]0;owned\\x07\\x1b]52;c;cHduZWQ=\\x07\\rall good')",
+         "fail", r"ValueError: \\x1bc\\x1b\]0;owned\\x07\\x1b\]52;c;cHduZWQ=\\x07\\x0dall good"),
+    Case("terminal escapes in the output", "print('\\x1b[2J\\x1b[8mhidden\\r\\x9b31m')\nplt.plot([1])",
+         "ok", shows=r"^\\x1b\[2J\\x1b\[8mhidden\\x0d\\x9b31m$"),
+    Case("a right-to-left override in the error", "raise ValueError('fine \\u202egnp.tahc')",
+         "fail", r"fine \\u202egnp\.tahc"),
     # figures that hide their size
     Case("text far outside the axes (a huge tight bounding box)", "fig, ax = plt.subplots()\nax.plot([1, 2])\nax.text(1e6, 1e6, 'far', transform=ax.transAxes)",
          "fail", r"too large|out of memory"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import threading
 import time
@@ -45,6 +46,10 @@ log = logging.getLogger("llmi.tools.sandbox")
 
 _MAX_CODE = 256 << 10
 _GRACE = 5.0  # seconds the parent waits past a job's time limit before killing the worker
+# C0 and C1 controls but newline and tab, and bidirectional overrides: what the code prints or
+# puts in an exception must not drive a terminal (escape sequences, carriage returns) or reorder
+# text where llmi shows it
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _probe_lock = threading.Lock()
 _probe_cache: dict[tuple[str, str], str | None] = {}
 
@@ -284,9 +289,9 @@ class CodeSandboxTool:
 
     def _to_output(self, header: dict, png: bytes, waited: float) -> ToolOutput:
         level = self.sandbox_level
-        output = str(header.get("output") or "").strip()
+        output = _printable(str(header.get("output") or "").strip())
         if not header.get("ok"):
-            message = str(header.get("message") or "the code failed")
+            message = _printable(str(header.get("message") or "the code failed"))
             if header.get("kind") == "empty":
                 raise EmptyFigure(message, _blank_figure())
             if output and header.get("kind") in ("exit", "signal", "cpu", "timeout", "memory"):
@@ -321,6 +326,20 @@ def _blank_figure() -> ImageData:
     """What LLM-I's runner saves when nothing was drawn: the empty default figure, 660x500 of
     white once ``bbox_inches='tight'`` pads it."""
     return ImageData.blank(660, 500)
+
+
+def _printable(text: str) -> str:
+    r"""``text`` with control characters shown as escapes, so the code's words stay words.
+
+    >>> _printable("ok\x1b]0;owned\x07\r\nnext\tline")
+    'ok\\x1b]0;owned\\x07\\x0d\nnext\tline'
+    """
+    return _UNPRINTABLE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _number(value: object, kind: type, default: float) -> Any:
