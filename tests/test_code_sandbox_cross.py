@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import signal
 import time
 
 import pytest
@@ -20,7 +21,7 @@ from hostile.cross_cases import CROSS_CASES, MARK, CrossCase
 
 from llmi.engine import Engine, ToolLimits
 from llmi.tags import ImageRequest, serialise
-from llmi.tools.sandbox.inside.worker import _live_processes
+from llmi.tools.sandbox.inside.worker import _as_uid, _kill_all_mine, _live_processes
 from llmi.tools.sandbox.tool import CodeSandboxTool, Limits
 
 
@@ -96,8 +97,12 @@ def _processes_of(uid: int) -> list[int]:
         "import signal\nif os.fork() == 0:\n    os.setsid()\n    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):\n"
         "        signal.signal(s, signal.SIG_IGN)\n    for _ in range(5):\n        if os.fork() == 0:\n            os._exit(0)\n"
         "    time.sleep(600)\n",
+        # once the job is gone, stops every process of its uid, again and again (the sweep too)
+        "import signal\nparent = os.getpid()\nif os.fork() == 0:\n    os.setsid()\n"
+        "    while os.getppid() == parent:\n        time.sleep(0.001)\n    while True:\n"
+        "        try:\n            os.kill(-1, signal.SIGSTOP)\n        except OSError:\n            pass\n",
     ],
-    ids=["sleeper", "pid hopper", "subprocess", "stopped", "ignores signals, keeps zombies"],
+    ids=["sleeper", "pid hopper", "subprocess", "stopped", "ignores signals, keeps zombies", "stops the sweep"],
 )
 def test_no_process_of_a_job_survives_it(leave, engine):
     """Seen from the host, which sees every process: none of the job's uid is left."""
@@ -109,6 +114,52 @@ def test_no_process_of_a_job_survives_it(leave, engine):
         time.sleep(0.05)
     assert _processes_of(uid) == []
     assert engine.run(tag(GOOD_CHART)).image_segments[0].ok
+
+
+def test_the_sweep_is_out_of_the_job_uids_reach():
+    """The throw-away process that kills every process of a job's uid cannot be signalled by
+    them: a daemon spinning on ``kill(-1, SIGSTOP)`` would otherwise stop it (and the
+    supervisor waiting for it) before its own ``kill(-1)`` ran."""
+    if os.geteuid() != 0:
+        pytest.skip("jobs get uids of their own only when llmi runs as root")
+    job_uid = 2**30 + os.getpid() % 4096 * 2
+    to_job, from_sweep = os.pipe()
+    to_sweep, from_job = os.pipe()
+    job = os.fork()
+    if job == 0:  # pragma: no cover - a process of the job's uid
+        try:
+            os.setgroups([])
+            os.setgid(job_uid)
+            os.setuid(job_uid)
+            sweep = int(os.read(to_job, 32))
+            try:
+                os.kill(sweep, signal.SIGSTOP)
+                os.kill(sweep, signal.SIGCONT)  # undone, so that the test does not hang
+                verdict = b"stopped it"
+            except PermissionError:
+                verdict = b"denied"
+            os.write(from_job, verdict)
+            time.sleep(60)  # for the sweep to kill
+        finally:
+            os._exit(1)
+
+    def sweep() -> None:
+        os.write(from_sweep, str(os.getpid()).encode())
+        verdict.append(os.read(to_sweep, 32))
+        _kill_all_mine()
+        os.write(from_sweep, b"|" + verdict[0])  # back to the test, through the job's pipe
+
+    verdict: list[bytes] = []
+    try:
+        _as_uid(job_uid, sweep, job_uid + 1)
+        _, status = os.waitpid(job, 0)
+    finally:
+        for fd in (to_sweep, from_job, from_sweep):
+            os.close(fd)
+    told = os.read(to_job, 64).decode()
+    os.close(to_job)
+    assert told.endswith("|denied"), told
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL  # the sweep still kills
 
 
 def test_cross_cases_also_hold_on_the_shared_two_worker_pool(sandbox_tool):  # noqa: F811

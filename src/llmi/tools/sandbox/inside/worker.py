@@ -68,6 +68,7 @@ class Supervisor:
         base = config.get("uid_base")
         count = int(config.get("uid_count", 1 << 20))
         self.uids = iter(range(base + 1, base + count)) if base is not None else None
+        self.sweeper = base  # the block's first uid, which no job ever has (see _as_uid)
         self.spare: Spare | None = None  # the next job's process, once the zygote forked it
         self.next_uid: int | None = None  # the uid asked for it
         self.pending = False  # asked the zygote for it, no answer yet
@@ -283,7 +284,8 @@ class Supervisor:
             return
         self._kill(spare)
         if spare.uid is not None:
-            _as_uid(spare.uid, _kill_all_mine)  # one sweep no process of the uid can fork past
+            # one sweep no process of the uid can fork past, or stop
+            _as_uid(spare.uid, _kill_all_mine, self.sweeper)
         # A killed process still holds its sockets and memory until it has finished exiting,
         # which on a loaded host can take a while: the next job starts only once all are gone.
         # Without a uid of its own, every process in our PID namespace but ours is the job's;
@@ -297,7 +299,8 @@ class Supervisor:
         home = spare.setup.get("home")
         if spare.setup and not spare.setup.get("isolated") and home:
             if spare.uid is not None:
-                _as_uid(spare.uid, lambda: _remove_tree(home))  # its owner may always chmod
+                # its owner may always chmod
+                _as_uid(spare.uid, lambda: _remove_tree(home), self.sweeper)
             else:
                 _remove_tree(home)
             if os.path.lexists(home):
@@ -371,14 +374,20 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _as_uid(uid: int, action) -> None:
-    """Run ``action`` in a throw-away child that has become ``uid`` (and only that)."""
+def _as_uid(uid: int, action, real: int) -> None:
+    """Run ``action`` in a throw-away child whose effective uid is ``uid`` (and only that).
+
+    Its real and saved uids are ``real``, one no process has: it may signal and remove what
+    ``uid`` owns, but nothing of ``uid`` may signal it. With the job's uid as its real uid too,
+    a job's daemon spinning on ``kill(-1, SIGSTOP)`` could stop it before its own
+    ``kill(-1)``, and the supervisor waiting for it with it.
+    """
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
             os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
+            os.setresgid(uid, uid, uid)
+            os.setresuid(real, uid, real)  # every capability goes with uid 0
             action()
         finally:
             os._exit(0)
@@ -386,8 +395,8 @@ def _as_uid(uid: int, action) -> None:
 
 
 def _kill_all_mine() -> None:
-    # kill(-1) reaches every process this uid may signal: only the job's, which had this uid
-    # alone; never init, never the caller
+    # kill(-1) reaches every process this effective uid may signal: only the job's, which had
+    # this uid alone; never init, never the caller
     try:
         os.kill(-1, signal.SIGKILL)
     except OSError:
