@@ -87,3 +87,101 @@ def test_parse_keeps_the_text_and_numbers_every_slot(answer: str, profile, n_inp
     for tag in parsed.tags:
         assert (tag.request is None) != (tag.error is None)
         assert re.match(r"<imgen>", tag.raw[tag.position - tag.start :])
+
+
+# -- an independent reading: the rules of LLMI-SEMANTICS §1-5, written out plainly ---------------
+
+_RAW_CODE = re.compile(r"\s*\{'source': 'code', 'description': '([^']*)', 'params': \{'code': '(.*)'\}\}\s*\Z", re.DOTALL)
+_PARAMS = {"diffusion": {"prompt"}, "search": {"query"}, "code": {"code"}, "edit": {"img_index", "prompt"}}
+
+
+def _read(body: str):
+    """§2: the code pattern first (when the body names a code tag), then a Python literal."""
+    import ast
+
+    m = _RAW_CODE.match(body) if "'source': 'code'" in body else None
+    if m:
+        return {"source": "code", "description": m.group(1), "params": {"code": m.group(2)}}
+    try:
+        obj = ast.literal_eval(body)
+    except Exception:  # noqa: BLE001 - any failure is "unreadable"
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _valid(obj, images: int) -> bool:
+    """§3, with ``images`` = M + T."""
+    if set(obj) != {"source", "description", "params"} or not isinstance(obj["description"], str):
+        return False
+    params = obj["params"]
+    if obj["source"] not in _PARAMS or not isinstance(params, dict) or set(params) != _PARAMS[obj["source"]]:
+        return False
+    for key, value in params.items():
+        if key == "img_index":
+            if not isinstance(value, int) or not 0 <= value < images:
+                return False
+        elif not isinstance(value, str):
+            return False
+    return True
+
+
+def independent_reading(answer: str, m: int) -> tuple[str, dict, int]:
+    """The processed text, the statistics and the number of images, with the scripted tools (a
+    tag fails when its text holds ``FAIL``)."""
+    text = re.sub(r"<think>.*?</think>", "", answer, flags=re.DOTALL) if "<think>" in answer else answer
+    bodies = [mt.group(1) for mt in re.finditer(r"<imgen>(\{.*?\})</imgen>", text, re.DOTALL)]
+    t = len(bodies)
+    ran, made, counted, sources = [], [], [], []
+    for k, body in enumerate(bodies):
+        obj = _read(body)
+        runs, ok, count = obj is not None and "source" in obj, False, False
+        if runs and obj["source"] == "edit":  # §4: the scheduler reads the index first
+            try:
+                index = int(obj["params"].get("img_index", -1))
+            except Exception:  # noqa: BLE001
+                index = None
+            runs = index is not None and 0 <= index < m + t and (index < m or (index - m < k and ran[index - m]))
+            count = not runs  # §5: an edit that cannot run is a counted failed edit
+        if runs and _valid(obj, m + t):
+            count = True
+            params = obj["params"]
+            if obj["source"] == "edit":
+                ok = (params["img_index"] < m or made[params["img_index"] - m]) and "FAIL" not in params["prompt"]
+            else:
+                ok = "FAIL" not in next(iter(params.values()))
+        ran.append(runs)
+        made.append(ok)
+        counted.append(count)
+        sources.append(obj.get("source") if obj is not None else None)
+    stats = {tool: [0, 0] for tool in ("diffusion", "search", "code", "edit")}
+    for source, count, ok in zip(sources, counted, made):
+        if count:
+            stats[source][0] += 1
+            stats[source][1] += ok
+    marks = iter(made)
+    processed = re.sub(r"<imgen>(\{.*?\})</imgen>", lambda _: IMG if next(marks) else FAIL, text, flags=re.DOTALL)
+    rows = {k: {"total": n, "success": s, "success_rate": round(s / n, 4) if n else 1.0} for k, (n, s) in stats.items()}
+    return processed, rows, sum(made)
+
+
+EDGES = FRAGMENTS + [
+    "<imgen>{'source': 'search', 'description': 'd', 'params': {'query': 'FAIL'}}</imgen>",
+    "<imgen>{'source': 'diffusion', 'description': 'd', 'params': {'prompt': 'p'}}</imgen>",
+    *(f"<imgen>{{'source': 'edit', 'description': 'd', 'params': {{'img_index': {i}, 'prompt': 'p'}}}}</imgen>"
+      for i in ("1", "2", "-1", "True", "1.0", "'1'", "'x'", "None", "1, 'n': 2")),
+    "<imgen>{'source': 'edit', 'description': 'd', 'params': {'img_index': 1, 'prompt': 5}}</imgen>",
+    "<imgen>{'source': 'edit', 'description': 'd'}</imgen>", "<imgen>{'source': 'paint', 'description': 'd', 'params': {}}</imgen>",
+    "<imgen>{'description': 'd'}</imgen>", "<imgen>{bad}</imgen>", "'img_index': 1, ", "'img_index': 'a', ",
+    "<imgen>{'source': 'code', 'description': 'd', 'params': {'code': 'FAIL\\nplt.plot([1])'}}</imgen>",
+]  # fmt: skip
+edge_answers = st.lists(st.one_of(st.sampled_from(EDGES), st.text(max_size=3)), max_size=24).map("".join)
+
+
+@SETTINGS
+@given(edge_answers, st.integers(0, 2))
+def test_compat_equals_an_independent_reading_of_the_rules(answer: str, n_inputs: int) -> None:
+    doc = COMPAT_ENGINE.run(answer, [ImageData.blank(4, 4)] * n_inputs)
+    processed, stats, images = independent_reading(answer, n_inputs)
+    assert doc.judge_view() == processed
+    assert doc.stats() == stats
+    assert len(doc.images) == images
