@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from llmi.engine import Engine
-from llmi.errors import JudgeError
+from llmi.errors import ConfigError, JudgeError
 from llmi.image import ImageData
 from llmi.rewards import LLMI_METRIC_KEYS, ExtraInfo, LLMJudge, MLLMJudge, RewardFactors, RewardScorer, Sample
 from llmi.rewards.judge_client import JudgeReply
@@ -254,11 +254,13 @@ def test_the_split_is_kept_as_written_under_compat_only() -> None:
     assert ExtraInfo.from_mapping(row).split == "train"  # llmi's own reading: no split means training
 
 
-@pytest.mark.parametrize("key", ["image_num", "tools"])
-def test_a_null_count_or_tool_list_fails_the_row(engine, key) -> None:
+@pytest.mark.parametrize("key, value", [("image_num", None), ("tools", None), ("tools", 5), ("image_num", {"n": 1})])
+def test_a_row_llmi_cannot_read_fails_with_a_config_error(engine, key, value) -> None:
+    """LLM-I's reward raises on these rows (R = 0); llmi's entry points turn a ConfigError into
+    that 0, so it must be one (not a TypeError that would stop the batch)."""
     scorer = RewardScorer(engine, llm_judge=None, mllm_judge=None)
-    with pytest.raises(Exception, match=key):
-        scorer.extra_info({"image_num": 1, "question": "q", "tools": [], "split": "train", key: None})
+    with pytest.raises(ConfigError, match=key):
+        scorer.extra_info({"image_num": 1, "question": "q", "tools": [], "split": "train", key: value})
 
 
 def test_a_null_question_is_asked_as_none(engine) -> None:

@@ -95,7 +95,10 @@ class ExtraInfo:
             if key not in info or (strict and key in ("image_num", "tools") and info[key] is None):
                 raise ConfigError(f"extra_info has no {key!r}; LLM-I's rows carry image_num, question, tools and split")
         tools = info.get("tools")
-        tools = () if tools is None else tuple(tools.tolist() if hasattr(tools, "tolist") else tools)
+        try:
+            tools = () if tools is None else tuple(tools.tolist() if hasattr(tools, "tolist") else tools)
+        except TypeError:  # a number: LLM-I's set() of it fails, and the row scores 0 there
+            raise ConfigError(f"extra_info.tools must be a list of tool names, not {tools!r}") from None
         if not strict:
             return cls(info["image_num"], info["question"], tools, info.get("split") or "train")
         # LLM-I's test is `extra_info["split"] == "train"`: any other value, "" included, picks the
