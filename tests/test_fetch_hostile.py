@@ -152,3 +152,16 @@ def test_postscript_never_reaches_ghostscript(server, tmp_path, monkeypatch):
     candidates = [server.url(p, host="images.test") for p in ("/eps", "/ok.png")]
     image, url = asyncio.run(_fetcher().first_valid(candidates))
     assert url.endswith("/ok.png") and not marker.exists()
+
+
+def test_an_icon_bomb_is_refused_unopened(server, monkeypatch):
+    """PIL decodes an icon's embedded PNG while opening it, at whatever size that PNG declares
+    (here 81 megapixels, 243 MB): the fetcher must never let PIL open an icon."""
+    from PIL import IcoImagePlugin
+
+    opened: list[object] = []
+    real_open = IcoImagePlugin.IcoImageFile._open
+    monkeypatch.setattr(IcoImagePlugin.IcoImageFile, "_open", lambda im: opened.append(im) or real_open(im))
+    with pytest.raises(FetchError, match="unrecognised format"):
+        asyncio.run(_fetcher().fetch(server.url("/icon-bomb", host="images.test")))
+    assert opened == []

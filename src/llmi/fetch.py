@@ -27,8 +27,8 @@ Every backend that downloads (search results, generated-image URLs) goes through
 7. **Content**: the bytes must decode completely as an image, whatever ``Content-Type`` says
    (HTML served as ``image/jpeg`` and truncated files are refused), and be at least
    ``min_width`` x ``min_height``. Only the decoders of web image formats are tried (JPEG,
-   PNG, WebP, GIF, BMP, TIFF, ICO): EPS, which PIL would hand to Ghostscript, SVG and the
-   rarer formats are refused unread.
+   PNG, WebP, GIF, BMP, TIFF): EPS, which PIL would hand to Ghostscript, ICO, whose embedded
+   PNG PIL decodes while opening it, SVG and the rarer formats are refused unread.
 8. **Output**: JPEG, PNG and WebP are kept byte for byte; anything else (GIF, BMP, TIFF ...) is
    converted to PNG (first frame).
 
@@ -79,8 +79,10 @@ LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 #: formats kept as they are; everything else is converted to PNG
 _KEPT_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "mpo": "jpeg", "png": "png", "webp": "webp"}
 #: the only decoders PIL may try on downloaded bytes: web image formats (JPEG opens MPO too), not
-#: every plugin PIL has (EPS would hand the bytes to Ghostscript; rarer parsers are attack surface)
-_READ_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "ICO")
+#: every plugin PIL has (EPS would hand the bytes to Ghostscript; rarer parsers are attack
+#: surface). Not ICO either: PIL decodes an icon's embedded PNG while opening it, at whatever
+#: size that PNG declares, before any size check can look
+_READ_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 @dataclass(frozen=True)
 class FetchPolicy:

@@ -16,6 +16,7 @@ Whatever the case, the test also checks that the refusal is a ``FetchError``, th
 from __future__ import annotations
 
 import gzip
+import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,6 +139,23 @@ GIF_BOMB = (b"GIF89a\xff\xff\xff\xff\x00\x00\x00,\x00\x00\x00\x00\xff\xff\xff\xf
 PPM = b"P6\n64 64\n255\n" + bytes(64 * 64 * 3)
 
 
+def _icon_around(width: int, height: int) -> bytes:
+    """An ICO whose one entry says 256x256 and holds a black PNG of ``width`` x ``height``."""
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(b"\0" + bytes(width * 3)) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    inner = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    return struct.pack("<HHHBBBBHHII", 0, 1, 1, 0, 0, 0, 0, 1, 32, len(inner), 22) + inner
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+# 81 megapixels (243 MB decoded) in 236 kB, which PIL decoded on opening it
+ICON_BOMB = _icon_around(9000, 9000)
+
+
 def _no_location(h: BaseHTTPRequestHandler) -> None:
     h.send_response(302)
     h.send_header("Content-Length", "0")
@@ -227,6 +245,7 @@ FETCH_CASES: tuple[FetchCase, ...] = (
     FetchCase("SVG with an external reference", "/svg", r"not a readable image: unrecognised format", _body(SVG, "image/svg+xml")),
     FetchCase("a netpbm image", "/ppm", r"not a readable image: unrecognised format", _body(PPM, "image/x-portable-pixmap")),
     FetchCase("a GIF of 65535x65535 in 30 bytes", "/gif-bomb", r"decompression bomb|pixel limit", _body(GIF_BOMB, "image/gif")),
+    FetchCase("an icon hiding a 9000x9000 PNG", "/icon-bomb", r"not a readable image: unrecognised format", _body(ICON_BOMB, "image/x-icon")),
     FetchCase("HTML served as an image", "/html", r"looks like HTML", _body(b"<!DOCTYPE html><html><body>nope</body></html>", "image/jpeg")),
 )
 # fmt: on
