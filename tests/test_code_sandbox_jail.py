@@ -91,6 +91,18 @@ def test_fresh_namespaces_give_an_empty_capped_tmp_and_hide_proc(tmp_path: Path)
     assert out.splitlines() == ["True", "still here", "[] False", "True 28", "101"]
 
 
+def test_a_job_is_the_first_the_oom_killer_takes():
+    out = run(
+        """
+        jail.first_to_go()
+        print(open('/proc/self/oom_score_adj').read().strip())
+        import subprocess  # inherited by what the job forks
+        print(subprocess.run(['cat', '/proc/self/oom_score_adj'], capture_output=True, text=True).stdout.strip())
+        """
+    )
+    assert out.splitlines() == ["1000", "1000"]
+
+
 @needs_root
 def test_drop_privileges_and_hard_limits():
     out = run(

@@ -12,7 +12,8 @@ it reads its code. In order:
    afterwards: when the job's last process dies the kernel frees the namespaces, the tmpfs
    with every file and inode in it (whatever their modes), every System V and POSIX IPC
    object and every socket.
-2. **Limits**: address space, processes, file size, descriptors, a finite stack, no core dumps.
+2. **Limits**: address space, processes, file size, descriptors, a finite stack, no core dumps,
+   and the first place in the OOM killer's queue (``first_to_go``).
 3. **Privileges**: the job's own uid (one no earlier job ran as) and no capabilities.
 4. **A seccomp filter** (``confine``): no new namespaces of any kind (so no nested user
    namespace), no keyrings, no mounts, no ptrace or cross-process memory access, no io_uring,
@@ -137,6 +138,20 @@ def vm_size() -> int:
             return int(fh.read().split()[0]) * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def first_to_go() -> None:
+    """Put this process (and all it forks) first in line for the kernel's OOM killer.
+
+    ``RLIMIT_AS`` bounds each process, not the job: a job that forks ``nproc`` processes can
+    fill the host's memory, and then it is the job, not llmi or another program, that dies.
+    Any process may raise its own score; best effort where ``/proc`` is missing.
+    """
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
 
 
 def set_limits(limits: dict, base_vm: int) -> None:
@@ -331,6 +346,7 @@ def enter(config: dict, uid: int | None, extra_vm: int = 0) -> dict:
     will import itself because the zygote had not yet).
     """
     base_vm = vm_size()
+    first_to_go()  # while /proc is still there
     home = config.get("job_tmp", "/tmp")
     isolated = False
     if config.get("namespaces", True):
