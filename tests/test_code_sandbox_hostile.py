@@ -187,3 +187,26 @@ def test_degraded_levels_contain_the_worst_cases(level, listener):  # noqa: F811
             assert error is None, (case.name, error)
     finally:
         tool.close()
+
+
+def test_memory_spread_over_processes_stays_within_the_worker(sandbox_tool):  # noqa: F811
+    """``RLIMIT_AS`` bounds each process: six children touching 350 MB each under a 512 MB limit
+    would take 2.1 GB. The worker's memory cgroup bounds them all; the OOM killer takes job
+    processes (first in its queue), never the worker."""
+    _render(sandbox_tool, GOOD_CHART)
+    if not any(w.cgroup for w in sandbox_tool._pool._idle):
+        pytest.skip("this host lets llmi make no memory cgroup")
+    spread = (
+        "import os\nkids = []\nfor _ in range(6):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        block = bytearray(350 << 20)\n        for at in range(0, len(block), 4096):\n"
+        "            block[at] = 1\n        os._exit(0)\n    kids.append(pid)\n"
+        "print([os.waitpid(pid, 0)[1] & 0x7F for pid in kids])\nplt.plot([1])"
+    )
+    replaced = sandbox_tool.stats["replaced"]
+    out, error = _render(sandbox_tool, spread)
+    assert error is None or re.search(r"SIGKILL|out of memory", error), error
+    if out is not None:
+        assert "9" in out.info["stdout_tail"], out.info  # some child was killed (SIGKILL)
+    good, error = _render(sandbox_tool, GOOD_CHART)
+    assert error is None and good.info["figures"] == 1
+    assert sandbox_tool.stats["replaced"] == replaced

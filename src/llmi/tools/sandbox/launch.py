@@ -20,7 +20,9 @@ needs (``CAP_SYS_ADMIN`` to give each job its own mount and IPC namespaces and t
 as root each job runs as a uid no earlier job had (so ``RLIMIT_NPROC`` counts only its own
 processes, host files are protected by their permissions, and it cannot signal anything of
 ours), and every job has rlimits and a seccomp filter. The supervisor's configuration and
-bubblewrap's options travel on pipes, not on command lines a job could read.
+bubblewrap's options travel on pipes, not on command lines a job could read. Where the host
+lets llmi make one, each worker starts inside a memory cgroup of its own (``memory_cgroup``),
+which bounds it with every process its jobs fork.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 
-__all__ = ["LEVELS", "LaunchPlan", "Launcher", "probe_level"]
+__all__ = ["LEVELS", "LaunchPlan", "Launcher", "memory_cgroup", "probe_level", "remove_cgroup"]
 
 log = logging.getLogger("llmi.tools.sandbox")
 
@@ -55,6 +58,9 @@ _uid_blocks = itertools.count(
     _FIRST_BLOCK + secrets.randbelow(2**31 // _UID_BLOCK - 2 * _FIRST_BLOCK)
 )
 _uid_lock = threading.Lock()
+_cgroup_ids = itertools.count()
+# the supervisor, the zygote with its libraries imported and the job process's own start
+_WORKER_MEMORY = 768 << 20
 _PACKAGES = ("numpy", "pandas", "matplotlib", "seaborn", "PIL")
 _ETC = ("/etc/fonts", "/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
 _SANDBOX_ENV = {
@@ -147,6 +153,10 @@ class Limits:
     stack: int = 8 << 20  # the main thread's stack (and the default for new threads)
     max_output: int = 1 << 20  # bytes the code may print before it is stopped
     max_pixels: int = 40_000_000
+
+    def worker_memory(self) -> int:
+        """What one worker and everything its job forks may use together (its cgroup's cap)."""
+        return _WORKER_MEMORY + self.memory + self.tmpfs
 
     def job_fields(self) -> dict:
         return {
@@ -331,6 +341,67 @@ class Launcher:
             config=config,
             private_dir=private,
         )
+
+
+def memory_cgroup(limit: int) -> str | None:
+    """A new memory cgroup for one worker, below this process's own, capped at ``limit`` bytes.
+
+    ``RLIMIT_AS`` bounds each of a job's processes, not all of them; the cgroup bounds the
+    worker with every process of its jobs. Returns its directory, or None where none can be
+    made: no cgroup file system this process may write, or cgroup v2 without the memory
+    controller delegated to it.
+    """
+    try:
+        with open("/proc/self/cgroup") as fh:
+            entries = [line.rstrip("\n").split(":", 2) for line in fh]
+    except OSError:
+        return None
+    entries = [e for e in entries if len(e) == 3]
+    v1 = [path for _, controllers, path in entries if "memory" in controllers.split(",")]
+    v2 = [path for _, controllers, path in entries if controllers == ""]
+    if v1:
+        parent, limit_file = "/sys/fs/cgroup/memory" + v1[0], "memory.limit_in_bytes"
+    elif v2:
+        parent, limit_file = "/sys/fs/cgroup" + v2[0], "memory.max"
+    else:
+        return None
+    path = os.path.join(parent, f"llmi-{os.getpid()}-{next(_cgroup_ids)}")
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    try:
+        with open(os.path.join(path, limit_file), "w") as fh:
+            fh.write(str(limit))
+    except OSError:  # cgroup v2 without the memory controller: no memory.max to write
+        remove_cgroup(path)
+        return None
+    return path
+
+
+def remove_cgroup(path: str, wait_s: float = 2.0) -> None:
+    """Remove a worker's cgroup once its killed processes have finished exiting."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                log.warning("could not remove the sandbox cgroup %s", path)
+                return
+            time.sleep(0.02)
+
+
+def in_cgroup(path: str | None, argv: list[str]) -> list[str]:
+    """``argv`` started inside the cgroup ``path`` (a shell that moves itself there, then
+    execs it, so every process the worker forks is born inside); ``argv`` when None."""
+    if path is None:
+        return argv
+    move = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+    return ["/bin/sh", "-c", move, path, *argv]
 
 
 def _private_env(home: str) -> dict[str, str]:

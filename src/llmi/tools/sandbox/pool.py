@@ -23,7 +23,7 @@ from typing import Any
 
 from ...errors import SandboxError, ToolTimeout
 from .inside import frames
-from .launch import Launcher, LaunchPlan
+from .launch import Launcher, LaunchPlan, in_cgroup, memory_cgroup, remove_cgroup
 
 __all__ = ["Pool", "Worker", "WorkerGone"]
 
@@ -58,9 +58,12 @@ class Worker:
         options = b"".join(o.encode() + b"\0" for o in self.plan.options)
         options_r = _pipe_holding(options) if options else None
         passed = [fd for fd in (job_r, res_w, config_r, options_r) if fd is not None]
+        # all of the worker's memory, every process of every job included, where the host
+        # lets us make a cgroup
+        self.cgroup = memory_cgroup(launcher.limits.worker_memory())
         try:
             self.proc = _spawn(
-                self.plan.argv(config_r, options_r),
+                in_cgroup(self.cgroup, self.plan.argv(config_r, options_r)),
                 env=self.plan.env,
                 cwd=self.plan.cwd,
                 stdin=subprocess.DEVNULL,
@@ -72,6 +75,8 @@ class Worker:
         except OSError as exc:
             self._close_fds()
             self.plan.cleanup()
+            if self.cgroup:
+                remove_cgroup(self.cgroup)
             raise SandboxError(f"could not start a sandbox worker: {exc}") from exc
         finally:
             for fd in passed:
@@ -155,6 +160,8 @@ class Worker:
             log.error("sandbox worker %s did not die", self.proc.pid)
         self._close_fds()
         self.plan.cleanup()
+        if self.cgroup:
+            remove_cgroup(self.cgroup)
 
     def _close_fds(self) -> None:
         for fd in (self._job_w, self._res_r):
