@@ -13,7 +13,16 @@ import socket
 import tracemalloc
 
 import pytest
-from hostile.fetch_cases import FETCH_CASES, GOOD_PNG, GZIP_GZIP_BOMB, FetchCase, encoded, redirect
+from hostile.fetch_cases import (
+    FETCH_CASES,
+    GOOD_PNG,
+    GZIP_GZIP_BOMB,
+    FetchCase,
+    encoded,
+    endless_continue,
+    redirect,
+    trickled_headers,
+)
 from search_fixtures import LoopbackServer
 
 from llmi.errors import FetchError
@@ -165,3 +174,16 @@ def test_an_icon_bomb_is_refused_unopened(server, monkeypatch):
     with pytest.raises(FetchError, match="unrecognised format"):
         asyncio.run(_fetcher().fetch(server.url("/icon-bomb", host="images.test")))
     assert opened == []
+
+
+@pytest.mark.parametrize("route", [endless_continue, trickled_headers], ids=["endless 100 Continue", "trickled headers"])
+def test_servers_that_never_answer_are_cut_at_the_total_limit(route, server):
+    """Neither is ever silent for the read timeout: only the total limit stops them."""
+    path = f"/never-{route.__name__}"
+    server.route(path, route)
+    policy = FetchPolicy(allow_hosts=("images.test",), total_timeout=1.0, read_timeout=0.8, max_bytes=CAP)
+    fetcher = SafeFetcher(policy, resolver=_fetcher()._resolver)
+    bad, good = server.url(path, host="images.test"), server.url("/ok.png", host="images.test")
+    with pytest.raises(FetchError, match="longer than the total limit of 1 s"):
+        asyncio.run(fetcher.fetch(bad))
+    assert asyncio.run(fetcher.first_valid([bad, good]))[1] == good

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,23 @@ def _endless_chunks(h: BaseHTTPRequestHandler) -> None:
     block = b"10000\r\n" + bytes(1 << 16) + b"\r\n"
     for _ in range(1000):  # 64 MB at most: the client hangs up long before
         h.wfile.write(block)
+
+
+def endless_continue(h: BaseHTTPRequestHandler) -> None:
+    """``100 Continue`` after ``100 Continue``, never a response: each resets the read timeout."""
+    h.close_connection = True
+    for _ in range(100_000):
+        h.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+
+
+def trickled_headers(h: BaseHTTPRequestHandler) -> None:
+    """A header line a byte every 50 ms: never silent long enough for the read timeout."""
+    h.close_connection = True
+    h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    for _ in range(1000):
+        h.wfile.write(b"x")
+        h.wfile.flush()
+        time.sleep(0.05)
 
 
 # PostScript that PIL's EPS plugin would hand to Ghostscript to rasterise
