@@ -17,6 +17,8 @@ FAKE_SECRETS = {
     "SERP_API_KEY": "llmi-test-secret-serp-7f3a9c",
     "OPENAI_API_KEY": "sk-llmi-test-secret-openai-91bc2e",
     "ARK_API_KEY": "llmi-test-secret-ark-5d1e44",
+    "SERPAPI_API_KEY": "llmi-test-secret-serpapi-2b7d90",
+    "HF_TOKEN": "hf_llmi-test-secret-hf-6a0c13",
 }
 
 

@@ -70,6 +70,13 @@ CASES: tuple[Case, ...] = (
          "ok"),
     Case("read every process's environment", "import os\nfor p in os.listdir('/proc'):\n    try:\n        print(open(f'/proc/{p}/environ', 'rb').read())\n    except OSError:\n        pass\nplt.plot([1])",
          "ok"),
+    Case("search the interpreter's memory for the parent's keys",
+         "import gc, os, sys\nneedle = '-'.join(['llmi', 'test', 'secret'])\nfound = [k for k, v in os.environ.items() if needle in v]\n"
+         "for obj in gc.get_objects() + [m.__dict__ for m in list(sys.modules.values()) if hasattr(m, '__dict__')]:\n"
+         "    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else ()\n"
+         "    found += [v[:8] for v in list(items) if isinstance(v, str) and needle in v and v is not needle]\n"
+         "print('found' if found else 'clean')\nplt.plot([1])",
+         "ok", shows=r"^clean$"),
     Case("raise with the keys", "import os\nraise RuntimeError(os.environ.get('SERP_API_KEY', 'none') + os.environ.get('OPENAI_API_KEY', 'none'))",
          "fail", r"RuntimeError: nonenone"),
     Case("read a file outside", "print(open('@SECRET_FILE@').read())\nplt.plot([1])",
@@ -300,6 +307,13 @@ CASES: tuple[Case, ...] = (
          "ok", shows=r"^\\x1b\[2J\\x1b\[8mhidden\\x0d\\x9b31m$"),
     Case("a right-to-left override in the error", "raise ValueError('fine \\u202egnp.tahc')",
          "fail", r"fine \\u202egnp\.tahc"),
+    # past the time limit where only SIGKILL reaches
+    Case("spin in C with every signal blocked", "import re, signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, range(1, signal.NSIG))\nre.match('(a*)*b', 'a' * 64)",
+         "fail", r"time limit|CPU", slow=True),
+    Case("sleep in C with every signal blocked", "import ctypes, signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, range(1, signal.NSIG))\nctypes.CDLL(None).sleep(10 ** 6)",
+         "fail", r"time limit", slow=True),
+    Case("stop itself", "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\nplt.plot([1])",
+         "fail", r"time limit", slow=True),
     # the compiler and the parsers
     Case("200,000 unary minuses", "-" * 200000 + "1\nplt.plot([1])",
          "fail", r"out of memory|RecursionError|not valid Python"),
