@@ -370,3 +370,17 @@ def test_degraded_levels_still_scrub_secrets_and_say_so(level, caplog):
         assert out.info["stdout_tail"].endswith("offline")
     assert any("DEGRADED" in r.getMessage() and level in r.getMessage() for r in caplog.records)
     assert not any(v in out.info["stdout_tail"] for v in FAKE_SECRETS.values())
+
+
+def test_a_worker_starts_even_where_its_cgroup_cannot_be_entered(monkeypatch, tmp_path):
+    """The memory cgroup is a bound where the host allows one, never a reason not to start."""
+    from llmi.tools.sandbox import pool as pool_module
+
+    missing = str(tmp_path / "no-such-cgroup")
+    monkeypatch.setattr(pool_module, "memory_cgroup", lambda limit: missing)
+    tool = CodeSandboxTool(workers=1, timeout=10.0)
+    try:
+        out = tool.render("plt.plot([1, 2])")
+        assert out.info["figures"] == 1 and tool._pool._idle[0].cgroup == missing
+    finally:
+        tool.close()

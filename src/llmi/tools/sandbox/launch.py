@@ -397,10 +397,14 @@ def remove_cgroup(path: str, wait_s: float = 2.0) -> None:
 
 def in_cgroup(path: str | None, argv: list[str]) -> list[str]:
     """``argv`` started inside the cgroup ``path`` (a shell that moves itself there, then
-    execs it, so every process the worker forks is born inside); ``argv`` when None."""
+    execs it, so every process the worker forks is born inside); ``argv`` when None.
+
+    A move the host refuses leaves the worker as it would be without a cgroup, not unable to
+    start.
+    """
     if path is None:
         return argv
-    move = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+    move = 'echo $$ > "$0/cgroup.procs"; exec "$@"'
     return ["/bin/sh", "-c", move, path, *argv]
 
 
