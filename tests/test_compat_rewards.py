@@ -276,11 +276,12 @@ def test_the_multimodal_recipe_weights_text_and_image(engine) -> None:
 
 def test_a_compat_scorer_runs_each_tag_as_llmi_does() -> None:
     """LLM-I has no fallback from diffusion to search, no search retries and no replacing of a
-    repeated picture: a scorer that makes its own engine under llmi-compat has none either."""
-    from llmi.rewards.scorer import scoring_engine
+    repeated picture: the engine llmi-compat gets from the environment, which a scorer without
+    one makes, has none either."""
+    from llmi.engine import Engine
 
     env: dict[str, str] = {}
-    compat, own = scoring_engine("llmi-compat", env), scoring_engine("llmi", env)
+    compat, own = Engine.from_env(env, profile="llmi-compat"), Engine.from_env(env, profile="llmi")
     try:
         assert (compat.fallback, compat.search_retries, compat.distinct) == ({}, False, False)
         assert (own.fallback, own.search_retries, own.distinct) == ({"diffusion": "search"}, True, True)

@@ -142,17 +142,18 @@ class Engine:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> "Engine":
         """The engine a user gets with no code: every backend the environment configures,
-        the sandboxed code tool, diffusion falling back to search (visibly), and unless the
-        profile reads tags LLM-I's way (``llmi-compat``, whose rewards must see the tool
-        outcomes LLM-I's would), search retries and no repeated picture."""
+        the sandboxed code tool, and unless the profile reads tags LLM-I's way (``llmi-compat``,
+        whose rewards must see the tool outcomes LLM-I's would: each tag makes exactly the call
+        it asks for), diffusion falling back to search (visibly), search retries and no
+        repeated picture."""
         import os
 
         from .tools import default_tools
 
         env = os.environ if env is None else env
-        if kwargs.get("fallback") is None:
-            kwargs["fallback"] = {"diffusion": "search"}
         llmi_way = get_profile(kwargs.get("profile")).tag_finding != "llmi"
+        if kwargs.get("fallback") is None:
+            kwargs["fallback"] = {"diffusion": "search"} if llmi_way else {}
         kwargs.setdefault("search_retries", llmi_way)
         kwargs.setdefault("distinct", llmi_way)
         return cls(default_tools(env), **kwargs)

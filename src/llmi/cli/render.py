@@ -79,7 +79,7 @@ def render(file, out_dir: Path | None, formats: tuple[str, ...], images: tuple[s
     out_dir = out_dir or default_out_dir(Path(file.name).stem if file.name != "<stdin>" else "stdin")
     progress = ToolProgress(console)
     engine = Engine.from_env(on_event=progress, deadline=deadline, profile=profile,
-                             fallback={} if no_fallback or profile == "llmi-compat" else None)
+                             fallback={} if no_fallback else None)
     try:
         with progress:
             doc = engine.run(text, inputs, meta={"source_file": file.name})

@@ -80,9 +80,9 @@ def score(answers: Path, out: Path | None, profile: str, recipe: str, factors: d
     """
     from rich.console import Console
 
+    from ..engine import Engine
     from ..errors import ConfigError
     from ..rewards import JudgeLimits, LLMJudge, MLLMJudge, RewardFactors, RewardOptions, RewardScorer
-    from ..rewards.scorer import scoring_engine
 
     console = Console(stderr=True)
     try:
@@ -106,7 +106,7 @@ def score(answers: Path, out: Path | None, profile: str, recipe: str, factors: d
     for key, judge in judges.items():
         if judge is None:
             console.print(f"[yellow]no {key.replace('_', ' ')} configured[/]: its part is marked 'not configured'")
-    engine = scoring_engine(profile)
+    engine = Engine.from_env(profile=profile)
     scorer = RewardScorer(engine, factors=fac, options=opts, profile=profile, sample_timeout=sample_timeout,
                           keep_documents=False, **judges)
     try:

@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Engine
     from ..image import ImageData
 
-__all__ = ["ExtraInfo", "Sample", "RewardScorer", "as_images", "scoring_engine"]
+__all__ = ["ExtraInfo", "Sample", "RewardScorer", "as_images"]
 
 log = logging.getLogger(__name__)
 
@@ -131,22 +131,6 @@ def _preset(name: str) -> str:
     return name if name in PROFILES else "llmi-compat"
 
 
-def scoring_engine(profile: ProfileLike = "llmi-compat", env: Mapping[str, str] | None = None, **kwargs: Any) -> "Engine":
-    """The engine a scorer makes for itself: the environment's tools, run as ``profile`` says.
-
-    Read LLM-I's way (``llmi-compat``) each tag makes exactly the call it asks for, so that the
-    reward sees the tool outcomes LLM-I's would: no fallback from diffusion to search (LLM-I has
-    none), no search retries, no replacing of a repeated picture. Read the ``llmi`` way, the
-    engine is ``Engine.from_env``'s.
-    """
-    from ..engine import Engine
-
-    prof = get_profile(profile)
-    if prof.tag_finding == "llmi":
-        kwargs.setdefault("fallback", {})
-    return Engine.from_env(env, profile=prof, **kwargs)
-
-
 def as_images(values: Any) -> "tuple[ImageData, ...]":
     """Input images as datasets and trainers hold them: ``ImageData``, PIL images, encoded
     bytes, or dataset dicts with ``bytes`` or ``path`` (``None`` entries are skipped).
@@ -208,11 +192,13 @@ class RewardScorer:
         sample_timeout: float | None = 600.0,
         keep_documents: bool = True,
     ) -> None:
+        from ..engine import Engine
+
         self.reading = get_profile(profile)
         if sample_timeout is not None and not sample_timeout > 0:
             raise ConfigError(f"sample_timeout must be positive or None, not {sample_timeout!r}")
         self._own_engine = engine is None
-        self.engine = scoring_engine(self.reading) if engine is None else engine
+        self.engine = Engine.from_env(profile=self.reading) if engine is None else engine
         self.llm_judge = llm_judge
         self.mllm_judge = mllm_judge
         self.factors = factors or RewardFactors()
@@ -225,10 +211,12 @@ class RewardScorer:
     def from_env(cls, env: Mapping[str, str] | None = None, *, profile: ProfileLike = "llmi-compat", **kwargs: Any) -> "RewardScorer":
         """Tools and judges from the environment (the engine's variables, ``LLM_JUDGE_BASE_URL``,
         ``MLLM_JUDGE_BASE_URL`` ...); ``judge_limits`` applies to both judges. Without ``engine``,
-        the tools run as the profile says (``scoring_engine``)."""
+        the tools run as the profile says (``Engine.from_env``)."""
+        from ..engine import Engine
+
         llm, mllm = judges_from_env(env, profile=_preset(get_profile(profile).name), limits=kwargs.pop("judge_limits", None))
         engine = kwargs.pop("engine", None)
-        scorer = cls(engine or scoring_engine(profile, env), llm_judge=llm, mllm_judge=mllm, profile=profile, **kwargs)
+        scorer = cls(engine or Engine.from_env(env, profile=profile), llm_judge=llm, mllm_judge=mllm, profile=profile, **kwargs)
         scorer._own_engine = engine is None
         return scorer
 
