@@ -235,7 +235,7 @@ class Renderer:
             return _fail(
                 "too_large", f"the figures are too large together ({width}x{height} pixels)"
             )
-        png = stack(pngs)[0] if len(pngs) > 1 else pngs[0]
+        png = stack(pngs, width, height) if len(pngs) > 1 else pngs[0]
         return {"ok": True, "figures": len(pngs), "width": width, "height": height}, png
 
     def failure(self, exc: BaseException, code: str = "") -> dict:
@@ -321,19 +321,17 @@ def png_size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
-def stack(pngs: list[bytes]) -> tuple[bytes, int, int]:
-    """Several figures as one PNG, one under the other, centred on white."""
+def stack(pngs: list[bytes], width: int, height: int) -> bytes:
+    """Several figures as one ``width`` x ``height`` PNG (their size together, already checked
+    against the cap), one under the other, centred on white."""
     from PIL import Image
 
-    images = [Image.open(io.BytesIO(p)).convert("RGBA") for p in pngs]
-    gap = _GAP
-    width = max(im.width for im in images)
-    height = sum(im.height for im in images) + gap * (len(images) - 1)
     sheet = Image.new("RGBA", (width, height), (255, 255, 255, 255))
     y = 0
-    for im in images:
+    for p in pngs:
+        im = Image.open(io.BytesIO(p)).convert("RGBA")
         sheet.paste(im, ((width - im.width) // 2, y), im)
-        y += im.height + gap
+        y += im.height + _GAP
     out = io.BytesIO()
     sheet.save(out, format="PNG")
-    return out.getvalue(), width, height
+    return out.getvalue()
